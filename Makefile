@@ -1,0 +1,33 @@
+# Two commands do everything, set-up included:  `make quickstart`  and  `make test`.
+# Both create the project's virtualenv (.venv) on first use and reuse it afterwards.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export HF_HUB_OFFLINE := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: quickstart test test-slow venv clean-venv
+
+venv: $(STAMP)
+
+# Reinstall only when the dependency declarations change. constraints.txt pins the tested set
+# (torch 2.14.1 / torchvision 0.29.1 are the builds this workplace keeps on disk).
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+quickstart: $(STAMP)
+	$(BIN)/normlight quickstart
+
+# Exit 5 (no tests collected) is turned into a clear failure instead of a silent pass.
+test: $(STAMP)
+	@$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; \
+	 if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

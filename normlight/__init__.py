@@ -1,0 +1,51 @@
+"""normlight: which norm layer, where it sits, and what that does to stability and accuracy.
+
+Public API (timm-style)::
+
+    import normlight
+    normlight.list_norms()                       # built-in and discovered norm plugins
+    normlight.create_norm("rmsnorm", 512, eps=1e-6)
+    normlight.list_placements()                  # pre, post, peri, ...
+    normlight.list_models()                      # gpt-*, vit-*, resnet-*; also timm:<name>
+    model = normlight.create_model("gpt-tiny", norm="powernorm", placement="peri", qk_norm="rmsnorm")
+"""
+
+from __future__ import annotations
+
+from importlib import metadata as _md
+
+from normlight.errors import (
+    AmbiguousNameError,
+    NormlightError,
+    PluginError,
+    PluginOptionError,
+    UnknownNameError,
+)
+from normlight.registry import (
+    create_model,
+    create_norm,
+    get_placement,
+    list_models,
+    list_norms,
+    list_placements,
+    normalize_name,
+)
+
+try:
+    __version__ = _md.version("normlight")
+except _md.PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+
+def fold(model, *args, **kwargs):
+    """Fold eval-mode batch-statistic norms into the preceding conv/linear layer (see normlight.models.fold)."""
+    from normlight.models.fold import fold as _fold
+
+    return _fold(model, *args, **kwargs)
+
+
+__all__ = [
+    "AmbiguousNameError", "NormlightError", "PluginError", "PluginOptionError", "UnknownNameError",
+    "create_model", "create_norm", "fold", "get_placement", "list_models", "list_norms",
+    "list_placements", "normalize_name", "__version__",
+]
