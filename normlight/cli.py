@@ -62,12 +62,12 @@ def plugins_list(args: argparse.Namespace) -> int:
     for col in ("kind", "name", "distribution", "status", "description / problem"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        note = r["error"] or " ".join(x for x in (r["description"], f"[{r['paper']}]" if r["paper"] else "") if x)
+        note = f"{r['error']} (entry point {r['entry_point']})" if r["error"] else " ".join(x for x in (r["description"], f"[{r['paper']}]" if r["paper"] else "") if x)
         if r["duplicate_of"]:
             note += f" (name also registered by {', '.join(r['duplicate_of'])}; select as {r['distribution']}:{r['name']})"
         style = "red" if r["status"] == "broken" else None
         table.add_row(r["kind"], r["name"], f"{r['distribution']} {r['version']}", r["status"], note, style=style)
-    Console(width=160).print(table)
+    Console().print(table)
     return 0
 
 

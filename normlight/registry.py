@@ -161,9 +161,9 @@ def _accepts(factory: Any, name: str) -> bool:
 
 def get_placement(spec: Any) -> type:
     """The block class of a placement given as a name or a class (a subclass of the suite's Block)."""
+    cls, label = resolve("placements", spec)
     from normlight.blocks.base import Block
 
-    cls, label = resolve("placements", spec)
     if not (isinstance(cls, type) and issubclass(cls, Block)):
         raise PluginError(f"{label} is {cls!r}; a placement plugin must be a subclass of normlight.blocks.Block")
     return cls
