@@ -1,0 +1,230 @@
+"""Token / channel norms against independent float64 numpy formulas and norms.md's distinguishing tests.
+
+Every reference here is written from the paper's formula (reference/norms.md), not from the module.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import normlight
+from normlight.layout import ChannelsFirst
+
+
+def build(name, c, **kw):
+    return normlight.create_norm(name, c, **kw)
+
+
+def run(module, x_np, dtype=torch.float32):
+    """Forward a float64 numpy array through ``module`` in ``dtype``; result as float64 numpy."""
+    with torch.no_grad():
+        return module(torch.from_numpy(x_np).to(dtype)).double().numpy()
+
+
+def randn(*shape, seed=0, scale=1.0, shift=0.0):
+    return np.random.default_rng(seed).standard_normal(shape) * scale + shift
+
+
+# ---------------------------------------------------------------- numpy references (float64)
+
+def np_layernorm(x, eps=1e-5, w=None, b=None):
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)  # biased
+    y = (x - mu) / np.sqrt(var + eps)
+    return y * (1 if w is None else w) + (0 if b is None else b)
+
+
+def np_rmsnorm(x, eps, k=None, outside=False, w=None, b=None):
+    k = x.shape[-1] if k is None else k
+    ms = (x[..., :k] ** 2).mean(-1, keepdims=True)
+    y = x / (np.sqrt(ms) + eps) if outside else x / np.sqrt(ms + eps)
+    return y * (1 if w is None else w) + (0 if b is None else b)
+
+
+# ---------------------------------------------------------------- layernorm
+
+def test_layernorm_matches_numpy_with_affine():
+    m = build("layernorm", 24, dtype=torch.float64)
+    w, b = randn(24, seed=1), randn(24, seed=2)
+    with torch.no_grad():
+        m.weight.copy_(torch.from_numpy(w)), m.bias.copy_(torch.from_numpy(b))
+    x = randn(3, 5, 24, scale=3, shift=2)
+    np.testing.assert_allclose(run(m, x, torch.float64), np_layernorm(x, 1e-5, w, b), rtol=1e-10, atol=1e-10)
+
+
+def test_layernorm_biased_variance_distinguishing_value():
+    y = run(build("layernorm", 4), np.array([[1.0, 2.0, 3.0, 4.0]]), torch.float64)
+    assert y[0, 0] == pytest.approx(-1.341635, abs=1e-6)  # unbiased variance would give -1.161892
+    assert abs(y[0, 0] - (-1.161892)) > 0.1
+
+
+def test_layernorm_defaults_and_init_like_torch():
+    m = build("layernorm", 8)
+    assert m.eps == 1e-5 and torch.equal(m.weight, torch.ones(8)) and torch.equal(m.bias, torch.zeros(8))
+    assert build("layernorm", 8, bias=False).bias is None
+    bare = build("layernorm", 8, elementwise_affine=False)
+    assert bare.weight is None and bare.bias is None and len(list(bare.parameters())) == 0
+    x = torch.randn(4, 8)
+    torch.testing.assert_close(m(x), torch.nn.LayerNorm(8)(x))
+
+
+# ---------------------------------------------------------------- rmsnorm
+
+def test_rmsnorm_default_eps_inside_matches_numpy():
+    m = build("rmsnorm", 32, dtype=torch.float64)
+    w = randn(32, seed=3)
+    with torch.no_grad():
+        m.weight.copy_(torch.from_numpy(w))
+    x = randn(4, 32, scale=2)
+    eps32 = float(np.finfo(np.float32).eps)
+    m32 = build("rmsnorm", 32)
+    with torch.no_grad():
+        m32.weight.copy_(torch.from_numpy(w))
+    np.testing.assert_allclose(run(m32, x), np_rmsnorm(x, eps32, w=w), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run(m, x, torch.float64), np_rmsnorm(x, float(np.finfo(np.float64).eps), w=w), rtol=1e-12)
+    assert m.bias is None and torch.equal(build("rmsnorm", 32).weight, torch.ones(32))
+
+
+def test_rmsnorm_eps_inside_vs_outside_distinguishes():
+    x = 1e-3 * randn(1, 8, seed=4)  # rms ~ 1e-3
+    inside = run(build("rmsnorm", 8, eps=1e-8), x, torch.float64)
+    outside = run(build("rmsnorm", 8, eps=1e-8, eps_outside=True), x, torch.float64)
+    np.testing.assert_allclose(inside, np_rmsnorm(x, 1e-8), rtol=1e-10)
+    np.testing.assert_allclose(outside, np_rmsnorm(x, 1e-8, outside=True), rtol=1e-10)
+    assert np.abs(inside / outside - 1).max() > 5e-3  # eps inside vs outside differ at the ~1% level here
+    torch_default = run(build("rmsnorm", 8), x)  # float32 machine eps (1.19e-7), inside
+    assert np.abs(torch_default / inside - 1).max() > 0.03
+
+
+def test_rmsnorm_eps_outside_default_is_reference_1e_8():
+    m = build("rmsnorm", 8, eps_outside=True)
+    x = 1e-4 * randn(2, 8, seed=5)
+    np.testing.assert_allclose(run(m, x, torch.float64), np_rmsnorm(x, 1e-8, outside=True), rtol=1e-10)
+
+
+def test_partial_rmsnorm_uses_first_k_features_only():
+    d, p = 16, 0.5
+    m = build("rmsnorm", d, p=p, eps=1e-8)
+    x = randn(3, d, seed=6)
+    np.testing.assert_allclose(run(m, x, torch.float64), np_rmsnorm(x, 1e-8, k=int(d * p)), rtol=1e-10)
+    big, zero = x.copy(), x.copy()
+    big[:, d // 2:], zero[:, d // 2:] = 1e3, 0.0
+    yb, yz = run(m, big, torch.float64), run(m, zero, torch.float64)
+    np.testing.assert_allclose(yb[:, : d // 2], yz[:, : d // 2], rtol=1e-12)  # first half unaffected by the rest
+    full = run(build("rmsnorm", d, eps=1e-8), big, torch.float64)
+    assert not np.allclose(full[:, : d // 2], yb[:, : d // 2])
+
+
+@pytest.mark.parametrize("p", [0.0, 1.5, 0.01])
+def test_partial_rmsnorm_rejects_bad_p(p):
+    with pytest.raises(normlight.PluginOptionError, match="rmsnorm p"):
+        build("rmsnorm", 16, p=p)
+
+
+def test_rmsnorm_half_inputs_default_eps_follows_torch_and_explicit_bf16_eps_damps():
+    # torch >= 2.x: eps=None is the eps of the computation dtype (float32 for bf16), so ms=1e-3 is NOT damped.
+    x = torch.full((1, 64), math.sqrt(1e-3)).bfloat16()
+    y = build("rmsnorm", 64)(x)
+    assert y.dtype == torch.bfloat16 and y[0, 0].item() == pytest.approx(1.0, abs=1e-2)
+    torch.testing.assert_close(y, torch.nn.RMSNorm(64)(x.float()).bfloat16())
+    # norms.md 1c's old default, eps = finfo(bfloat16).eps, damps by sqrt(1e-3 / (1e-3 + 0.0078125)) = 0.337
+    damped = build("rmsnorm", 64, eps=torch.finfo(torch.bfloat16).eps)(x)
+    assert damped[0, 0].item() == pytest.approx(math.sqrt(1e-3 / (1e-3 + 0.0078125)), rel=1e-2)
+
+
+def test_rmsnorm_bias_option():
+    m = build("rmsnorm", 6, bias=True, eps=1e-6, dtype=torch.float64)
+    b = randn(6, seed=7)
+    with torch.no_grad():
+        m.bias.copy_(torch.from_numpy(b))
+    x = randn(2, 6, seed=8)
+    np.testing.assert_allclose(run(m, x, torch.float64), np_rmsnorm(x, 1e-6, b=b), rtol=1e-10)
+
+
+# ---------------------------------------------------------------- crmsnorm
+
+def test_crmsnorm_equals_layernorm_on_zero_mean_vectors():
+    d = 12
+    full = randn(5, d, seed=9)
+    full -= full.mean(-1, keepdims=True)  # zero-mean residual stream
+    y = run(build("crmsnorm", d - 1), full[:, :-1], torch.float64)
+    np.testing.assert_allclose(y, np_layernorm(full, 1e-5)[:, :-1], rtol=1e-9, atol=1e-12)
+    # the close-but-wrong variant that divides by d-1 (the compressed width) is measurably different
+    z = full[:, :-1]
+    wrong = z / np.sqrt(((z ** 2).sum(-1, keepdims=True) + z.sum(-1, keepdims=True) ** 2) / (d - 1) + 1e-5)
+    assert np.abs(y - wrong).max() > 1e-2
+
+
+def test_crmsnorm_no_affine_by_default():
+    assert len(list(build("crmsnorm", 7).parameters())) == 0
+    assert build("crmsnorm", 7, elementwise_affine=True).weight.shape == (7,)
+
+
+# ---------------------------------------------------------------- scalenorm / l2norm
+
+def test_scalenorm_init_equals_eps_free_rmsnorm_and_g_is_one_scalar():
+    d = 20
+    m = build("scalenorm", d, dtype=torch.float64)
+    assert [p.numel() for p in m.parameters()] == [1] and m.g.item() == pytest.approx(math.sqrt(d))
+    x = randn(4, d, seed=10)
+    np.testing.assert_allclose(run(m, x, torch.float64), x / np.sqrt((x ** 2).mean(-1, keepdims=True)), rtol=1e-10)
+
+
+def test_scalenorm_eps_is_a_clamp_not_additive():
+    d = 4
+    x = np.full((1, d), 1e-6 / 2)  # ||x|| = 1e-6 < eps = 1e-5
+    y = run(build("scalenorm", d), x, torch.float64)
+    g = math.sqrt(d)
+    np.testing.assert_allclose(y, g * x / 1e-5, rtol=1e-10)
+    assert np.abs(y / (g * x / (1e-6 + 1e-5)) - 1).max() > 0.05  # additive eps is 10% off
+
+
+def test_l2norm_unit_norm_and_zero_vector_policy():
+    x = randn(3, 9, seed=11, scale=5)
+    y = run(build("l2norm", 9), x, torch.float64)
+    np.testing.assert_allclose(y, x / np.linalg.norm(x, axis=-1, keepdims=True), rtol=1e-12)
+    zero = torch.zeros(1, 9)
+    assert torch.isnan(build("l2norm", 9)(zero)).all()  # eps=0 as nGPT: documented NaN
+    assert torch.equal(build("l2norm", 9, eps=1e-12)(zero), zero)  # with a clamp zero stays zero
+    assert len(list(build("l2norm", 9).parameters())) == 0
+
+
+# ---------------------------------------------------------------- dyt / identity
+
+def test_dyt_formula_init_and_scalar_alpha():
+    d = 10
+    m = build("dyt", d)
+    x = np.ones((1, d))
+    np.testing.assert_allclose(run(m, x, torch.float64), np.full((1, d), 0.462117), atol=1e-6)  # tanh(0.5)
+    np.testing.assert_allclose(run(m, np.full((1, d), 100.0), torch.float64), 1.0, atol=1e-12)  # no centering
+    assert m.alpha.shape == (1,) and sum(p.numel() for p in m.parameters()) == 1 + 2 * d
+    assert sum(p.numel() for p in build("dyt", d, bias=False).parameters()) == 1 + d
+    w, b = randn(d, seed=12), randn(d, seed=13)
+    m = build("dyt", d, alpha_init=0.8, dtype=torch.float64)
+    with torch.no_grad():
+        m.weight.copy_(torch.from_numpy(w)), m.bias.copy_(torch.from_numpy(b))
+    x = randn(2, 3, d, seed=14, scale=3)
+    np.testing.assert_allclose(run(m, x, torch.float64), w * np.tanh(0.8 * x) + b, rtol=1e-12)
+
+
+def test_identity_returns_input_and_ignores_num_features():
+    x = torch.randn(2, 3, 5)
+    assert build("identity", 999)(x) is x
+    assert len(list(build("identity", 5).parameters())) == 0
+
+
+# ---------------------------------------------------------------- half precision: statistics in float32
+
+@pytest.mark.parametrize("name", ["layernorm", "rmsnorm", "scalenorm", "l2norm", "crmsnorm"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_inputs_use_float32_statistics(name, dtype):
+    # large offset: a mean/variance accumulated in 16 bits loses most digits of the result
+    x = torch.from_numpy(randn(4, 768, seed=15, shift=200.0)).to(dtype)
+    m = build(name, 768)
+    ref = m.double()(x.double())  # same half-rounded input, exact statistics
+    y = m.float()(x)
+    assert y.dtype == dtype
+    tol = 2 ** -7 if dtype == torch.bfloat16 else 2 ** -10
+    assert (y.double() - ref).abs().max().item() <= 2 * tol * ref.abs().max().item()
