@@ -1,0 +1,128 @@
+"""PowerNorm (Shen et al. 2020, "PowerNorm: Rethinking Batch Normalization in Transformers").
+
+Per token, GroupScaling first divides each channel group by its root-mean-square. Then, per channel
+over the batch and tokens, the quadratic mean ``psi2 = mean(x^2)`` (no mean subtraction) is the
+statistic. During warmup (iteration ``t <= warmup_iters``) the batch ``psi2`` normalizes; afterwards
+the running estimate ``running_phi`` does, also in training. The backward is the paper's
+*approximate* gradient, not the true one:
+
+    g     = dy * weight
+    g_hat = g - (1 - alpha_bkw) * ema_gz * z
+    ema_gz += mean_tokens(g_hat * z)                 (per channel, accumulated)
+    dx    = g_hat / sqrt(psi2 + eps)                  (the BATCH psi2, even after warmup)
+
+Eval: ``y = weight * x / sqrt(running_phi + eps) + bias`` (after GroupScaling).
+
+``warmup_iters`` defaults to the class default of the reference code (10000); the fairseq recipe
+passes the learning-rate warmup steps instead (``warmup_iters=warmup_updates``) and ``group_num``
+= number of attention heads. The iteration counter counts *training forward calls*, so gradient
+accumulation advances it once per micro-batch. Under data parallelism ``psi2`` and the backward
+statistic ``mean(g_hat * z)`` are summed over ranks (``sync_stats``), so ``ema_gz`` stays identical.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from normlight.norms import _batchstats as bs
+from normlight.norms import _sync
+
+
+def group_scaling(x: torch.Tensor, group_num: int, eps: float = 1e-5) -> torch.Tensor:
+    """GroupScaling1D: per token, divide each of ``group_num`` channel groups by sqrt(mean(x^2) + eps)."""
+    g = x.reshape(*x.shape[:-1], group_num, x.shape[-1] // group_num)
+    g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + eps)
+    return g.reshape(x.shape)
+
+
+class PowerFunction(torch.autograd.Function):
+    """PowerNorm's training step on rows ``(M, C)``: forward statistics and the approximate backward.
+
+    Mutates the buffers it is given: ``running_phi`` in forward, ``ema_gz`` in backward.
+    ``state`` is a dict of settings; it receives ``psi2`` (the batch quadratic mean) for diagnostics.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_phi, ema_gz, real, state):
+        """``real`` is a bool row mask (True = real token) or None; see the class docstring."""
+        eps, t = state["eps"], state["t"]
+        n, psi2 = bs.quadratic_mean(state["name"], x if real is None else x[real], state["sync"])
+        phi = psi2 if t <= state["warmup_iters"] else running_phi.to(x.dtype)
+        z = x * torch.rsqrt(phi + eps)
+        with torch.no_grad():
+            if t < state["warmup_iters"]:  # cumulative mean during warmup, then the EMA (both run)
+                running_phi.mul_((t - 1) / t).add_(psi2.to(running_phi.dtype) / t)
+            a = state["alpha_fwd"]
+            running_phi.mul_(a).add_(psi2.to(running_phi.dtype), alpha=1 - a)
+        ctx.save_for_backward(z, psi2, weight, real)
+        ctx.ema_gz, ctx.n, ctx.state = ema_gz, n, state
+        state["psi2"] = psi2
+        return z * weight + bias
+
+    @staticmethod
+    def backward(ctx, dy):
+        """The paper's approximate gradient (see the module docstring); updates ``ema_gz``."""
+        z, psi2, weight, real = ctx.saved_tensors
+        ema_gz, state = ctx.ema_gz, ctx.state
+        g_hat = dy * weight - (1 - state["alpha_bkw"]) * ema_gz.to(z.dtype) * z
+        gz = (g_hat * z if real is None else (g_hat * z)[real]).sum(0)
+        if state["sync"]:
+            _sync.all_reduce_sum_(gz)
+        ema_gz.add_((gz / ctx.n).to(ema_gz.dtype))
+        dx = g_hat * torch.rsqrt(psi2 + state["eps"])
+        return dx, (dy * z).sum(0), dy.sum(0), None, None, None, None
+
+
+class PowerNorm(nn.Module):
+    """PowerNorm with GroupScaling (options ``group_num``, ``warmup_iters``, ``alpha_fwd``, ``alpha_bkw``, ``eps``).
+
+    After each training forward ``batch_stat`` is the batch quadratic mean ``psi2`` and
+    ``running_stat`` the running estimate ``running_phi`` used in eval (and after warmup).
+    """
+
+    uses_batch_statistics = True
+    description = "PowerNorm: quadratic-mean batch statistic, running estimate after warmup, approximate backward"
+    paper = "Shen et al. 2020, PowerNorm: Rethinking Batch Normalization in Transformers"
+
+    def __init__(self, num_features: int, group_num: int = 1, warmup_iters: int = 10000, alpha_fwd: float = 0.9,
+                 alpha_bkw: float = 0.9, eps: float = 1e-5, sync_stats: bool = True, device=None, dtype=None):
+        super().__init__()
+        if group_num < 1 or num_features % group_num:
+            raise ValueError(f"powernorm: group_num={group_num} must be a positive divisor of num_features={num_features}")
+        kw = dict(device=device, dtype=dtype)
+        self.num_features, self.group_num, self.warmup_iters = num_features, group_num, warmup_iters
+        self.alpha_fwd, self.alpha_bkw, self.eps, self.sync_stats = alpha_fwd, alpha_bkw, eps, sync_stats
+        self.weight = nn.Parameter(torch.ones(num_features, **kw))
+        self.bias = nn.Parameter(torch.zeros(num_features, **kw))
+        self.register_buffer("running_phi", torch.ones(num_features, **kw))
+        self.register_buffer("ema_gz", torch.zeros(num_features, **kw))
+        self.register_buffer("iters", torch.tensor(0, dtype=torch.long, device=device))
+        self.batch_stat: torch.Tensor | None = None
+
+    @property
+    def running_stat(self) -> torch.Tensor:
+        """The running quadratic mean ``running_phi`` used in eval."""
+        return self.running_phi
+
+    def extra_repr(self) -> str:
+        """Options shown in ``print(module)``."""
+        return (f"{self.num_features}, group_num={self.group_num}, warmup_iters={self.warmup_iters}, "
+                f"alpha_fwd={self.alpha_fwd}, alpha_bkw={self.alpha_bkw}, eps={self.eps}, sync_stats={self.sync_stats}")
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalize ``(..., C)``; ``mask`` (``x.shape[:-1]``, True = real) keeps padding out of the statistics."""
+        mask = bs.check_input("powernorm", x, self.num_features, mask)
+        cdt = bs.stat_dtype(x)
+        xs = group_scaling(x.to(cdt), self.group_num)
+        w, b = self.weight.to(cdt), self.bias.to(cdt)
+        if not self.training:
+            return (xs * torch.rsqrt(self.running_phi.to(cdt) + self.eps) * w + b).to(x.dtype)
+        self.iters.add_(1)  # counted before the call, so t starts at 1
+        state = dict(name="powernorm", eps=self.eps, t=int(self.iters), warmup_iters=self.warmup_iters,
+                     alpha_fwd=self.alpha_fwd, alpha_bkw=self.alpha_bkw,
+                     sync=_sync.active(self.sync_stats, self.training))
+        real = None if mask is None else mask.reshape(-1)
+        y = PowerFunction.apply(xs.reshape(-1, self.num_features), w, b, self.running_phi, self.ema_gz, real, state)
+        self.batch_stat = state["psi2"].detach().float()
+        return y.reshape(x.shape).to(x.dtype)
