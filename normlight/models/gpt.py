@@ -1,0 +1,104 @@
+"""Decoder-only GPT (nanoGPT-shaped) on the shared block stack with any norm and placement.
+
+::
+
+    idx (B,T) ─ tok_emb [+ pos_emb (learned)] ─ dropout ─ blocks[0..L-1] ─ final norm ─ head [─ logit scale] ─> logits (B,T,V)
+
+Presets (parameter counts with the default pre/layernorm, learned positions, tied head; asserted in tests):
+
+=========== ====== ===== ===== ===== ====== ==============
+preset      layers dim   heads ctx   vocab  parameters
+=========== ====== ===== ===== ===== ====== ==============
+gpt-nano    2      64    4     64    256    120,576
+gpt-tiny    6      256   4     256   256    4,870,144
+gpt-small   12     768   12    1024  50257  124,439,808
+gpt-medium  24     1024  16    1024  50257  354,823,168
+=========== ====== ===== ===== ===== ====== ==============
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from normlight.models.transformer import build_blocks, final_norm, init_gpt2, placement_init, spec_value
+
+
+class GPT(nn.Module):
+    """Causal language model; ``pos="learned"|"rope"``, ``tie_weights`` (default: tie unless the placement forbids)."""
+
+    family = "gpt"
+
+    def __init__(self, *, name: str = "gpt", vocab_size: int = 256, max_seq_len: int = 64, depth: int = 2,
+                 dim: int = 64, num_heads: int = 4, mlp: str = "gelu", mlp_ratio: float = 4.0,
+                 dropout: float = 0.0, bias: bool = True, pos: str = "learned", tie_weights: bool | None = None,
+                 norm: Any = "layernorm", norm_kwargs: dict | None = None, placement: Any = "pre",
+                 placement_kwargs: dict | None = None, qk_norm: Any = None, qk_norm_kwargs: dict | None = None):
+        super().__init__()
+        if pos not in ("learned", "rope"):
+            raise ValueError(f"gpt: pos must be 'learned' or 'rope', got {pos!r}")
+        self.spec = {k: spec_value(v) for k, v in dict(
+            name=name, vocab_size=vocab_size, max_seq_len=max_seq_len, depth=depth, dim=dim, num_heads=num_heads,
+            mlp=mlp, mlp_ratio=mlp_ratio, dropout=dropout, bias=bias, pos=pos, tie_weights=tie_weights, norm=norm,
+            norm_kwargs=norm_kwargs or {}, placement=placement, placement_kwargs=placement_kwargs or {},
+            qk_norm=qk_norm, qk_norm_kwargs=qk_norm_kwargs or {}).items()}
+        self.vocab_size, self.max_seq_len = vocab_size, max_seq_len
+        self.tok_emb = nn.Embedding(vocab_size, dim)
+        self.pos_emb = nn.Embedding(max_seq_len, dim) if pos == "learned" else None
+        self.drop = nn.Dropout(dropout)
+        self.placement_cls, self.blocks = build_blocks(
+            placement, depth, dim, num_heads, placement_kwargs=placement_kwargs, norm=norm, norm_kwargs=norm_kwargs,
+            qk_norm=qk_norm, qk_norm_kwargs=qk_norm_kwargs, mlp=mlp, mlp_ratio=mlp_ratio, causal=True,
+            dropout=dropout, bias=bias, rope=pos == "rope", max_seq_len=max_seq_len)
+        self.norm = final_norm(self.placement_cls, norm, dim, norm_kwargs, depth)
+        self.head = nn.Linear(dim, vocab_size, bias=False)
+        self.logit_scale = self.placement_cls.logit_scale(vocab_size)
+        if tie_weights and not self.placement_cls.allows_weight_tying:
+            raise ValueError(f"placement {self.placement_cls.__name__} does not allow tie_weights=True")
+        init_gpt2(self.blocks, [self.tok_emb, self.pos_emb, self.head] if self.pos_emb else [self.tok_emb, self.head])
+        if tie_weights is None:
+            tie_weights = self.placement_cls.allows_weight_tying
+        if tie_weights:
+            self.head.weight = self.tok_emb.weight
+        self.spec["tie_weights"] = bool(tie_weights)
+        placement_init(self)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Logits (B,T,V) for token ids (B,T) with T <= max_seq_len."""
+        t = idx.shape[1]
+        if t > self.max_seq_len:
+            raise ValueError(f"sequence length {t} exceeds max_seq_len {self.max_seq_len} of this GPT")
+        x = self.tok_emb(idx)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(torch.arange(t, device=idx.device))
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x)
+        logits = self.head(self.norm(x))
+        return logits if self.logit_scale is None else self.logit_scale(logits)
+
+
+def _preset(name: str, defaults: dict, kwargs: dict) -> GPT:
+    return GPT(**{"name": name, **defaults, **kwargs})
+
+
+def gpt_nano(**kwargs: Any) -> GPT:
+    """Test-sized GPT: 2 layers, dim 64, 4 heads, ctx 64, vocab 256 (120,576 params). Any field overridable."""
+    return _preset("gpt-nano", dict(depth=2, dim=64, num_heads=4, max_seq_len=64, vocab_size=256), kwargs)
+
+
+def gpt_tiny(**kwargs: Any) -> GPT:
+    """CPU-trainable GPT: 6 layers, dim 256, 4 heads, ctx 256, vocab 256 (4,870,144 params)."""
+    return _preset("gpt-tiny", dict(depth=6, dim=256, num_heads=4, max_seq_len=256, vocab_size=256), kwargs)
+
+
+def gpt_small(**kwargs: Any) -> GPT:
+    """GPT-2 124M shape: 12 layers, dim 768, 12 heads, ctx 1024, vocab 50257 (124,439,808 params)."""
+    return _preset("gpt-small", dict(depth=12, dim=768, num_heads=12, max_seq_len=1024, vocab_size=50257), kwargs)
+
+
+def gpt_medium(**kwargs: Any) -> GPT:
+    """GPT-2 medium shape: 24 layers, dim 1024, 16 heads, ctx 1024, vocab 50257 (354,823,168 params)."""
+    return _preset("gpt-medium", dict(depth=24, dim=1024, num_heads=16, max_seq_len=1024, vocab_size=50257), kwargs)

@@ -1,0 +1,64 @@
+"""GPT model: interface, presets (parameter counts), positions, tying, bf16, errors."""
+
+import pytest
+import torch
+
+import normlight
+from normlight.models.transformer import num_params
+
+LN = torch.nn.LayerNorm  # a norm spec that does not depend on the norm plugins
+
+
+@pytest.mark.parametrize("name,params", [("gpt-nano", 120_576), ("gpt-tiny", 4_870_144),
+                                         ("gpt-small", 124_439_808), ("gpt-medium", 354_823_168)])
+def test_preset_parameter_counts(name, params):
+    with torch.device("meta"):  # shapes only: no memory, no init cost
+        model = normlight.create_model(name, norm=LN)
+    assert num_params(model) == params
+
+
+def test_interface_and_forward():
+    model = normlight.create_model("gpt-nano", norm=LN)
+    assert model.family == "gpt" and model.vocab_size == 256 and model.max_seq_len == 64
+    assert len(model.blocks) == 2 and model.placement_cls is normlight.get_placement("pre")
+    assert model.spec["name"] == "gpt-nano" and model.spec["placement"] == "pre"
+    assert model.spec["norm"] == "torch.nn.modules.normalization.LayerNorm"
+    logits = model(torch.randint(0, 256, (2, 8)))
+    assert logits.shape == (2, 8, 256) and torch.isfinite(logits).all()
+    assert model.head.weight is model.tok_emb.weight  # tied by default
+
+
+def test_causal():
+    model = normlight.create_model("gpt-nano", norm=LN).eval()
+    idx = torch.randint(0, 256, (1, 10))
+    idx2 = idx.clone()
+    idx2[0, 7:] = (idx2[0, 7:] + 1) % 256
+    a, b = model(idx), model(idx2)
+    assert torch.allclose(a[:, :7], b[:, :7], atol=1e-6) and not torch.allclose(a[:, 7:], b[:, 7:])
+
+
+def test_rope_has_no_position_table_and_is_position_sensitive():
+    model = normlight.create_model("gpt-nano", norm=LN, pos="rope", tie_weights=False, depth=1).eval()
+    assert model.pos_emb is None and model.head.weight is not model.tok_emb.weight
+    idx = torch.tensor([[5, 5, 5, 9]])
+    # rope makes the last token's output depend on where the repeated tokens sit
+    assert not torch.allclose(model(idx)[0, -1], model(torch.tensor([[9, 5, 5, 9]]))[0, -1])
+
+
+def test_overrides_and_bf16():
+    model = normlight.create_model("gpt-tiny", norm=LN, depth=1, dim=32, num_heads=2, vocab_size=50,
+                                   max_seq_len=16, mlp="swiglu").to(torch.bfloat16)
+    out = model(torch.randint(0, 50, (2, 16)))
+    assert out.dtype == torch.bfloat16 and out.shape == (2, 16, 50) and torch.isfinite(out).all()
+
+
+def test_errors_are_clear():
+    model = normlight.create_model("gpt-nano", norm=LN)
+    with pytest.raises(ValueError, match="exceeds max_seq_len 64"):
+        model(torch.zeros(1, 65, dtype=torch.long))
+    with pytest.raises(normlight.PluginOptionError, match="post_fraction"):
+        normlight.create_model("gpt-nano", norm=LN, placement="pre", placement_kwargs={"post_fraction": 0.5})
+    with pytest.raises(normlight.UnknownNameError, match="placement 'prre'"):
+        normlight.create_model("gpt-nano", norm=LN, placement="prre")
+    with pytest.raises(normlight.PluginOptionError, match="pos must be"):
+        normlight.create_model("gpt-nano", norm=LN, pos="alibi")
