@@ -228,3 +228,151 @@ def test_half_inputs_use_float32_statistics(name, dtype):
     assert y.dtype == dtype
     tol = 2 ** -7 if dtype == torch.bfloat16 else 2 ** -10
     assert (y.double() - ref).abs().max().item() <= 2 * tol * ref.abs().max().item()
+
+
+# ---------------------------------------------------------------- groupnorm / instancenorm
+
+def np_groupnorm(x_nchw, groups, eps=1e-5, w=None, b=None):
+    n, c = x_nchw.shape[:2]
+    g = x_nchw.reshape(n, groups, -1)
+    mu, var = g.mean(-1, keepdims=True), g.var(-1, keepdims=True)  # biased
+    y = ((g - mu) / np.sqrt(var + eps)).reshape(x_nchw.shape)
+    shape = (1, c) + (1,) * (x_nchw.ndim - 2)
+    return y * (1 if w is None else w.reshape(shape)) + (0 if b is None else b.reshape(shape))
+
+
+def test_groupnorm_channels_last_matches_numpy():
+    c, groups = 12, 4
+    m = build("groupnorm", c, num_groups=groups, dtype=torch.float64)
+    w, b = randn(c, seed=20), randn(c, seed=21)
+    with torch.no_grad():
+        m.weight.copy_(torch.from_numpy(w)), m.bias.copy_(torch.from_numpy(b))
+    x_nhwc = randn(3, 4, 5, c, seed=22, scale=2, shift=1)
+    expect = np_groupnorm(np.moveaxis(x_nhwc, -1, 1), groups, 1e-5, w, b)
+    np.testing.assert_allclose(run(m, x_nhwc, torch.float64), np.moveaxis(expect, 1, -1), rtol=1e-10, atol=1e-12)
+    tokens = randn(2, 7, c, seed=23)  # (N, T, C): statistics over tokens x group channels
+    expect = np_groupnorm(np.moveaxis(tokens, -1, 1), groups, 1e-5, w, b)
+    np.testing.assert_allclose(run(m, tokens, torch.float64), np.moveaxis(expect, 1, -1), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("fast_path", [False, True])
+def test_groupnorm_equals_torch_groupnorm_on_nchw(fast_path):
+    c, groups = 32, 8
+    ref = torch.nn.GroupNorm(groups, c)
+    with torch.no_grad():
+        ref.weight.normal_(), ref.bias.normal_()
+    if fast_path:
+        m = build("groupnorm", c, num_groups=groups, layout="channels_first")
+        assert not isinstance(m, ChannelsFirst)
+    else:
+        m = ChannelsFirst(build("groupnorm", c, num_groups=groups))
+    m.load_state_dict({k.replace("norm.", ""): v for k, v in ref.state_dict().items()} if fast_path
+                      else {"norm." + k: v for k, v in ref.state_dict().items()})
+    x = torch.randn(4, c, 6, 5)
+    torch.testing.assert_close(m(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
+def test_groupnorm_error_lists_valid_group_counts():
+    with pytest.raises(normlight.PluginOptionError, match=r"num_groups=32 does not divide num_features=48.*\[1, 2, 3, 4, 6, 8, 12, 16, 24, 48\]"):
+        build("groupnorm", 48)
+
+
+@pytest.mark.parametrize("fast_path", [False, True])
+def test_instancenorm_equals_numpy_and_torch_instancenorm2d(fast_path):
+    c = 6
+    x = torch.randn(3, c, 5, 4, dtype=torch.float64)
+    m = (build("instancenorm", c, layout="channels_first") if fast_path
+         else ChannelsFirst(build("instancenorm", c))).double()
+    expect = np_groupnorm(x.numpy(), c, 1e-5)  # one group per channel
+    np.testing.assert_allclose(m(x).numpy(), expect, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(m(x), torch.nn.InstanceNorm2d(c)(x))
+    assert len(list(m.parameters())) == 0
+
+
+def test_instancenorm_rejects_running_stats_and_missing_positions():
+    with pytest.raises(normlight.PluginOptionError, match="no running statistics"):
+        build("instancenorm", 4, track_running_stats=True)
+    with pytest.raises(ValueError, match="needs position dims"):
+        build("instancenorm", 4)(torch.randn(2, 4))
+
+
+# ---------------------------------------------------------------- grn
+
+def np_grn(x_nhwc, gamma, beta, eps=1e-6):
+    g = np.sqrt((x_nhwc ** 2).sum(axis=(1, 2), keepdims=True))
+    n = g / (g.mean(axis=-1, keepdims=True) + eps)
+    return gamma * (x_nhwc * n) + beta + x_nhwc
+
+
+@pytest.mark.parametrize("fast_path", [False, True])
+def test_grn_matches_numpy_and_starts_as_identity(fast_path):
+    c = 8
+    x = randn(2, 5, 4, c, seed=30)  # NHWC
+    fresh = build("grn", c)
+    assert torch.equal(fresh.gamma, torch.zeros(c)) and torch.equal(fresh.beta, torch.zeros(c))
+    np.testing.assert_allclose(run(fresh, x), x, rtol=1e-6)
+    gamma, beta = randn(c, seed=31), randn(c, seed=32)
+    m = build("grn", c, dtype=torch.float64, **({"layout": "channels_first"} if fast_path else {}))
+    with torch.no_grad():
+        m.gamma.copy_(torch.from_numpy(gamma)), m.beta.copy_(torch.from_numpy(beta))
+    expect = np_grn(x, gamma, beta)
+    if fast_path:
+        y = run(m, np.ascontiguousarray(np.moveaxis(x, -1, 1)), torch.float64)
+        np.testing.assert_allclose(np.moveaxis(y, 1, -1), expect, rtol=1e-10)
+    else:
+        np.testing.assert_allclose(run(m, x, torch.float64), expect, rtol=1e-10)
+
+
+def test_grn_divides_by_the_channel_mean():
+    # scaling one channel changes the others' output through mean_c G_c (a per-channel-only norm would not)
+    m = build("grn", 4, dtype=torch.float64)
+    with torch.no_grad():
+        m.gamma.fill_(1.0)
+    x = randn(1, 3, 3, 4, seed=33)
+    x2 = x.copy()
+    x2[..., 0] *= 10
+    y1, y2 = run(m, x, torch.float64), run(m, x2, torch.float64)
+    assert np.abs(y1[..., 1:] - y2[..., 1:]).max() > 0.1
+
+
+def test_grn_needs_positions():
+    with pytest.raises(ValueError, match="grn needs position dims"):
+        build("grn", 4)(torch.randn(2, 4))
+
+
+# ---------------------------------------------------------------- layernorm_scaling
+
+@pytest.mark.parametrize("layer_idx, factor", [(0, 1.0), (1, 0.7071068), (2, 0.5773503), (3, 0.5)])
+def test_layernorm_scaling_is_one_over_sqrt_of_one_based_layer(layer_idx, factor):
+    x = randn(3, 16, seed=40, scale=2)
+    y = run(build("layernorm_scaling", 16, layer_idx=layer_idx), x, torch.float64)
+    np.testing.assert_allclose(y, np_layernorm(x, 1e-5) * factor, rtol=1e-6)
+    y_rms = run(build("layernorm_scaling", 16, layer_idx=layer_idx, base="rmsnorm", eps=1e-6), x, torch.float64)
+    np.testing.assert_allclose(y_rms, np_rmsnorm(x, 1e-6) * factor, rtol=1e-6)
+
+
+def test_layernorm_scaling_off_by_one_and_missing_layer_idx():
+    x = randn(2, 8, seed=41)
+    y = run(build("layernorm_scaling", 8, layer_idx=3), x, torch.float64)
+    assert not np.allclose(y, np_layernorm(x) / math.sqrt(3))  # 0-based l would give 1/sqrt(3)
+    with pytest.raises(normlight.PluginOptionError, match="layer_idx"):
+        build("layernorm_scaling", 8)
+    with pytest.raises(normlight.PluginOptionError, match="base must be one of"):
+        build("layernorm_scaling", 8, layer_idx=0, base="batchnorm")
+
+
+# ---------------------------------------------------------------- half precision for the position norms
+
+@pytest.mark.parametrize("name", ["groupnorm", "instancenorm", "grn"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_position_norms_half_inputs_use_float32_statistics(name, dtype):
+    x = torch.from_numpy(randn(2, 16, 64, seed=42, shift=200.0)).to(dtype)
+    m = build(name, 64, **({"num_groups": 8} if name == "groupnorm" else {}))
+    if name == "grn":
+        with torch.no_grad():
+            m.gamma.fill_(1.0)
+    ref = m.double()(x.double())
+    y = m.float()(x)
+    assert y.dtype == dtype
+    tol = 2 ** -7 if dtype == torch.bfloat16 else 2 ** -10
+    assert (y.double() - ref).abs().max().item() <= 2 * tol * ref.abs().max().item()

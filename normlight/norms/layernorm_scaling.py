@@ -1,0 +1,53 @@
+"""LayerNorm Scaling ("The Curse of Depth", Sun et al. 2025): a pre-norm output damped by 1/sqrt(depth)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from normlight.norms.layernorm import LayerNorm
+from normlight.norms.rmsnorm import RMSNorm
+
+
+class LayerNormScaling(nn.Module):
+    """``y = N(x) / sqrt(l)`` with ``l = layer_idx + 1`` (layers counted from 1): 1, 0.7071, 0.5774, 0.5, ...
+
+    ``N`` is LayerNorm (``base="layernorm"``, default) or RMSNorm (``base="rmsnorm"``, as in the paper,
+    which used RMSNorm with eps 1e-6: pass ``eps=1e-6``). ``eps``, ``elementwise_affine`` and ``bias``
+    go to the base norm; ``None`` keeps the base's own default. ``layer_idx`` (0-based block index)
+    is the context keyword the model passes when it builds the norm of block ``layer_idx``; it is
+    required. The paper scales the pre-norms of every block but not the final norm, and advises normal
+    (not depth-scaled) weight init together with it.
+
+    Sun et al. 2025, "The Curse of Depth in Large Language Models".
+    """
+
+    description = "LayerNorm Scaling: pre-norm output of layer l scaled by 1/sqrt(l) (needs layer_idx)"
+    paper = "Sun et al. 2025, The Curse of Depth in Large Language Models"
+
+    def __init__(self, num_features: int, layer_idx: int | None = None, base: str = "layernorm",
+                 eps: float | None = None, elementwise_affine: bool = True, bias: bool | None = None,
+                 device=None, dtype=None):
+        super().__init__()
+        if layer_idx is None:
+            raise ValueError("layernorm_scaling needs the 0-based block index: build it with "
+                             "create_norm('layernorm_scaling', C, layer_idx=i) (models pass layer_idx for block norms)")
+        if int(layer_idx) < 0:
+            raise ValueError(f"layernorm_scaling layer_idx must be >= 0 (0-based), got {layer_idx}")
+        bases = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}
+        if base not in bases:
+            raise ValueError(f"layernorm_scaling base must be one of {sorted(bases)}, got {base!r}")
+        options = {k: v for k, v in dict(eps=eps, bias=bias).items() if v is not None}
+        self.norm = bases[base](num_features, elementwise_affine=elementwise_affine, device=device, dtype=dtype, **options)
+        self.num_features, self.layer_idx, self.base = int(num_features), int(layer_idx), base
+        self.scale = 1.0 / math.sqrt(self.layer_idx + 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalize ``x`` of shape ``(..., num_features)`` with the base norm, then scale by 1/sqrt(layer_idx + 1)."""
+        return self.norm(x) * self.scale
+
+    def extra_repr(self) -> str:
+        """``layer_idx=..., scale=...`` for ``print(model)``."""
+        return f"layer_idx={self.layer_idx}, scale={self.scale:.6g}"
