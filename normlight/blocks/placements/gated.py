@@ -1,0 +1,58 @@
+"""Norm-free residual gates initialised at zero: ReZero and SkipInit. No norms in the block and no final norm."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from normlight.blocks.base import Block
+
+
+class ReZeroBlock(Block):
+    """ReZero (Bachlechner et al. 2020): ONE scalar ``resweight`` per block, shared by both sublayers, init 0.
+
+    ::
+
+        x ──┬─────────────────(+)──┬─────────────────(+)──> out
+            └─ attn ─ ×alpha ──┘   └─ mlp ─ ×alpha ──┘        (same alpha)
+    """
+
+    final_norm = False
+
+    def __init__(self, dim, num_heads, **kw):
+        super().__init__(dim, num_heads, **kw)
+        self.resweight = nn.Parameter(torch.zeros(()))
+
+    def build_norms(self):
+        """No norms."""
+
+    def forward(self, x, pos=None):
+        """x + a*attn(x), then + a*mlp(.)."""
+        a = self.resweight.to(x.dtype)
+        x = x + a * self.attn(x, pos)
+        return x + a * self.mlp(x)
+
+
+class SkipInitBlock(Block):
+    """SkipInit (De & Smith 2020): one learnable scalar per residual BRANCH (attention, MLP), init 0.
+
+    ::
+
+        x ──┬─────────────────────(+)──┬───────────────────(+)──> out
+            └─ attn ─ ×attn_gain ──┘   └─ mlp ─ ×mlp_gain ──┘
+    """
+
+    final_norm = False
+
+    def __init__(self, dim, num_heads, **kw):
+        super().__init__(dim, num_heads, **kw)
+        self.attn_gain = nn.Parameter(torch.zeros(()))
+        self.mlp_gain = nn.Parameter(torch.zeros(()))
+
+    def build_norms(self):
+        """No norms."""
+
+    def forward(self, x, pos=None):
+        """x + g_attn*attn(x), then + g_mlp*mlp(.)."""
+        x = x + self.attn_gain.to(x.dtype) * self.attn(x, pos)
+        return x + self.mlp_gain.to(x.dtype) * self.mlp(x)
