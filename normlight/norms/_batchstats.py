@@ -92,3 +92,21 @@ def update_running(buf: torch.Tensor, stat: torch.Tensor, momentum: float) -> No
     """``buf = (1 - momentum) * buf + momentum * stat`` in place, as torch's BatchNorm does."""
     with torch.no_grad():
         buf.mul_(1.0 - momentum).add_(stat.detach().to(buf.dtype), alpha=momentum)
+
+
+def group_moments(x: torch.Tensor, groups: int, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per (sample, channel group) ``(mean, biased var)`` over positions and the group's channels.
+
+    ``x`` is channels-last ``(N, *positions, C)``; results have shape ``(N, 1, groups, 1)`` for the
+    view ``x.reshape(N, -1, groups, C // groups)``. ``groups=C`` gives instance statistics. Padded
+    positions (``mask`` False) are left out.
+    """
+    g = x.reshape(x.shape[0], -1, groups, x.shape[-1] // groups)
+    if mask is None:
+        var, mean = torch.var_mean(g, dim=(1, 3), keepdim=True, correction=0)
+        return mean, var
+    w = mask.reshape(x.shape[0], -1, 1, 1).to(x.dtype)
+    count = w.sum(1, keepdim=True).clamp_min(1) * g.shape[-1]
+    mean = (g * w).sum((1, 3), keepdim=True) / count
+    var = ((g - mean) ** 2 * w).sum((1, 3), keepdim=True) / count
+    return mean, var

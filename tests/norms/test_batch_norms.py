@@ -272,3 +272,175 @@ def test_powernorm_mask_bf16_gradcheck_and_errors():
     assert torch.autograd.gradcheck(m64, (x.double().requires_grad_(),))
     with pytest.raises(ValueError, match="powernorm.*group_num=4.*num_features=6"):
         PowerNorm(C, group_num=4)
+
+
+# ------------------------------------------------------------------------------------ repbn / prepbn
+from normlight.norms.repbn import PRepBN, RepBN  # noqa: E402
+
+
+def np_layernorm(x, eps=1e-6):
+    return (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps)
+
+
+def test_repbn_forward_eval_and_inference_affine():
+    C = 6
+    m = normlight.create_norm("repbn", C)
+    assert m.uses_batch_statistics and torch.equal(m.alpha, torch.ones(1))
+    x = rand(3, 4, C, seed=120, scale=2.0, shift=1.0)
+    xn = x.double().numpy()
+    np.testing.assert_allclose(m(x).detach().numpy(), np_bn_train(xn)[0] + xn, rtol=1e-5, atol=1e-5)
+    fresh = RepBN(C).eval()  # running mean 0, var 1: y = x / sqrt(1 + 1e-5) + x ~= 2x
+    np.testing.assert_allclose(fresh(x).detach().numpy(), xn / np.sqrt(1 + 1e-5) + xn, rtol=1e-6, atol=1e-6)
+    m.eval()
+    with torch.no_grad():
+        m.alpha.fill_(0.3)
+    scale, shift = m.inference_affine()
+    torch.testing.assert_close(m(x), x * scale + shift, rtol=1e-5, atol=1e-6)
+
+
+def test_prepbn_schedule_ln_to_repbn():
+    C, total = 6, 4
+    m = normlight.create_norm("prepbn", C, total_steps=total, warmup_steps=1)
+    ref_bn = RepBN(C)
+    xs = [rand(3, 2, C, seed=130 + i, scale=2.0, shift=-1.0) for i in range(total + 3)]
+    # warmup call: pure LayerNorm (eps 1e-6), the BN branch is not run
+    np.testing.assert_allclose(m(xs[0]).detach().numpy(), np_layernorm(xs[0].double().numpy()), rtol=1e-5, atol=1e-5)
+    assert int(m.norm2.bn.num_batches_tracked) == 0
+    for k in range(1, total + 3):
+        lam = max(total - (k - 1), 0) / total  # 1 on the first post-warmup call, then linearly to 0
+        xn = xs[k].double().numpy()
+        want = lam * np_layernorm(xn) + (1 - lam) * (ref_bn(xs[k]).detach().double().numpy())
+        np.testing.assert_allclose(m(xs[k]).detach().numpy(), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(m.running_stat, ref_bn.running_stat)
+    assert int(m.iter) == 0 and int(m.warm) == 0
+    m2 = PRepBN(C)  # eval mid-schedule (even before any step) is RepBN
+    m2.eval()
+    torch.testing.assert_close(m2(xs[0]), RepBN(C).eval()(xs[0]))
+    assert int(m2.total_step) == 60000 and m2.r0 == 1.0 and m2.norm1.eps == 1e-6
+    assert m2(xs[0].bfloat16()).dtype == torch.bfloat16
+    m2.train()
+    assert m2(xs[0].bfloat16()).dtype == torch.bfloat16
+
+
+# ----------------------------------------------------------------------------------------------- bcn
+from normlight.norms.bcn import BatchChannelNorm  # noqa: E402
+
+
+def np_bcn(x, groups, gw, gb, eps=1e-5):
+    """BN per channel over (N, positions), then GN per (sample, group) and a per-group affine; channels-last."""
+    y = np_bn_train(x, eps)[0]
+    N, C = x.shape[0], x.shape[-1]
+    g = y.reshape(N, -1, groups, C // groups)
+    mean, var = g.mean((1, 3), keepdims=True), g.var((1, 3), keepdims=True)
+    z = (g - mean) / np.sqrt(var + eps)
+    return (z * gw.reshape(1, 1, groups, 1) + gb.reshape(1, 1, groups, 1)).reshape(x.shape)
+
+
+@pytest.mark.parametrize("layout", [None, "channels_first"])
+def test_bcn_matches_numpy_and_per_group_affine(layout):
+    C, G = 8, 4
+    m = normlight.create_norm("bcn", C, num_groups=G, layout=layout)
+    assert m.weight.shape == (G,) and torch.equal(m.weight, torch.ones(G)) and torch.equal(m.bias, torch.zeros(G))
+    with torch.no_grad():
+        m.weight.copy_(rand(G, seed=140) + 1)
+        m.bias.copy_(rand(G, seed=141))
+    x = rand(3, 2, 2, C, seed=142, scale=2.0, shift=1.0)  # channels-last (N, H, W, C)
+    xin = x.permute(0, 3, 1, 2) if layout else x
+    y = m(xin)
+    y = y.permute(0, 2, 3, 1) if layout else y
+    want = np_bcn(x.double().numpy(), G, m.weight.detach().double().numpy(), m.bias.detach().double().numpy())
+    np.testing.assert_allclose(y.detach().numpy(), want, rtol=1e-5, atol=1e-5)
+    # BN stage: sample 0's output depends on the other samples
+    x2 = x.clone()
+    x2[1:] *= 3.0
+    y2 = m(x2.permute(0, 3, 1, 2) if layout else x2)
+    y2 = y2.permute(0, 2, 3, 1) if layout else y2
+    assert not torch.allclose(y[0], y2[0], atol=1e-3)
+
+
+def test_bcn_mask_group_count_error_and_bf16():
+    C, G = 4, 2
+    x = rand(2, 5, C, seed=150)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    mask[1, 3:] = False
+    garbage = x.clone()
+    garbage[~mask] = -40.0
+    y1 = BatchChannelNorm(C, num_groups=G)(x, mask=mask)
+    y2 = BatchChannelNorm(C, num_groups=G)(garbage, mask=mask)
+    torch.testing.assert_close(y1[mask], y2[mask])
+    with pytest.raises(ValueError, match="bcn: num_groups=32 must be a positive divisor of num_features=4"):
+        BatchChannelNorm(C)
+    assert BatchChannelNorm(C, num_groups=G)(x.bfloat16()).dtype == torch.bfloat16
+    m64 = BatchChannelNorm(C, num_groups=G, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda t: m64(t, mask=mask), (x.double().requires_grad_(),))
+
+
+# ------------------------------------------------------------------------------------------ evonorm
+from normlight.norms.evonorm import EvoNormB0, EvoNormS0  # noqa: E402
+
+
+def np_evonorm_b0(x, var_batch, v, w, b, eps=1e-3):
+    """Channels-last (N, *P, C); instance variance per (sample, channel) over positions."""
+    axes = tuple(range(1, x.ndim - 1))
+    std_inst = np.sqrt(x.var(axis=axes, keepdims=True) + eps)
+    return x / np.maximum(np.sqrt(var_batch + eps), v * x + std_inst) * w + b
+
+
+def test_evonorm_b0_constant_input_and_eval_running_var():
+    m = normlight.create_norm("evonorm_b0", 4)
+    assert m.replaces_activation and m.uses_batch_statistics and torch.equal(m.v, torch.ones(4))
+    y = m(torch.full((2, 3, 3, 4), 3.0))
+    torch.testing.assert_close(y, torch.full_like(y, 3.0 / (3.0 + np.sqrt(1e-3))))
+    assert abs(float(y[0, 0, 0, 0].detach()) - 0.98957) < 1e-5
+    # a real batch: train path, unbiased running update, then eval with that running_var
+    m = EvoNormB0(4)
+    with torch.no_grad():
+        m.v.copy_(rand(4, seed=160))
+        m.weight.copy_(rand(4, seed=161) + 1)
+        m.bias.copy_(rand(4, seed=162))
+    v, w, b = (p.detach().double().numpy() for p in (m.v, m.weight, m.bias))
+    x = rand(3, 2, 2, 4, seed=163, scale=2.0)
+    xn = x.double().numpy()
+    r = xn.reshape(-1, 4)
+    np.testing.assert_allclose(m(x).detach().numpy(), np_evonorm_b0(xn, r.var(0), v, w, b), rtol=1e-5, atol=1e-5)
+    rv = 0.9 + 0.1 * r.var(0) * 12 / 11
+    np.testing.assert_allclose(m.running_var.numpy(), rv, rtol=1e-6)
+    m.eval()
+    x2 = rand(2, 2, 2, 4, seed=164)
+    np.testing.assert_allclose(m(x2).detach().numpy(), np_evonorm_b0(x2.double().numpy(), rv, v, w, b), rtol=1e-5, atol=1e-5)
+
+
+def test_evonorm_b0_mask_bf16_gradcheck_and_errors():
+    x = rand(2, 5, 4, seed=170)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    mask[0, 4:] = False
+    garbage = x.clone()
+    garbage[~mask] = 9.0
+    y1, y2 = EvoNormB0(4)(x, mask=mask), EvoNormB0(4)(garbage, mask=mask)
+    torch.testing.assert_close(y1[mask], y2[mask])
+    assert EvoNormB0(4)(x.bfloat16()).dtype == torch.bfloat16
+    m64 = EvoNormB0(4, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda t: m64(t, mask=mask), (x.double().requires_grad_(),))
+    with pytest.raises(ValueError, match="evonorm_b0: needs positions"):
+        EvoNormB0(4)(rand(3, 4))
+
+
+def test_evonorm_s0_matches_numpy_and_is_batch_independent():
+    C, G = 8, 4
+    m = normlight.create_norm("evonorm_s0", C, num_groups=G)
+    assert m.replaces_activation and not m.uses_batch_statistics
+    with torch.no_grad():
+        m.v.copy_(rand(C, seed=180))
+        m.weight.copy_(rand(C, seed=181) + 1)
+    x = rand(3, 2, 3, C, seed=182, scale=2.0, shift=0.5)
+    xn = x.double().numpy()
+    g = xn.reshape(3, -1, G, C // G)
+    std = np.sqrt(g.var((1, 3), keepdims=True) + 1e-5)
+    v, w = m.v.detach().double().numpy(), m.weight.detach().double().numpy()
+    gate = xn / (1 + np.exp(-v * xn))
+    want = (gate.reshape(g.shape) / std).reshape(xn.shape) * w
+    np.testing.assert_allclose(m(x).detach().numpy(), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(m(x[:1]), m(x)[:1])  # batch-independent
+    with pytest.raises(ValueError, match="evonorm_s0: num_groups=32"):
+        EvoNormS0(8)
+    assert m(x.bfloat16()).dtype == torch.bfloat16

@@ -1,0 +1,113 @@
+"""RepBN and the progressive LayerNorm -> RepBN schedule (PRepBN) of SLAB (Guo et al., ICML 2024).
+
+RepBN: ``y = BN(x) + alpha * x`` with BatchNorm over batch x tokens per channel and a learnable
+scalar ``alpha`` (init 1). At inference it is one per-channel affine (``inference_affine``), which is
+why it can be folded into the neighbouring linear layer.
+
+PRepBN (the paper's ``LinearNorm``): in training, after ``warmup_steps`` forward calls of pure
+LayerNorm, ``y = lambda * LN(x) + (1 - lambda) * RepBN(x)`` with ``lambda = r0 * iter / total_steps``
+decreasing linearly from ``r0`` to 0 as ``iter`` counts down from ``total_steps``. Eval is always
+RepBN, even mid-schedule. The counters advance once per *training forward call*, not per optimizer
+step: with gradient accumulation over k micro-batches the schedule runs k times faster, so set
+``total_steps`` (and ``warmup_steps``) in micro-batches.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from normlight.norms import _batchstats as bs
+from normlight.norms.batchnorm import BatchNorm
+
+
+class RepBN(nn.Module):
+    """``BN(x) + alpha * x``; BatchNorm options ``eps``, ``momentum``, ``sync_stats`` as in ``batchnorm``.
+
+    ``batch_stat`` / ``running_stat`` are the inner BatchNorm's batch and running variance.
+    """
+
+    uses_batch_statistics = True
+    description = "RepBN: BatchNorm plus a learnable scaled identity (alpha init 1), foldable at inference"
+    paper = "Guo et al. 2024, SLAB: Efficient Transformers with Simplified Linear Attention and Progressive Re-parameterized Batch Normalization"
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, sync_stats: bool = True,
+                 device=None, dtype=None):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, device=device, dtype=dtype))
+        self.bn = BatchNorm(num_features, eps=eps, momentum=momentum, sync_stats=sync_stats, device=device, dtype=dtype)
+
+    @property
+    def batch_stat(self) -> torch.Tensor | None:
+        """Batch variance of the last training forward (from the inner BatchNorm)."""
+        return self.bn.batch_stat
+
+    @property
+    def running_stat(self) -> torch.Tensor:
+        """Running variance used in eval (from the inner BatchNorm)."""
+        return self.bn.running_var
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``BN(x) + alpha * x`` over ``(..., C)``; ``mask`` keeps padded tokens out of the BN statistics."""
+        return (self.bn(x, mask=mask) + self.alpha.to(x.dtype) * x).to(x.dtype)
+
+    def inference_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel ``(scale, shift)`` with ``eval(x) == x * scale + shift`` (the re-parameterized form)."""
+        bn = self.bn
+        inv = torch.rsqrt(bn.running_var + bn.eps) * bn.weight
+        return inv + self.alpha, bn.bias - bn.running_mean * inv
+
+
+class PRepBN(nn.Module):
+    """Progressive LayerNorm -> RepBN (options ``total_steps``, ``warmup_steps``, ``r0``, ``ln_eps``, BN ``eps``, ``momentum``).
+
+    ::
+
+        training, warm > 0 :  x --LN--> y                                   (warm -= 1)
+        training, warm == 0:  x --LN-----*lambda-------+--> y               (iter -= 1 while > 0)
+                              x --RepBN--*(1-lambda)---+        lambda = r0 * iter / total_steps
+        eval               :  x --RepBN--> y
+    """
+
+    uses_batch_statistics = True
+    description = "PRepBN: LayerNorm blended into RepBN linearly over training forward calls (SLAB)"
+    paper = RepBN.paper
+
+    def __init__(self, num_features: int, total_steps: int = 60000, warmup_steps: int = 0, r0: float = 1.0,
+                 ln_eps: float = 1e-6, eps: float = 1e-5, momentum: float | None = 0.1, sync_stats: bool = True,
+                 device=None, dtype=None):
+        super().__init__()
+        if total_steps < 1 or warmup_steps < 0:
+            raise ValueError(f"prepbn: total_steps must be >= 1 and warmup_steps >= 0, got {total_steps}, {warmup_steps}")
+        self.r0 = r0
+        self.norm1 = nn.LayerNorm(num_features, eps=ln_eps, device=device, dtype=dtype)
+        self.norm2 = RepBN(num_features, eps=eps, momentum=momentum, sync_stats=sync_stats, device=device, dtype=dtype)
+        self.register_buffer("warm", torch.tensor(warmup_steps, dtype=torch.long, device=device))
+        self.register_buffer("iter", torch.tensor(total_steps, dtype=torch.long, device=device))
+        self.register_buffer("total_step", torch.tensor(total_steps, dtype=torch.long, device=device))
+
+    @property
+    def batch_stat(self) -> torch.Tensor | None:
+        """Batch variance of the last training forward of the RepBN branch."""
+        return self.norm2.batch_stat
+
+    @property
+    def running_stat(self) -> torch.Tensor:
+        """Running variance of the RepBN branch (used in eval)."""
+        return self.norm2.running_stat
+
+    def extra_repr(self) -> str:
+        """Schedule state shown in ``print(module)``."""
+        return f"r0={self.r0}, warm={int(self.warm)}, iter={int(self.iter)}, total_step={int(self.total_step)}"
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Blend LN and RepBN by the schedule in training; RepBN in eval (see the class diagram)."""
+        if not self.training:
+            return self.norm2(x, mask=mask)
+        if int(self.warm) > 0:
+            self.warm.sub_(1)
+            return self.norm1(x.to(bs.stat_dtype(x))).to(x.dtype)
+        lam = self.r0 * float(self.iter) / float(self.total_step)
+        if int(self.iter) > 0:
+            self.iter.sub_(1)
+        return (lam * self.norm1(x.to(bs.stat_dtype(x))) + (1 - lam) * self.norm2(x, mask=mask)).to(x.dtype)
