@@ -1,0 +1,1 @@
+"""Reusable layers that are not norm plugins: weight-standardized convolutions (ws.py)."""
