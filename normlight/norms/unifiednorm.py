@@ -1,0 +1,149 @@
+"""Unified Normalization (UN; Yang et al., ACM MM 2022, "Unified Normalization for Accelerating and
+Stabilizing Transformers").
+
+Per channel over batch and tokens, the second moment ``x2 = mean(x^2)`` (no mean subtraction) is the
+statistic. At training iteration ``t`` (counted from 1, once per training forward call):
+
+- outlier filtration (only with ``outlier_filtration`` and ``t >= warmup_iters``): before inserting
+  ``x2`` into the window, ``recorded = var(sqrt(buffer_x2))`` (unbiased, all entries); insert ``x2``
+  at slot ``t % window``; if any channel has ``AM - GM > recorded * window`` (arithmetic vs geometric
+  mean of the window) the batch is an outlier: its slot is overwritten with ``running_var`` and the
+  current ``x2`` is used (``skip``);
+- fluctuation smoothing: ``var = x2`` while ``t <= window``, ``t < warmup_iters`` or on skip; else
+  ``var`` = the *geometric* mean of the window (the last ``window`` iterations incl. the current);
+- ``z = x / sqrt(var + eps)``, ``running_var = momentum * running_var + (1 - momentum) * var``
+  (``momentum`` weighs the OLD value, unlike torch's BatchNorm), ``y = weight * z + bias``.
+
+Backward (gradient compensation, approximate by design):
+``r = sqrt(var + eps) / sqrt(running_var + eps)`` (the running value before this step's update)
+clamped to [1/5, 5], forced to 1 while ``t <= max(1000, warmup_iters)`` or on skip;
+``g = dy * weight * r``; ``gz = mean(g * z)``; ``mean_gz`` = window mean of ``gz`` once past warmup
+and the window, else ``gz``; ``ema_gz = momentum * ema_gz + (1 - momentum) * mean_gz``;
+``dx = (g - ema_gz * z) / sqrt(var + eps)`` (``mean_gz`` instead of ``ema_gz`` on skip);
+``dweight = sum(dy * r * z)``.
+
+Eval: ``y = weight * x / sqrt(running_var + eps) + bias``, which folds into a neighbouring linear.
+
+Padding tokens (``mask`` False) are left out of ``x2`` and of ``mean(g * z)`` (the reference code
+averages ``g * z`` over padded positions too; here a padded token never enters a statistic).
+Under data parallelism both statistics are summed over ranks (``sync_stats``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from normlight.norms import _batchstats as bs
+from normlight.norms import _sync
+
+
+def geometric_mean(buf: torch.Tensor) -> torch.Tensor:
+    """Per-channel geometric mean over the window dim 0 (through logs, for stability)."""
+    return torch.exp(torch.log(buf).mean(0))
+
+
+class UNFunction(torch.autograd.Function):
+    """UN's training step on rows ``(M, C)``; ``un`` is the module whose buffers it reads and updates."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, real, un, t, sync):
+        """Forward statistics, window and running updates (module docstring); returns ``weight * z + bias``."""
+        fp = un.window[0]
+        n, x2 = bs.quadratic_mean("unifiednorm", x if real is None else x[real], sync)
+        x2 = x2.to(un.buffer_x2.dtype)
+        rv = un.running_var
+        skip = fp <= 1
+        recorded = torch.var(torch.sqrt(un.buffer_x2))
+        un.buffer_x2[t % fp] = x2
+        if un.outlier_filtration and t >= un.warmup_iters:
+            diff = un.buffer_x2.mean(0) - geometric_mean(un.buffer_x2)
+            if bool((diff > recorded * fp).any()):
+                un.buffer_x2[t % fp] = rv
+                skip = True
+                un.skip_counter.add_(1)
+        var = x2 if (t <= fp or t < un.warmup_iters or skip) else geometric_mean(un.buffer_x2)
+        r = torch.sqrt(var + un.eps) / torch.sqrt(rv + un.eps)
+        r = torch.ones_like(r) if (t <= max(1000, un.warmup_iters) or skip) else r.clamp(1 / 5, 5)
+        var, r = var.to(x.dtype), r.to(x.dtype)
+        z = x * torch.rsqrt(var + un.eps)
+        rv.mul_(un.momentum).add_(var.to(rv.dtype), alpha=1 - un.momentum)
+        ctx.save_for_backward(z, var, weight, r, real)
+        ctx.un, ctx.t, ctx.sync, ctx.skip, ctx.n = un, t, sync, skip, n
+        un.batch_stat = x2.detach().float()
+        return z * weight + bias
+
+    @staticmethod
+    def backward(ctx, dy):
+        """Gradient compensation (module docstring); updates ``buffer_gz`` and ``ema_gz``."""
+        z, var, weight, r, real = ctx.saved_tensors
+        un, t, skip = ctx.un, ctx.t, ctx.skip
+        bp, m = un.window[1], un.momentum
+        g = dy * weight * r
+        gz = (g * z if real is None else (g * z)[real]).sum(0)
+        if ctx.sync:
+            _sync.all_reduce_sum_(gz)
+        gz = (gz / ctx.n).to(un.ema_gz.dtype)
+        un.buffer_gz[t % bp] = un.ema_gz if skip else gz
+        smooth = not (t <= bp or t < un.warmup_iters or skip)
+        mean_gz = un.buffer_gz.mean(0) if smooth else gz
+        un.ema_gz.mul_(m).add_(mean_gz, alpha=1 - m)
+        comp = mean_gz if skip else un.ema_gz
+        dx = (g - comp.to(z.dtype) * z) * torch.rsqrt(var + un.eps)
+        return dx, (dy * r * z).sum(0), dy.sum(0), None, None, None, None
+
+
+class UnifiedNorm(nn.Module):
+    """UN with options ``window_size`` (int or (forward, backward) pair), ``warmup_iters``,
+    ``outlier_filtration``, ``eps``, ``momentum`` (weight on the old value), ``sync_stats``.
+
+    ``batch_stat`` is the batch second moment ``x2`` of the last training forward, ``running_stat``
+    the running variance used in eval.
+    """
+
+    uses_batch_statistics = True
+    description = "Unified Norm: second-moment batch statistic, geometric-mean window smoothing, gradient compensation"
+    paper = "Yang et al. 2022, Unified Normalization for Accelerating and Stabilizing Transformers"
+
+    def __init__(self, num_features: int, window_size: int | tuple[int, int] = 4, warmup_iters: int = 4000,
+                 outlier_filtration: bool = False, eps: float = 1e-5, momentum: float = 0.9, sync_stats: bool = True,
+                 device=None, dtype=None):
+        super().__init__()
+        window = (window_size, window_size) if isinstance(window_size, int) else tuple(window_size)
+        if len(window) != 2 or min(window) < 1:
+            raise ValueError(f"unifiednorm: window_size must be a positive int or a (forward, backward) pair, got {window_size!r}")
+        kw = dict(device=device, dtype=dtype)
+        self.num_features, self.window, self.warmup_iters = num_features, window, warmup_iters
+        self.outlier_filtration, self.eps, self.momentum, self.sync_stats = outlier_filtration, eps, momentum, sync_stats
+        self.weight = nn.Parameter(torch.ones(num_features, **kw))
+        self.bias = nn.Parameter(torch.zeros(num_features, **kw))
+        self.register_buffer("running_var", torch.ones(num_features, **kw))
+        self.register_buffer("ema_gz", torch.zeros(num_features, **kw))
+        self.register_buffer("buffer_x2", torch.zeros(window[0], num_features, **kw))
+        self.register_buffer("buffer_gz", torch.zeros(window[1], num_features, **kw))
+        self.register_buffer("iters", torch.tensor(0, dtype=torch.long, device=device))
+        self.register_buffer("skip_counter", torch.tensor(0, dtype=torch.long, device=device))
+        self.batch_stat: torch.Tensor | None = None
+
+    @property
+    def running_stat(self) -> torch.Tensor:
+        """The running variance used in eval."""
+        return self.running_var
+
+    def extra_repr(self) -> str:
+        """Options shown in ``print(module)``."""
+        return (f"{self.num_features}, window={self.window}, warmup_iters={self.warmup_iters}, "
+                f"outlier_filtration={self.outlier_filtration}, eps={self.eps}, momentum={self.momentum}")
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalize ``(..., C)``; ``mask`` (``x.shape[:-1]``, True = real) keeps padding out of the statistics."""
+        mask = bs.check_input("unifiednorm", x, self.num_features, mask)
+        cdt = bs.stat_dtype(x)
+        w, b = self.weight.to(cdt), self.bias.to(cdt)
+        if not self.training:
+            return (x.to(cdt) * torch.rsqrt(self.running_var.to(cdt) + self.eps) * w + b).to(x.dtype)
+        self.iters.add_(1)
+        real = None if mask is None else mask.reshape(-1)
+        y = UNFunction.apply(x.to(cdt).reshape(-1, self.num_features), w, b, real, self, int(self.iters),
+                             _sync.active(self.sync_stats, True))
+        return y.reshape(x.shape).to(x.dtype)
