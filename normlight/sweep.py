@@ -1,0 +1,349 @@
+"""``normlight sweep``: run a grid of configs, each as its own ``normlight fit`` process, into ONE MLflow experiment.
+
+A sweep file::
+
+    name: placement_lr                 # optional; default = file stem; tags every run (``sweep``)
+    experiment: placement-lr           # the MLflow experiment all runs go to
+    base: configs/gpt/tiny.yaml        # a full config (relative to this file, or to the working directory)
+    grid:                              # cartesian product over any config keys
+      model.placement: [post, pre, peri]
+      model.lr: [1.0e-3, 3.0e-3]
+      seed_everything: [0, 1]
+    fixed:                             # overrides applied to every run
+      trainer.max_steps: 300
+
+Every run is ``normlight fit --config BASE --key value ...`` in a subprocess, so a crash or a
+divergence stays isolated. A run's identity is a hash of the base config text plus its overrides
+(tag ``sweep_hash``): a finished run with that hash is skipped and never overwritten, a failed one is
+re-run only with ``--retry-failed``, an interrupted one (killed sweep) is re-run. ``--dry-run``
+prints one shell command per pending run, for a SLURM array or any queue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from normlight.errors import NormlightError
+
+KEYS = {"name", "experiment", "base", "grid", "fixed", "description"}
+TOP_LEVEL = {"model", "data", "trainer", "seed_everything", "diagnostics", "optimizer", "lr_scheduler", "ckpt_path"}
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+LOGGER = "trainer.logger.init_args"
+
+
+class SweepError(NormlightError):
+    """A sweep file that cannot be run; the message names the file and the field at fault."""
+
+
+@dataclass
+class Sweep:
+    """A validated sweep file."""
+
+    path: Path
+    name: str
+    experiment: str
+    base: Path
+    grid: dict[str, list]
+    fixed: dict[str, object] = field(default_factory=dict)
+    description: str = ""
+
+    def points(self) -> list[dict[str, object]]:
+        """The cartesian product of the grid, in file order (last key varies fastest)."""
+        keys = list(self.grid)
+        return [dict(zip(keys, combo)) for combo in itertools.product(*(self.grid[k] for k in keys))]
+
+
+def load_sweep(path: str | os.PathLike) -> Sweep:
+    """Read and validate a sweep YAML (see module docstring); raises SweepError naming the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise SweepError(f"sweep file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise SweepError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise SweepError(f"{path}: a sweep file is a mapping with keys {sorted(KEYS)}")
+    unknown = set(raw) - KEYS
+    if unknown:
+        raise SweepError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(KEYS)}")
+    for key in ("experiment", "base", "grid"):
+        if key not in raw:
+            raise SweepError(f"{path}: missing required key {key!r}")
+    if not isinstance(raw["experiment"], str) or not raw["experiment"].strip():
+        raise SweepError(f"{path}: 'experiment' must be a non-empty string")
+    grid, fixed = raw["grid"], raw.get("fixed") or {}
+    if not isinstance(grid, dict) or not grid:
+        raise SweepError(f"{path}: 'grid' must be a non-empty mapping of config key -> list of values")
+    if not isinstance(fixed, dict):
+        raise SweepError(f"{path}: 'fixed' must be a mapping of config key -> value")
+    for key, values in grid.items():
+        _check_key(path, "grid", key)
+        if not isinstance(values, list) or not values:
+            raise SweepError(f"{path}: grid.{key} must be a non-empty list of values, got {values!r}")
+    for key in fixed:
+        _check_key(path, "fixed", key)
+        if key in grid:
+            raise SweepError(f"{path}: {key!r} is both in 'grid' and in 'fixed'")
+    name = str(raw.get("name") or path.stem)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise SweepError(f"{path}: name {name!r} may only use letters, digits, '_', '.', '-'")
+    return Sweep(path, name, raw["experiment"].strip(), _resolve_base(path, raw["base"]), grid, fixed,
+                 str(raw.get("description") or ""))
+
+
+def _check_key(path: Path, section: str, key) -> None:
+    if not isinstance(key, str) or not _KEY_RE.match(key):
+        raise SweepError(f"{path}: {section} key {key!r} is not a dotted config key like 'model.norm'")
+    if key.split(".")[0] not in TOP_LEVEL:
+        raise SweepError(f"{path}: {section} key {key!r} must start with one of {sorted(TOP_LEVEL)}")
+    if key.startswith(LOGGER) and key.split(".")[-1] in ("run_id", "tags", "experiment_name", "tracking_uri"):
+        raise SweepError(f"{path}: {section} key {key!r} is set by the sweep itself")
+
+
+def _resolve_base(sweep_path: Path, base) -> Path:
+    if not isinstance(base, str) or not base:
+        raise SweepError(f"{sweep_path}: 'base' must be the path of a config YAML")
+    tried = [Path(base)] if Path(base).is_absolute() else [sweep_path.parent / base, Path.cwd() / base]
+    for p in tried:
+        if p.is_file():
+            return p.resolve()
+    raise SweepError(f"{sweep_path}: base config {base!r} not found (looked at {', '.join(map(str, tried))})")
+
+
+# ---------------------------------------------------------------------------------------------- runs
+def cli_value(value) -> str:
+    """How a YAML value is written on the LightningCLI command line."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def config_hash(base_text: str, overrides: dict) -> str:
+    """12 hex digits identifying (base config text, overrides); key order does not matter."""
+    blob = json.dumps({"base": base_text, "overrides": overrides}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def run_name(sweep: Sweep, point: dict) -> str:
+    """Readable run name: the sweep name and the grid values (``placement_lr/post/lr=0.001/s0``)."""
+    parts = [sweep.name]
+    for key, value in point.items():
+        leaf = key.split(".")[-1]
+        if leaf in ("norm", "placement", "model"):
+            parts.append(str(value))
+        elif leaf == "seed_everything":
+            parts.append(f"s{value}")
+        else:
+            parts.append(f"{leaf}={cli_value(value)}")
+    return "/".join(parts)
+
+
+@dataclass
+class Run:
+    """One grid point: its overrides, identity and command."""
+
+    point: dict
+    overrides: dict
+    hash: str
+    name: str
+    tags: dict
+
+    def args(self, sweep: Sweep, tracking_uri: str) -> list[str]:
+        """Arguments after ``normlight``: ``fit --config BASE --key value ...`` plus the logger wiring."""
+        args = ["fit", "--config", _display_path(sweep.base)]
+        for key, value in self.overrides.items():
+            args += [f"--{key}", cli_value(value)]
+        args += [f"--{LOGGER}.experiment_name", sweep.experiment, f"--{LOGGER}.tracking_uri", tracking_uri,
+                 f"--{LOGGER}.run_name", self.name, f"--{LOGGER}.tags", json.dumps(self.tags, separators=(",", ":"))]
+        return args
+
+
+def _display_path(p: Path) -> str:
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
+
+
+def plan(sweep: Sweep) -> list[Run]:
+    """Every run of the sweep, with its hash and tags (``sweep``, ``sweep_hash`` and ``cfg.<key>`` per override)."""
+    from normlight.tracking.sweep_runs import HASH_TAG, SWEEP_TAG
+
+    base_text = sweep.base.read_text()
+    runs, seen = [], set()
+    for point in sweep.points():
+        overrides = {**sweep.fixed, **point}
+        h = config_hash(base_text, overrides)
+        if h in seen:
+            raise SweepError(f"{sweep.path}: the grid repeats a value (two runs with identical config {point})")
+        seen.add(h)
+        tags = {SWEEP_TAG: sweep.name, HASH_TAG: h, **{f"cfg.{k}": cli_value(v) for k, v in overrides.items()}}
+        runs.append(Run(point, overrides, h, run_name(sweep, point), tags))
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------- execution
+class _Executor:
+    """Runs pending grid points with N worker threads, each driving one ``normlight fit`` process at a time."""
+
+    def __init__(self, sweep, tracking_uri, client, experiment_id, workers, log_dir):
+        self.sweep, self.uri, self.c, self.exp = sweep, tracking_uri, client, experiment_id
+        self.workers, self.log_dir = workers, log_dir
+        self.lock = threading.Lock()  # the parent's own MLflow writes go one at a time
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.stopping = False
+        self.results: dict[str, str] = {}
+
+    def env(self) -> dict:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # N concurrent trainings share the cores instead of each grabbing all of them
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.workers)))
+        return env
+
+    def run_one(self, run: Run) -> str:
+        from normlight.tracking import sweep_runs
+
+        if self.stopping:
+            return "not started"
+        with self.lock:
+            run_id = sweep_runs.create_run(self.c, self.exp, run.name, run.tags)
+        log = self.log_dir / f"{run.hash}-{run_id[:8]}.log"
+        cmd = [sys.executable, "-m", "normlight.cli", *run.args(self.sweep, self.uri), f"--{LOGGER}.run_id", run_id]
+        print(f"[sweep] start {run.name} ({run.hash}) run_id={run_id}", flush=True)
+        with open(log, "w") as fh:
+            fh.write(shlex.join(cmd) + "\n\n")
+            fh.flush()
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=self.env(), start_new_session=True)
+            with self.lock:
+                self.procs[run_id] = proc
+            rc = proc.wait()
+        with self.lock:
+            self.procs.pop(run_id, None)
+            status = sweep_runs.run_status(self.c, run_id)
+            if self.stopping:
+                sweep_runs.terminate(self.c, run_id, "KILLED", "sweep interrupted", str(log))
+                result = "killed"
+            elif rc == 0 and status == "FINISHED":
+                sweep_runs.terminate(self.c, run_id, "FINISHED", None, str(log))
+                result = "finished"
+            else:
+                tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
+                why = f"exit code {rc}" if rc else "exited 0 but never closed its MLflow run (does the base config use normlight's MLflow logger?)"
+                sweep_runs.terminate(self.c, run_id, "FAILED", f"{why}\n{tail}", str(log))
+                result = f"failed ({why.split(' (')[0]})"
+        print(f"[sweep] {result:>10} {run.name} log={log}", flush=True)
+        self.results[run.hash] = result
+        return result
+
+    def stop(self, *_):
+        """Stop scheduling, terminate running trainings; their runs are marked KILLED."""
+        self.stopping = True
+        with self.lock:
+            procs = list(self.procs.values())
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def run_all(self, runs: list[Run]) -> None:
+        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        if threading.current_thread() is threading.main_thread():
+            for s in old:
+                signal.signal(s, self.stop)
+        try:
+            with ThreadPoolExecutor(max_workers=self.workers) as pool:
+                list(pool.map(self.run_one, runs))
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                for s, h in old.items():
+                    signal.signal(s, h)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``normlight sweep``."""
+    p = argparse.ArgumentParser(prog="normlight sweep", description=__doc__.split("\n")[0])
+    p.add_argument("sweep_file", help="sweep YAML (e.g. configs/sweeps/placement_lr.yaml)")
+    p.add_argument("--workers", type=int, default=1, help="training processes at a time (default 1)")
+    p.add_argument("--dry-run", action="store_true", help="print one shell command per pending run and exit")
+    p.add_argument("--retry-failed", action="store_true", help="re-run grid points whose last run FAILED")
+    p.add_argument("--tracking-uri", default=None, help="MLflow store (default: MLFLOW_TRACKING_URI or sqlite:///<cwd>/mlflow.db)")
+    p.add_argument("--max-runs", type=int, default=None, help="start at most this many pending runs (a partial sweep)")
+    p.add_argument("--log-dir", default=None, help="where process logs go (default runs/sweeps/<name>)")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``normlight sweep`` (argv[0] is ``sweep``)."""
+    args = build_parser().parse_args(argv[1:] if argv and argv[0] == "sweep" else argv)
+    if args.workers < 1:
+        print("error: --workers must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        sweep = load_sweep(args.sweep_file)
+        runs = plan(sweep)
+    except SweepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    from normlight.tracking import sweep_runs
+    from normlight.tracking.mlflow_utils import default_tracking_uri
+
+    uri = args.tracking_uri or default_tracking_uri()
+    c = sweep_runs.client(uri)
+    exp_id = sweep_runs.ensure_experiment(c, sweep.experiment, uri)  # once, before any worker
+    state = sweep_runs.state_by_hash(sweep_runs.sweep_runs(c, exp_id, sweep.name))
+    pending, skipped, held = [], [], []
+    for r in runs:
+        st = state.get(r.hash, {}).get("state")
+        if st == sweep_runs.DONE:
+            skipped.append(r)
+        elif st == sweep_runs.FAILED and not args.retry_failed:
+            held.append(r)
+        else:
+            pending.append(r)
+    if args.max_runs is not None:
+        pending = pending[: args.max_runs]
+    print(f"[sweep] {sweep.name}: {len(runs)} runs in the grid -> {len(skipped)} finished (skipped), "
+          f"{len(held)} failed (kept; --retry-failed re-runs them), {len(pending)} to run; "
+          f"experiment {sweep.experiment!r} at {uri}", flush=True)
+
+    if args.dry_run:
+        for r in pending:
+            print(shlex.join(["normlight", *r.args(sweep, uri)]))
+        return 0
+    if not pending:
+        return 1 if held else 0
+
+    # close runs that a killed sweep left RUNNING before starting their replacements
+    for r in pending:
+        sweep_runs.mark_killed(c, [rid for rid, st in state.get(r.hash, {}).get("interrupted", []) if st == "RUNNING"])
+    log_dir = Path(args.log_dir or Path("runs") / "sweeps" / sweep.name)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    ex = _Executor(sweep, uri, c, exp_id, args.workers, log_dir)
+    ex.run_all(pending)
+    bad = {h: res for h, res in ex.results.items() if res != "finished"}
+    print(f"[sweep] done: {len(ex.results) - len(bad)} finished, {len(bad)} not finished, {len(skipped)} skipped", flush=True)
+    if ex.stopping:
+        return 130
+    return 1 if bad or held else 0
