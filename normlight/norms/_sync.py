@@ -4,8 +4,8 @@ Under data parallelism every rank sees only its share of the batch. A batch-stat
 with ``sync_stats=True`` (the default) sums its per-channel sums and counts over all ranks of the
 default process group before normalizing, so N ranks on batches of B/N give the same outputs,
 gradients and running statistics as one process on the whole batch of B. The forward sums go
-through ``torch.distributed.nn.functional.all_reduce``, whose backward is again an all-reduce of the
-incoming gradients, so gradients are exact (each rank receives the gradient that the other ranks'
+through a differentiable all-reduce whose backward is again an all-reduce (sum) of the incoming
+gradients, so gradients are exact (each rank receives the gradient that the other ranks'
 losses send through the shared statistic). ``sync_stats=False`` keeps per-rank ("ghost batch")
 statistics.
 
@@ -35,11 +35,25 @@ def active(sync_stats: bool, training: bool) -> bool:
                 and dist.get_world_size() > 1)
 
 
+class _AllReduceSum(torch.autograd.Function):
+    # d(sum_r s_r)/d(s_q) = 1 for every rank q, and every rank's loss reads the sum: the gradient
+    # reaching s_q is the sum over ranks of the gradients of the reduced tensor
+    @staticmethod
+    def forward(ctx, t):
+        out = t.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """Differentiable sum over all ranks of the default group (gradients are summed back)."""
-    from torch.distributed.nn.functional import all_reduce
-
-    return all_reduce(t)
+    return _AllReduceSum.apply(t)
 
 
 def all_reduce_sum_(t: torch.Tensor) -> torch.Tensor:
