@@ -81,16 +81,17 @@ class _Norm:
     def fail(self, check: str, problem: str, fix: str) -> None:
         raise ConformanceError(f"{self.label} fails the '{check}' check: {problem}\n  fix: {fix}")
 
-    def build(self, seed: int = 0, **context: Any) -> nn.Module:
+    def build(self, seed: int = 0, check: str = "build", fix: str | None = None, **context: Any) -> nn.Module:
         context = {**self.context, **context}  # inside a model, create_norm always offers the context
         torch.manual_seed(seed)
         try:
             return normlight.create_norm(self.spec, self.num_features, **context, **self.options)
-        except NormlightError as exc:
-            self.fail("build", f"normlight.create_norm({self.spec!r}, {self.num_features}, "
-                      f"{', '.join(f'{k}={v!r}' for k, v in {**context, **self.options}.items())}) failed: {exc}",
-                      "the factory must accept (num_features, **options) and return an nn.Module whose output "
-                      "has the input's shape and is finite")
+        except Exception as exc:  # the factory's own errors too (a KeyError on an unknown site, ...)
+            args = ", ".join(f"{k}={v!r}" for k, v in {**context, **self.options}.items())
+            self.fail(check, f"normlight.create_norm({self.spec!r}, {self.num_features}, {args}) raised "
+                      f"{type(exc).__name__}: {exc}", fix or
+                      "the factory must accept (num_features, **options) plus the context keywords it names, and "
+                      "return an nn.Module whose output has the input's shape and is finite")
 
     def input(self, *shape: int, seed: int = 1, dtype=torch.float32) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed)
@@ -174,18 +175,23 @@ def _check_dtypes(s: _Norm, dtypes: Iterable[torch.dtype]) -> None:
                    "compute the statistics in fp32 so the backward does not overflow")
 
 
+_LAYOUT_FIX = ("a factory that names `layout` must handle layout='channels_first' (N, C, *spatial) itself and give "
+               "the same result as its channels-last path; otherwise drop `layout` and normlight's adapter "
+               "handles (N, C, H, W)")
+
+
 def _check_channels_first(s: _Norm) -> None:
     c = s.num_features
     x = s.input(2, c, 3, 4)
-    cl, cf = s.build(), s.build(layout="channels_first")
+    cl = s.build()
+    cf = s.build(layout="channels_first", check="channels_first", fix=_LAYOUT_FIX)
     for step in range(2):  # two training steps (running statistics evolve), then eval
         want = _forward(s, cl, x.movedim(1, -1) + step, "channels_first").movedim(-1, 1)
         got = _forward(s, cf, x + step, "channels_first")
         if not _close(got, want, 1e-5):
             s.fail("channels_first", "normlight.create_norm(..., layout='channels_first') on (N, C, H, W) differs from "
                    "the norm applied to the channels-last view (N, H, W, C) in training mode",
-                   "a factory taking `layout` must give the same result as its channels-last path; "
-                   "otherwise drop `layout` and let normlight's adapter handle (N, C, H, W)")
+                   _LAYOUT_FIX)
     cl.eval(), cf.eval()
     if not _close(_forward(s, cf, x, "channels_first"), _forward(s, cl, x.movedim(1, -1), "channels_first").movedim(-1, 1), 1e-5):
         s.fail("channels_first", "the channels-first module differs from the channels-last one in eval mode",
@@ -293,7 +299,7 @@ def _check_context(s: _Norm, sites: Iterable[str]) -> None:
     x = s.input(2, 3, s.num_features)
     for layer in (0, 3):
         for site in (tuple(sites) if "site" in named else ("mlp_in",)):
-            m = s.build(layer_idx=layer, num_layers=4, site=site)
+            m = s.build(layer_idx=layer, num_layers=4, site=site, check="context")
             _forward(s, m, x, "context")
 
 

@@ -1,0 +1,219 @@
+"""``normlight plugins new NAME [--dir PATH] [--norm NORM]``: scaffold a norm plugin package.
+
+The package installs as it is (``pip install -e PATH/NAME``) and passes its own tests unchanged: a
+numpy reference test of its norm and normlight's conformance kit. The author then replaces the
+formula in ``<package>/norms.py`` and the reference in the test. See docs/plugins.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import keyword
+import re
+import sys
+from pathlib import Path
+
+from normlight import __version__
+
+_DIST_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]*[A-Za-z0-9]$")
+
+
+def _names(dist: str, norm: str | None) -> dict:
+    """Distribution, import package, entry-point name and class name derived from the arguments."""
+    if not _DIST_RE.match(dist):
+        raise ValueError(f"NAME {dist!r} is not a valid distribution name: use letters, digits, '-', '_' or '.', "
+                         "starting with a letter (e.g. normlight-centered-rms)")
+    package = re.sub(r"[-.]+", "_", dist).lower()
+    norm = norm or re.sub(r"^normlight_", "", package)
+    if not norm.isidentifier() or keyword.iskeyword(norm) or not package.isidentifier() or keyword.iskeyword(package):
+        raise ValueError(f"cannot derive a Python name from {dist!r} / norm {norm!r}; pass --norm with a "
+                         "lower_case identifier")
+    cls = "".join(part.capitalize() for part in norm.split("_") if part) or "Norm"
+    return {"dist": dist, "package": package, "norm": norm, "cls": cls,
+            "normlight_min": ".".join(__version__.split(".")[:2])}
+
+
+PYPROJECT = '''\
+[build-system]
+requires = ["setuptools>=69"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "{dist}"
+version = "0.1.0"
+description = "A normalization plugin for normlight: {norm}."
+readme = "README.md"
+requires-python = ">=3.10"
+dependencies = ["normlight>={normlight_min}", "torch"]
+
+[project.optional-dependencies]
+test = ["pytest>=8", "numpy"]
+
+# normlight finds the norm through this entry point: name = "module:factory"
+[project.entry-points."normlight.norms"]
+{norm} = "{package}.norms:{cls}"
+
+[tool.setuptools]
+packages = ["{package}"]
+
+[tool.pytest.ini_options]
+testpaths = ["tests"]
+'''
+
+INIT = '''\
+"""{dist}: the `{norm}` norm plugin for normlight (registered in pyproject.toml)."""
+
+__version__ = "0.1.0"
+'''
+
+NORMS = '''\
+"""The `{norm}` norm. Replace the formula in ``forward`` (and the reference in tests/) with yours.
+
+normlight's norm contract (docs/plugins.md):
+- ``{cls}(num_features, **options)`` returns an ``nn.Module`` mapping ``(..., C) -> (..., C)``;
+  dim 0 is the batch, the last dim the features, the dims in between positions;
+- accept ``device`` and ``dtype`` (timm and FSDP pass them); compute statistics in fp32 for bf16/fp16;
+- name ``layer_idx``, ``num_layers`` or ``site`` as parameters to receive the block context;
+- a norm whose statistics cross the batch sets ``uses_batch_statistics = True`` and exposes
+  ``batch_stat`` / ``running_stat`` (see docs/plugins.md).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class {cls}(nn.Module):
+    """RMS normalization with a learnable per-feature gain: ``y = weight * x / sqrt(mean(x^2) + eps)``."""
+
+    description = "{norm}: x / RMS(x) * weight (template; replace with your method)"
+    paper = "Your Name et al. YEAR, Title"
+
+    def __init__(self, num_features: int, eps: float = 1e-6, device=None, dtype=None):
+        super().__init__()
+        self.num_features, self.eps = int(num_features), float(eps)
+        self.weight = nn.Parameter(torch.ones(self.num_features, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalize over the last dim."""
+        if x.shape[-1] != self.num_features:
+            raise ValueError(f"{norm}: expected {{self.num_features}} features in the last dim, got shape {{tuple(x.shape)}}")
+        xf = x.float()  # statistics in fp32 for bf16/fp16 inputs
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()
+        return y.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{{self.num_features}}, eps={{self.eps}}"
+'''
+
+TEST = '''\
+"""`{norm}` against an independent numpy formula, then normlight's conformance kit.
+
+Run with the package installed (``pip install -e .``): the kit resolves the name "{norm}" through the
+entry point, so this also checks the registration in pyproject.toml.
+"""
+
+import numpy as np
+import torch
+
+import normlight
+from normlight.testing import NormPluginConformance
+
+
+def test_{norm}_matches_numpy():
+    m = normlight.create_norm("{norm}", 8, eps=1e-6)
+    with torch.no_grad():
+        m.weight.copy_(torch.linspace(0.5, 2.0, 8))
+    x = torch.randn(2, 3, 8, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    xn, w = x.double().numpy(), m.weight.detach().double().numpy()
+    want = w * xn / np.sqrt((xn ** 2).mean(-1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(m(x).detach().double().numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+class TestConformance(NormPluginConformance):
+    """One test per contract check: shape, dtypes (bf16/fp16), channels-first, gradients, state_dict, ..."""
+
+    norm = "{norm}"
+    options = {{"eps": 1e-6}}  # the norm_kwargs to check with
+    # distributed = True      # opt in for a norm with uses_batch_statistics (2 gloo ranks, a few seconds)
+'''
+
+README = '''\
+# {dist}
+
+A normalization plugin for [normlight](https://pypi.org/project/normlight/): the `{norm}` norm.
+
+```bash
+pip install -e .                # or: pip install {dist}
+normlight plugins list --kind norms --load      # shows {norm} from {dist} 0.1.0
+normlight fit --config configs/gpt/nano.yaml --model.norm {norm}
+```
+
+```python
+import normlight
+norm = normlight.create_norm("{norm}", 512, eps=1e-6)
+model = normlight.create_model("gpt-tiny", norm="{norm}")
+```
+
+## Develop
+
+Edit the formula in `{package}/norms.py` and the numpy reference in `tests/test_{norm}.py`, then
+run `python -m pytest -q` (the package must be installed: the tests resolve the entry point).
+
+## Publish
+
+```bash
+python -m build                 # dist/{package}-0.1.0-py3-none-any.whl and the sdist
+python -m twine upload dist/*   # or install the wheel directly: pip install dist/*.whl
+```
+'''
+
+
+def scaffold(dist: str, directory: str | Path = ".", norm: str | None = None) -> Path:
+    """Write the package ``directory/dist``; return its path. Refuses to overwrite a non-empty directory."""
+    names = _names(dist, norm)
+    from normlight.registry import list_norms, normalize_name
+
+    taken = {normalize_name(n.rpartition(":")[2]) for n in list_norms()}
+    if normalize_name(names["norm"]) in taken:
+        raise ValueError(f"a norm named {names['norm']!r} is already registered (see `normlight plugins list`); "
+                         "pass --norm with a new name")
+    root = Path(directory) / dist
+    if root.exists() and any(root.iterdir()):
+        raise FileExistsError(f"{root} already exists and is not empty; choose another --dir or NAME")
+    files = {
+        "pyproject.toml": PYPROJECT, "README.md": README, f"{names['package']}/__init__.py": INIT,
+        f"{names['package']}/norms.py": NORMS, f"tests/test_{names['norm']}.py": TEST,
+    }
+    for rel, template in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(template.format(**names))
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``normlight plugins new NAME [--dir PATH] [--norm NORM]`` (argv excludes "plugins new")."""
+    parser = argparse.ArgumentParser(
+        prog="normlight plugins new",
+        description="Create a norm plugin package that installs with `pip install -e` and passes its own tests.",
+    )
+    parser.add_argument("name", metavar="NAME", help="distribution name, e.g. normlight-centered-rms")
+    parser.add_argument("--dir", default=".", help="parent directory of the new package (default: .)")
+    parser.add_argument("--norm", help="norm name to register (default: NAME without 'normlight-', as an identifier)")
+    args = parser.parse_args(argv)
+    try:
+        root = scaffold(args.name, args.dir, args.norm)
+    except (ValueError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    names = _names(args.name, args.norm)
+    print(f"created {root}  (norm {names['norm']!r}: class {names['package']}.norms.{names['cls']})\n"
+          f"next:\n  pip install -e {root}\n  cd {root} && python -m pytest -q\n"
+          f"  normlight plugins list --kind norms --load\n  see docs/plugins.md to publish it")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
