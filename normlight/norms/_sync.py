@@ -19,6 +19,12 @@ FSDP is also the data-parallel group, so the statistics cover the global batch a
 identical across ranks. With hybrid or tensor-parallel meshes (several process groups) the world
 group is not the data-parallel group; that combination is not supported here.
 
+What "batch" a norm sees: one forward call. With gradient accumulation over k micro-batches each
+micro-batch is normalized with its own statistics (times the number of ranks when synced), the
+running estimates are updated k times per optimizer step, and step counters (PowerNorm's warmup,
+UN's window, PRepBN's schedule) advance k times per optimizer step. Accumulation therefore does
+NOT enlarge the statistics' batch; to study a larger statistics batch, raise the per-step batch.
+
 Every rank must run the same norms in the same order (collectives are matched by order), which
 holds for ordinary data-parallel training.
 """

@@ -30,6 +30,7 @@ class BatchNorm(nn.Module):
     """
 
     uses_batch_statistics = True
+    label = "batchnorm"  # names the norm in errors and warnings (bcn relabels its BatchNorm stage)
     description = "BatchNorm: per-channel batch mean/variance over batch and positions; running estimates in eval"
     paper = "Ioffe & Szegedy 2015, Batch Normalization: Accelerating Deep Network Training by Reducing Internal Covariate Shift"
 
@@ -72,12 +73,12 @@ class BatchNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Normalize ``x`` (``(..., C)``, or ``(N, C, *spatial)`` channels-first); ``mask`` drops padded tokens from the stats."""
-        mask = bs.check_input("batchnorm", x, self.num_features, mask, self.channels_first)
+        mask = bs.check_input(self.label, x, self.num_features, mask, self.channels_first)
         use_batch = self.training or not self.track_running_stats
         sync = _sync.active(self.sync_stats, self.training)
         cdt = bs.stat_dtype(x)
         if use_batch and not sync and x.shape[0] == 1 and x.numel() > self.num_features and not self._warned_one_sample:
-            warnings.warn("batchnorm: training with batch size 1; the batch statistics come from one sample's "
+            warnings.warn(f"{self.label}: training with batch size 1; the batch statistics come from one sample's "
                           "positions and are noisy (" + bs.MICRO_BATCH_HINT + ")", stacklevel=2)
             self._warned_one_sample = True
         ref = self.weight if self.weight is not None else self.running_var
@@ -95,7 +96,7 @@ class BatchNorm(nn.Module):
         if not use_batch:
             return F.batch_norm(xin, self.running_mean, self.running_var, self.weight, self.bias,
                                 False, 0.0, self.eps).reshape(x.shape)
-        bs.require_values("batchnorm", x.numel() // self.num_features)
+        bs.require_values(self.label, x.numel() // self.num_features)
         factor = self._factor() if self.training and self.track_running_stats else 0.0
         running = (self.running_mean, self.running_var) if self.training and self.track_running_stats else (None, None)
         y, _, invstd = torch.native_batch_norm(xin, self.weight, self.bias, *running, True, factor, self.eps)
@@ -106,7 +107,7 @@ class BatchNorm(nn.Module):
     def _general(self, x: torch.Tensor, mask: torch.Tensor | None, use_batch: bool, sync: bool) -> torch.Tensor:
         # channels-last: statistics over real rows (masked), optionally summed over ranks
         if use_batch:
-            n, mean, var = bs.moments("batchnorm", bs.rows(x, mask), sync)
+            n, mean, var = bs.moments(self.label, bs.rows(x, mask), sync)
             if self.training:
                 self.batch_stat = var.detach().float()
                 if self.track_running_stats:

@@ -41,6 +41,7 @@ class BatchChannelNorm(nn.Module):
         self.channels_first = layout == "channels_first"
         self.bn = BatchNorm(num_features, eps=eps, momentum=momentum, sync_stats=sync_stats, layout=layout,
                             device=device, dtype=dtype)
+        self.bn.label = "bcn (BatchNorm stage)"
         self.weight = nn.Parameter(torch.ones(num_groups, device=device, dtype=dtype))
         self.bias = nn.Parameter(torch.zeros(num_groups, device=device, dtype=dtype))
 

@@ -105,6 +105,46 @@ def run_case(name: str, rank: int, world: int) -> dict:
     return {"case": name, "ok": ok, "max_rel_diff": diffs, "ghost_batch_diff": ghost_diff}
 
 
+def run_fsdp2_case(rank: int, world: int) -> dict:
+    """A Linear-BatchNorm-Linear model under FSDP2 (``fully_shard``) on half batches vs. full batch locally.
+
+    FSDP2 shards the parameters (dim 0) but not the BatchNorm buffers; the synced statistics make
+    outputs, running statistics and the (averaged, then x world) gradients match the full batch.
+    Run in float64: this case checks the sharded data flow, not float32 rounding through two Linears.
+    """
+    from torch import nn
+    from torch.distributed.fsdp import fully_shard
+
+    def build(sync: bool) -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(6, 8), BatchNorm(8, sync_stats=sync), nn.Linear(8, 4)).double()
+
+    ref, dut = build(False), build(True)
+    fully_shard(dut)
+    half = 16 // world
+    rows = slice(rank * half, (rank + 1) * half)
+    diffs = {"out": 0.0, "dparam": 0.0, "state": 0.0, "eval": 0.0}
+    for step in range(STEPS):
+        g = torch.Generator().manual_seed(300 + step)
+        x = torch.randn(16, 6, generator=g, dtype=torch.float64) * (1 + step)
+        dy = torch.randn(16, 4, generator=g, dtype=torch.float64)
+        yr, yd = ref(x), dut(x[rows])
+        (yr * dy).sum().backward()
+        (yd * dy[rows]).sum().backward()
+        diffs["out"] = max(diffs["out"], rel_diff(yd, yr[rows]))
+        for pr, pd in zip(ref.parameters(), dut.parameters()):
+            # FSDP2 reduce-scatters the MEAN over ranks; the full-batch sum loss is world x that
+            diffs["dparam"] = max(diffs["dparam"], rel_diff(pd.grad.full_tensor() * world, pr.grad))
+            pr.grad, pd.grad = None, None
+        for b in ("1.running_mean", "1.running_var"):
+            diffs["state"] = max(diffs["state"], rel_diff(buffer(dut, b), buffer(ref, b)))
+    ref.eval(), dut.eval()
+    with torch.no_grad():
+        x = torch.randn(16, 6, generator=torch.Generator().manual_seed(999), dtype=torch.float64)
+        diffs["eval"] = rel_diff(dut(x[rows]), ref(x)[rows])
+    return {"case": "fsdp2_batchnorm", "ok": all(v <= TOL for v in diffs.values()), "max_rel_diff": diffs}
+
+
 def main() -> int:
     """Join the gloo group from the env, run every case, report from rank 0."""
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -112,8 +152,8 @@ def main() -> int:
     torch.set_num_threads(1)
     failed = False
     try:
-        for name in CASES:
-            result = run_case(name, rank, world)
+        for name in [*CASES, "fsdp2_batchnorm"]:
+            result = run_fsdp2_case(rank, world) if name == "fsdp2_batchnorm" else run_case(name, rank, world)
             failed |= not result["ok"]
             if rank == 0:
                 print(json.dumps(result), flush=True)

@@ -112,6 +112,8 @@ def test_batchnorm_mask_excludes_padding_from_statistics():
     np.testing.assert_allclose(y2[~mask].detach().numpy(), np.broadcast_to((1e3 - mean) / np.sqrt(var + 1e-5), (3, 6)), rtol=1e-5)
     torch.testing.assert_close(m1.running_var, m2.running_var)
     np.testing.assert_allclose(m1.running_var.numpy(), 0.9 + 0.1 * var * n / (n - 1), rtol=1e-5)
+    np.testing.assert_allclose(m1.running_mean.numpy(), 0.1 * mean, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(m1.batch_stat.numpy(), var, rtol=1e-5)
 
 
 def test_batchnorm_micro_batch_error_and_one_sample_warning():
@@ -137,12 +139,15 @@ def test_batchnorm_without_running_stats_and_affine():
     np.testing.assert_allclose(m(x).numpy(), np_bn_train(x.double().numpy())[0], rtol=1e-5, atol=1e-5)
 
 
-def test_batchnorm_bf16_and_float64_paths():
+@pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
+def test_batchnorm_half_and_float64_paths(half):
     x = rand(4, 5, 6, seed=6, scale=3.0, shift=2.0)
     m = BatchNorm(6)
-    y = m(x.bfloat16())
-    assert y.dtype == torch.bfloat16
-    torch.testing.assert_close(y.float(), BatchNorm(6)(x.bfloat16().float()), rtol=2e-2, atol=2e-2)
+    y = m(x.to(half))
+    assert y.dtype == half
+    torch.testing.assert_close(y.float(), BatchNorm(6)(x.to(half).float()), rtol=2e-2, atol=2e-2)
+    mask = torch.ones(4, 5, dtype=torch.bool)
+    assert m(x.to(half), mask=mask).dtype == half and m.batch_stat.dtype == torch.float32
     assert m.running_var.dtype == torch.float32 and torch.isfinite(m.running_var).all()
     m64 = BatchNorm(6, dtype=torch.float64)
     x64 = x.double().requires_grad_()

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 WORKER = Path(__file__).with_name("_sync_worker.py")
-EXPECTED = {"batchnorm", "batchnorm_masked", "batchnorm_2d", "powernorm", "unifiednorm", "bcn", "repbn", "evonorm_b0"}
+EXPECTED = {"batchnorm", "batchnorm_masked", "batchnorm_2d", "powernorm", "unifiednorm", "bcn", "repbn", "evonorm_b0",
+            "fsdp2_batchnorm"}
 
 
 def free_port() -> int:
