@@ -16,7 +16,9 @@ Eval: ``y = weight * x / sqrt(running_phi + eps) + bias`` (after GroupScaling).
 ``warmup_iters`` defaults to the class default of the reference code (10000); the fairseq recipe
 passes the learning-rate warmup steps instead (``warmup_iters=warmup_updates``) and ``group_num``
 = number of attention heads. The iteration counter counts *training forward calls*, so gradient
-accumulation advances it once per micro-batch. Under data parallelism ``psi2`` and the backward
+accumulation advances it once per micro-batch. Padded tokens (``mask`` False) are left out of
+``psi2`` and of ``mean_tokens(g_hat * z)`` (the reference code averages the latter over padded
+positions too; here a padded token never enters a statistic). Under data parallelism ``psi2`` and the backward
 statistic ``mean(g_hat * z)`` are summed over ranks (``sync_stats``), so ``ema_gz`` stays identical.
 """
 
