@@ -1,0 +1,121 @@
+"""Each placement: order and sites of norm calls around attention/MLP, and the residual formula.
+
+A recording norm (defined here) logs its site on every call; attention and MLP log entry/exit. The
+block output is then compared with the placement's formula written out here from the papers
+(reference norms.md sec 7, 9b, 9c), composed from the block's own sublayers.
+"""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import normlight
+
+LOG: list[str] = []
+
+
+class RecordingNorm(nn.Module):
+    """Parameter-free LayerNorm that records its site on every call."""
+
+    def __init__(self, num_features, site=None, layer_idx=None, num_layers=None):
+        super().__init__()
+        self.site = site
+
+    def forward(self, x):
+        LOG.append(self.site)
+        return (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + 1e-5)
+
+
+def make_block(name, layer_idx=0, num_layers=4, **kw):
+    cls = normlight.get_placement(name)
+    blk = cls(16, 2, layer_idx=layer_idx, num_layers=num_layers, norm=RecordingNorm, causal=True, **kw)
+    blk.attn.register_forward_pre_hook(lambda m, a: LOG.append("attn"))
+    blk.attn.register_forward_hook(lambda m, a, o: LOG.append("/attn"))
+    blk.mlp.register_forward_pre_hook(lambda m, a: LOG.append("mlp"))
+    blk.mlp.register_forward_hook(lambda m, a, o: LOG.append("/mlp"))
+    return blk
+
+
+PRE = ["attn_in", "attn", "/attn", "mlp_in", "mlp", "/mlp"]
+POST = ["attn", "/attn", "attn_in", "mlp", "/mlp", "mlp_in"]
+PERI = ["attn_in", "attn", "/attn", "attn_out", "mlp_in", "mlp", "/mlp", "mlp_out"]
+BARE = ["attn", "/attn", "mlp", "/mlp"]
+ORDERS = {
+    ("pre", 0): PRE, ("post", 0): POST, ("peri", 0): PERI, ("sandwich", 0): PERI,
+    ("mix", 0): POST, ("mix", 1): PRE, ("lns", 2): PRE, ("none", 0): BARE,
+    ("normformer", 0): ["attn_in", "attn", "/attn", "attn_out", "mlp_in", "mlp", "mlp_mid", "/mlp"],
+    ("deepnorm", 0): POST,
+    ("subln", 0): ["attn_in", "attn", "attn_out", "/attn", "mlp_in", "mlp", "mlp_mid", "/mlp"],
+    ("hybrid", 0): ["attn", "qk", "qk", "qk", "/attn", "mlp_in", "mlp", "/mlp"],
+    ("rezero", 0): BARE, ("skipinit", 0): BARE, ("ngpt", 0): BARE,
+}
+
+
+def test_every_registered_builtin_placement_is_covered():
+    builtin = {e.name for e in normlight.plugins.entries("placements") if e.dist == "normlight"}
+    assert builtin == {p for p, _ in ORDERS}
+
+
+@pytest.mark.parametrize("name,layer_idx", list(ORDERS))
+def test_norm_call_order_and_sites(name, layer_idx):
+    blk = make_block(name, layer_idx)
+    LOG.clear()
+    blk(torch.randn(2, 5, 16))
+    assert LOG == ORDERS[(name, layer_idx)]
+
+
+def test_hybrid_star_first_block_is_pre_norm():
+    LOG.clear()
+    make_block("hybrid", 0, star=True)(torch.randn(2, 5, 16))
+    assert LOG == ["attn_in", "attn", "qk", "qk", "qk", "/attn", "mlp_in", "mlp", "/mlp"]
+    LOG.clear()
+    make_block("hybrid", 1, star=True)(torch.randn(2, 5, 16))
+    assert LOG == ORDERS[("hybrid", 0)]
+
+
+def ln(x):
+    return (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + 1e-5)
+
+
+# the papers' block formulas, with A = attention, M = MLP (each including its internal norms)
+FORMULAS = {
+    "pre": lambda b, x, A, M: (h := x + A(ln(x))) + M(ln(h)),
+    "post": lambda b, x, A, M: ln((h := ln(x + A(x))) + M(h)),
+    "peri": lambda b, x, A, M: (h := x + ln(A(ln(x)))) + ln(M(ln(h))),
+    "sandwich": lambda b, x, A, M: (h := x + ln(A(ln(x)))) + ln(M(ln(h))),
+    "lns": lambda b, x, A, M: (h := x + A(ln(x) / math.sqrt(3))) + M(ln(h) / math.sqrt(3)),  # layer_idx 2
+    "none": lambda b, x, A, M: (h := x + A(x)) + M(h),
+    "normformer": lambda b, x, A, M: (h := x + ln(A(ln(x)))) + M(ln(h)),
+    "deepnorm": lambda b, x, A, M: ln((8 ** 0.25) * (h := ln(8 ** 0.25 * x + A(x))) + M(h)),  # (2N)^(1/4), N=4
+    "subln": lambda b, x, A, M: (h := x + A(ln(x))) + M(ln(h)),
+    "hybrid": lambda b, x, A, M: (h := ln(x + A(x))) + M(h),
+    "rezero": lambda b, x, A, M: (h := x + 0.3 * A(x)) + 0.3 * M(h),
+    "skipinit": lambda b, x, A, M: (h := x + 0.3 * A(x)) + 0.7 * M(h),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORMULAS))
+def test_block_matches_paper_formula(name):
+    torch.manual_seed(0)
+    blk = make_block(name, layer_idx=2 if name == "lns" else 0)
+    with torch.no_grad():
+        for p in blk.parameters():  # generic values so that gains and scales are visible
+            if p.dim() == 0:
+                p.fill_(0.3)
+        if name == "skipinit":
+            blk.mlp_gain.fill_(0.7)
+    x = torch.randn(2, 5, 16)
+    expect = FORMULAS[name](blk, x, blk.attn, blk.mlp)
+    assert torch.allclose(blk(x), expect, atol=1e-5)
+
+
+def test_mix_layers_follow_floor_of_fraction():
+    is_post = lambda L, f=0.25: [normlight.get_placement("mix")(16, 2, layer_idx=i, num_layers=L, norm=RecordingNorm,
+                                                                 post_fraction=f).is_post for i in range(L)]
+    assert is_post(12) == [True] * 3 + [False] * 9
+    assert is_post(10) == [True] * 2 + [False] * 8  # floor(2.5) = 2, not ceil
+    assert is_post(4, 0.5) == [True, True, False, False]
+    with pytest.raises(ValueError, match="post_fraction"):
+        is_post(4, 1.5)

@@ -1,0 +1,104 @@
+"""Init values and hooks: DeepNorm, Sub-LN, ReZero, SkipInit, nGPT (numbers from reference norms.md)."""
+
+import math
+
+import pytest
+import torch
+
+import normlight
+from normlight.blocks.placements.deep import deepnorm_alpha, deepnorm_beta, subln_gamma
+from normlight.models.transformer import num_params
+
+LN = torch.nn.LayerNorm
+
+
+def gpt(placement, **kw):
+    return normlight.create_model("gpt-nano", placement=placement, **{"norm": LN, **kw})
+
+
+def test_deepnorm_constants_and_init():
+    assert round(deepnorm_alpha(12), 4) == 2.2134 and round(deepnorm_beta(12), 4) == 0.3195
+    model = gpt("deepnorm", depth=12, dim=128, num_heads=4)
+    assert model.blocks[0].alpha == pytest.approx(2.2134, abs=1e-4)
+    assert isinstance(model.norm, torch.nn.Identity)  # Post-LN family: no final norm
+    q, k, v = model.blocks[3].attn.qkv.weight.chunk(3)
+    xavier = math.sqrt(2 / (128 + 128))
+    assert q.std().item() == pytest.approx(xavier, rel=0.05)
+    assert v.std().item() == pytest.approx(0.3195 * xavier, rel=0.05)
+    fc1 = model.blocks[3].mlp.fc1.weight  # (512, 128)
+    assert fc1.std().item() == pytest.approx(0.3195 * math.sqrt(2 / (128 + 512)), rel=0.05)
+
+
+def test_subln_init_and_extra_norm_sizes():
+    assert round(subln_gamma(12), 4) == 1.7827
+    model = gpt("subln", depth=12, dim=128, num_heads=4)
+    blk = model.blocks[5]
+    q, k, v = blk.attn.qkv.weight.chunk(3)
+    assert (v.std() / q.std()).item() == pytest.approx(1.7827, rel=0.04)
+    assert (k.std() / q.std()).item() == pytest.approx(1.0, rel=0.04)
+    # the FFN's extra LN has the MLP width (ffn_dim), the attention's one the model width
+    assert blk.mlp.mid_norm.normalized_shape == (512,) and blk.attn.inner_norm.normalized_shape == (128,)
+
+
+def test_rezero_and_skipinit_are_identity_at_init_with_live_gates():
+    x = torch.randn(2, 5, 64)
+    n_none = num_params(gpt("none", norm="identity", depth=3))
+    for name, extra in (("rezero", 1), ("skipinit", 2)):
+        model = gpt(name, depth=3)
+        assert num_params(model) == n_none + extra * 3  # one scalar per layer vs one per branch
+        assert isinstance(model.norm, torch.nn.Identity)
+        for blk in model.blocks:
+            assert torch.equal(blk(x), x)
+        model(torch.randint(0, 256, (2, 8))).logsumexp(-1).sum().backward()
+        gates = [p for n, p in model.named_parameters() if n.endswith(("resweight", "attn_gain", "mlp_gain"))]
+        assert len(gates) == extra * 3 and all(g.item() == 0 and g.grad.abs() > 0 for g in gates[-extra:])
+
+
+def test_ngpt_effective_scales_and_unit_sphere_after_step():
+    model = gpt("ngpt", pos="rope", depth=2)
+    blk = model.blocks[0]
+    assert blk.attn_alpha.p[0].item() == pytest.approx(1 / 32)  # stored at base scale 1/sqrt(1024)
+    assert torch.equal(blk.attn_alpha.effective(), torch.full((64,), 0.05))
+    assert torch.equal(blk.mlp_alpha.effective(), torch.full((64,), 0.05))
+    assert torch.allclose(blk.attn.sqk.effective(), torch.ones(4, 1, 16))
+    assert torch.allclose(blk.mlp.suv.effective(), torch.ones(512))
+    assert torch.allclose(model.logit_scale.effective(), torch.ones(256))
+    assert blk.attn.scale == pytest.approx(4.0)  # sqrt(head_dim), not 1/sqrt
+    assert model.head.weight is not model.tok_emb.weight and isinstance(model.norm, torch.nn.Identity)
+    assert model.placement_cls.recommended_defaults == {"weight_decay": 0.0, "warmup_steps": 0}
+    with pytest.raises(normlight.PluginOptionError, match="tie_weights"):
+        gpt("ngpt", tie_weights=True)
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    idx = torch.randint(0, 256, (2, 16))
+    torch.nn.functional.cross_entropy(model(idx).flatten(0, 1), idx.flatten()).backward()
+    opt.step()
+    q_rows = blk.attn.qkv.weight.norm(dim=1)
+    assert not torch.allclose(q_rows, torch.ones_like(q_rows), atol=1e-4)  # the step left the sphere
+    model.placement_cls.after_optimizer_step(model)
+    for w, dim in ((model.tok_emb.weight, 1), (model.head.weight, 1), (blk.attn.qkv.weight, 1),
+                   (blk.mlp.fc1.weight, 1), (blk.attn.out_proj.weight, 0), (blk.mlp.fc2.weight, 0)):
+        assert torch.allclose(w.norm(dim=dim), torch.ones(w.shape[1 - dim]), atol=1e-6)
+    h = model.tok_emb(idx)
+    for b in model.blocks:
+        h = b(h)
+        assert torch.allclose(h.norm(dim=-1), torch.ones(2, 16), atol=1e-5)
+
+
+def test_ngpt_block_matches_numpy_formula():
+    import numpy as np
+
+    torch.manual_seed(0)
+    blk = normlight.get_placement("ngpt")(8, 2, causal=True)
+    with torch.no_grad():
+        blk.attn_alpha.p.uniform_(-0.05, 0.05)  # signed: the block must use |alpha|
+    x = torch.randn(1, 3, 8)
+    a = blk.attn(x).detach().double().numpy()
+    jn = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)
+    alpha_a = np.abs(blk.attn_alpha.p.detach().double().numpy() * (0.05 / (1 / 32)))
+    hA = jn(x.double().numpy())
+    h = jn(hA + alpha_a * (jn(a) - hA))
+    m = blk.mlp(torch.from_numpy(h).float()).detach().double().numpy()
+    hA = jn(h)
+    expect = jn(hA + 0.05 * (jn(m) - hA))
+    assert np.allclose(blk(x).detach().numpy(), expect, atol=1e-5)
