@@ -12,6 +12,14 @@ A sweep file::
     fixed:                             # overrides applied to every run
       trainer.max_steps: 300
 
+A grid axis may also bundle several keys that only make sense together: its name is a plain word and
+its values are mappings (an optional ``label`` names the value; the run is tagged ``<axis>=<label>``)::
+
+    grid:
+      norm_setup:
+        - {label: gn+ws, model.norm: groupnorm, model.model_kwargs: {weight_standardization: true}}
+        - {label: nf, model.norm: null, model.model_kwargs: {variant: nf}}
+
 Every run is ``normlight fit --config BASE --key value ...`` in a subprocess, so a crash or a
 divergence stays isolated. A run's identity is a hash of the base config text plus its overrides
 (tag ``sweep_hash``): a finished run with that hash is skipped and never overwritten, a failed one is
@@ -62,10 +70,22 @@ class Sweep:
     fixed: dict[str, object] = field(default_factory=dict)
     description: str = ""
 
-    def points(self) -> list[dict[str, object]]:
-        """The cartesian product of the grid, in file order (last key varies fastest)."""
+    def points(self) -> list[tuple[dict, dict]]:
+        """The cartesian product of the grid in file order (last axis varies fastest), as
+        (overrides {config key: value}, labels {axis or key: display value}) per point."""
         keys = list(self.grid)
-        return [dict(zip(keys, combo)) for combo in itertools.product(*(self.grid[k] for k in keys))]
+        out = []
+        for combo in itertools.product(*(self.grid[k] for k in keys)):
+            overrides, labels = {}, {}
+            for key, value in zip(keys, combo):
+                if isinstance(value, dict):  # a bundle axis
+                    overrides.update({k: v for k, v in value.items() if k != "label"})
+                    labels[key] = str(value.get("label") or "+".join(cli_value(v) for k, v in value.items() if k != "label"))
+                else:
+                    overrides[key] = value
+                    labels[key] = value
+            out.append((overrides, labels))
+        return out
 
 
 def load_sweep(path: str | os.PathLike) -> Sweep:
@@ -92,13 +112,31 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
         raise SweepError(f"{path}: 'grid' must be a non-empty mapping of config key -> list of values")
     if not isinstance(fixed, dict):
         raise SweepError(f"{path}: 'fixed' must be a mapping of config key -> value")
+    owner: dict[str, str] = {}  # config key -> the grid axis that sets it
     for key, values in grid.items():
-        _check_key(path, "grid", key)
         if not isinstance(values, list) or not values:
             raise SweepError(f"{path}: grid.{key} must be a non-empty list of values, got {values!r}")
+        bundles = [v for v in values if isinstance(v, dict)]
+        if bundles and len(bundles) != len(values):
+            raise SweepError(f"{path}: grid.{key} mixes mappings and plain values; use one or the other")
+        if not bundles:
+            _check_key(path, "grid", key)
+            owner[key] = key
+            continue
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(key)) or key in TOP_LEVEL:
+            raise SweepError(f"{path}: grid axis {key!r} bundles several keys, so its name must be a plain word "
+                             f"(not a config key such as {sorted(TOP_LEVEL)})")
+        for value in bundles:
+            for sub in value:
+                if sub == "label":
+                    continue
+                _check_key(path, f"grid.{key}", sub)
+                if owner.get(sub, key) != key:
+                    raise SweepError(f"{path}: {sub!r} is set by both grid.{owner[sub]} and grid.{key}")
+                owner[sub] = key
     for key in fixed:
         _check_key(path, "fixed", key)
-        if key in grid:
+        if key in owner:
             raise SweepError(f"{path}: {key!r} is both in 'grid' and in 'fixed'")
     name = str(raw.get("name") or path.stem)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
@@ -144,12 +182,12 @@ def config_hash(base_text: str, overrides: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def run_name(sweep: Sweep, point: dict) -> str:
+def run_name(sweep: Sweep, labels: dict) -> str:
     """Readable run name: the sweep name and the grid values (``placement_lr/post/lr=0.001/s0``)."""
     parts = [sweep.name]
-    for key, value in point.items():
+    for key, value in labels.items():
         leaf = key.split(".")[-1]
-        if leaf in ("norm", "placement", "model"):
+        if leaf in ("norm", "placement", "model") or ("." not in key and leaf != "seed_everything"):
             parts.append(str(value))
         elif leaf == "seed_everything":
             parts.append(f"s{value}")
@@ -162,7 +200,7 @@ def run_name(sweep: Sweep, point: dict) -> str:
 class Run:
     """One grid point: its overrides, identity and command."""
 
-    point: dict
+    labels: dict
     overrides: dict
     hash: str
     name: str
@@ -191,14 +229,16 @@ def plan(sweep: Sweep) -> list[Run]:
 
     base_text = sweep.base.read_text()
     runs, seen = [], set()
-    for point in sweep.points():
+    for point, labels in sweep.points():
         overrides = {**sweep.fixed, **point}
         h = config_hash(base_text, overrides)
         if h in seen:
-            raise SweepError(f"{sweep.path}: the grid repeats a value (two runs with identical config {point})")
+            raise SweepError(f"{sweep.path}: the grid repeats a value (two runs with identical config {labels})")
         seen.add(h)
-        tags = {SWEEP_TAG: sweep.name, HASH_TAG: h, **{f"cfg.{k}": cli_value(v) for k, v in overrides.items()}}
-        runs.append(Run(point, overrides, h, run_name(sweep, point), tags))
+        tags = {SWEEP_TAG: sweep.name, HASH_TAG: h, **{f"cfg.{k}": cli_value(v) for k, v in overrides.items()},
+                **{k: str(v) for k, v in labels.items() if "." not in k and k not in TOP_LEVEL},
+                "sweep_axes": ",".join(k for k in labels if k.split(".")[-1] not in ("seed_everything", "seed"))}
+        runs.append(Run(labels, overrides, h, run_name(sweep, labels), tags))
     return runs
 
 
