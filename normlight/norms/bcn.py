@@ -62,7 +62,7 @@ class BatchChannelNorm(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """BN then GroupNorm with a per-group affine; ``mask`` keeps padding out of both stages' statistics."""
         mask = bs.check_input("bcn", x, self.num_features, mask, self.channels_first)
-        y = self.bn(x, mask=mask).to(bs.stat_dtype(x))
+        y = self.bn(x.to(bs.stat_dtype(x)), mask=mask)  # keep the intermediate in float32 for half inputs
         per_channel = self.num_features // self.num_groups
         w = self.weight.to(y.dtype).repeat_interleave(per_channel)  # per-group values, tied across the group
         b = self.bias.to(y.dtype).repeat_interleave(per_channel)

@@ -49,7 +49,8 @@ class RepBN(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``BN(x) + alpha * x`` over ``(..., C)``; ``mask`` keeps padded tokens out of the BN statistics."""
-        return (self.bn(x, mask=mask) + self.alpha.to(x.dtype) * x).to(x.dtype)
+        xf = x.to(bs.stat_dtype(x))  # float32 for half inputs, cast back once at the end
+        return (self.bn(xf, mask=mask) + self.alpha.to(xf.dtype) * xf).to(x.dtype)
 
     def inference_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel ``(scale, shift)`` with ``eval(x) == x * scale + shift`` (the re-parameterized form)."""
@@ -110,4 +111,5 @@ class PRepBN(nn.Module):
         lam = self.r0 * float(self.iter) / float(self.total_step)
         if int(self.iter) > 0:
             self.iter.sub_(1)
-        return (lam * self.norm1(x.to(bs.stat_dtype(x))) + (1 - lam) * self.norm2(x, mask=mask)).to(x.dtype)
+        xf = x.to(bs.stat_dtype(x))
+        return (lam * self.norm1(xf) + (1 - lam) * self.norm2(xf, mask=mask)).to(x.dtype)
