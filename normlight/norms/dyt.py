@@ -34,9 +34,8 @@ class DyT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Squash ``x`` of shape ``(..., num_features)`` element-wise."""
         dt = compute_dtype(x)
-        y = torch.tanh(self.alpha.to(dt) * x.to(dt)) * self.weight.to(dt)
-        if self.bias is not None:
-            y = y + self.bias.to(dt)
+        t = torch.tanh(self.alpha.to(dt) * x.to(dt))
+        y = t * self.weight.to(dt) if self.bias is None else torch.addcmul(self.bias.to(dt), t, self.weight.to(dt))
         return y.to(x.dtype)
 
     def extra_repr(self) -> str:

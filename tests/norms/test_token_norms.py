@@ -217,14 +217,16 @@ def test_identity_returns_input_and_ignores_num_features():
 
 # ---------------------------------------------------------------- half precision: statistics in float32
 
-@pytest.mark.parametrize("name", ["layernorm", "rmsnorm", "scalenorm", "l2norm", "crmsnorm"])
+@pytest.mark.parametrize("name", ["layernorm", "rmsnorm", "scalenorm", "l2norm", "crmsnorm", "dyt"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_inputs_use_float32_statistics(name, dtype):
-    # large offset: a mean/variance accumulated in 16 bits loses most digits of the result
+@pytest.mark.parametrize("half_params", [False, True], ids=["fp32-params", "half-params"])
+def test_half_inputs_use_float32_statistics(name, dtype, half_params):
+    # large offset: a mean/variance accumulated in 16 bits loses most digits of the result.
+    # fp32 parameters take the explicit upcast; half parameters take torch's fused kernels where they exist.
     x = torch.from_numpy(randn(4, 768, seed=15, shift=200.0)).to(dtype)
     m = build(name, 768)
     ref = m.double()(x.double())  # same half-rounded input, exact statistics
-    y = m.float()(x)
+    y = (m.to(dtype) if half_params else m.float())(x)
     assert y.dtype == dtype
     tol = 2 ** -7 if dtype == torch.bfloat16 else 2 ** -10
     assert (y.double() - ref).abs().max().item() <= 2 * tol * ref.abs().max().item()
@@ -270,6 +272,19 @@ def test_groupnorm_equals_torch_groupnorm_on_nchw(fast_path):
                       else {"norm." + k: v for k, v in ref.state_dict().items()})
     x = torch.randn(4, c, 6, 5)
     torch.testing.assert_close(m(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["groupnorm", "instancenorm"])
+def test_group_statistics_stay_accurate_with_a_large_mean(name):
+    # torch's CPU kernel for channels_last-strided maps loses ~1% here; both layouts must stay exact
+    x = torch.from_numpy(randn(2, 4, 5, 64, seed=24, shift=200.0)).float()  # NHWC
+    kw = {"num_groups": 8} if name == "groupnorm" else {}
+    groups = 8 if name == "groupnorm" else 64
+    expect = np.moveaxis(np_groupnorm(np.moveaxis(x.double().numpy(), -1, 1), groups), 1, -1)
+    np.testing.assert_allclose(build(name, 64, **kw)(x).detach().double().numpy(), expect, atol=2e-4)
+    nchw_cl = x.movedim(-1, 1)  # an NCHW tensor in channels_last memory format
+    y = build(name, 64, layout="channels_first", **kw)(nchw_cl)
+    np.testing.assert_allclose(y.detach().double().numpy(), np.moveaxis(expect, -1, 1), atol=2e-4)
 
 
 def test_groupnorm_error_lists_valid_group_counts():
@@ -367,12 +382,16 @@ def test_layernorm_scaling_off_by_one_and_missing_layer_idx():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_position_norms_half_inputs_use_float32_statistics(name, dtype):
     x = torch.from_numpy(randn(2, 16, 64, seed=42, shift=200.0)).to(dtype)
-    m = build(name, 64, **({"num_groups": 8} if name == "groupnorm" else {}))
+    m = build(name, 64, **({"num_groups": 8} if name == "groupnorm" else {"affine": True} if name == "instancenorm" else {}))
     if name == "grn":
         with torch.no_grad():
             m.gamma.fill_(1.0)
     ref = m.double()(x.double())
     y = m.float()(x)
+    assert y.dtype == dtype
+    tol = 2 ** -7 if dtype == torch.bfloat16 else 2 ** -10
+    assert (y.double() - ref).abs().max().item() <= 2 * tol * ref.abs().max().item()
+    y = m.to(dtype)(x)  # half parameters too
     assert y.dtype == dtype
     tol = 2 ** -7 if dtype == torch.bfloat16 else 2 ** -10
     assert (y.double() - ref).abs().max().item() <= 2 * tol * ref.abs().max().item()
