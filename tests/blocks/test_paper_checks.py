@@ -1,0 +1,82 @@
+"""Paper-specific numeric checks (reference norms.md sec 7): Peri-LN, Mix-LN, LayerNorm Scaling, HybridNorm."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import normlight
+
+LN = nn.LayerNorm
+
+
+def block(name, layer_idx=0, num_layers=4, **kw):
+    torch.manual_seed(0)
+    return normlight.get_placement(name)(16, 2, layer_idx=layer_idx, num_layers=num_layers, norm=LN, **kw)
+
+
+@pytest.mark.parametrize("name", ["peri", "sandwich"])
+def test_peri_increment_is_unit_variance_and_invariant_to_wo_scale(name):
+    blk = block(name)
+    with torch.no_grad():  # silence the MLP: LN(0) = 0 with beta 0, so the increment is the attention's
+        blk.mlp.fc2.weight.zero_()
+        blk.mlp.fc2.bias.zero_()
+    x = torch.randn(2, 6, 16)
+    inc = blk(x) - x
+    assert torch.allclose(inc.mean(-1), torch.zeros(2, 6), atol=1e-5)
+    assert torch.allclose(inc.var(-1, unbiased=False), torch.ones(2, 6), atol=1e-3)
+    with torch.no_grad():
+        blk.attn.out_proj.weight.mul_(100)
+        blk.attn.out_proj.bias.mul_(100)
+    assert torch.allclose(blk(x) - x, inc, atol=2e-3)  # equal up to the LN eps (1e-5 vs var(W_o a))
+    # Pre-LN, by contrast, passes the scale straight into the stream
+    pre = block("pre")
+    before = pre(x) - x
+    with torch.no_grad():
+        pre.attn.out_proj.weight.mul_(100)
+    assert not torch.allclose(pre(x) - x, before, atol=1e-2)
+
+
+def test_mix_ln_first_quarter_outputs_unit_rms():
+    model = normlight.create_model("gpt-nano", depth=12, dim=32, num_heads=2, norm=LN, placement="mix")
+    x = model.tok_emb(torch.randint(0, 256, (2, 8)))
+    rms = []
+    with torch.no_grad():
+        for b in model.blocks:
+            x = b(x)
+            rms.append(x.pow(2).mean(-1).sqrt())
+    for i, r in enumerate(rms):
+        close = torch.allclose(r, torch.ones_like(r), atol=1e-3)
+        assert close == (i < 3), f"block {i}: per-token RMS {r.mean():.4f}"
+
+
+def test_lns_sublayer_inputs_are_scaled_by_one_over_sqrt_layer():
+    seen = {}
+    model = normlight.create_model("gpt-nano", depth=4, dim=32, num_heads=2, norm=LN, placement="lns")
+    for i, b in enumerate(model.blocks):
+        b.attn.register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(("attn", i), a[0]))
+        b.register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(("in", i), a[0]))
+    model(torch.randint(0, 256, (2, 8)))
+    for i, rounded in enumerate([1.0, 0.7071, 0.5774, 0.5]):  # 1/sqrt(l), l = layer_idx + 1
+        scale = 1 / math.sqrt(i + 1)
+        x = seen[("in", i)]
+        ln = nn.functional.layer_norm(x, (32,), model.blocks[i].norm1.weight, model.blocks[i].norm1.bias)
+        assert torch.allclose(seen[("attn", i)], ln * scale, atol=1e-4)
+        assert model.blocks[i].ln_scale == pytest.approx(rounded, abs=1e-4)
+    assert isinstance(model.norm, nn.LayerNorm)  # final norm present, not scaled
+
+
+def test_hybrid_attention_is_input_scale_invariant_and_ffn_is_post_norm():
+    blk = block("hybrid", bias=False)
+    x = torch.randn(2, 6, 16)
+    a = blk.attn(x)
+    assert torch.allclose(blk.attn(3.7 * x), a, atol=1e-4)  # q, k, v all normalized, no biases
+    with torch.no_grad():
+        blk.mlp.fc1.weight.zero_()
+        blk.mlp.fc2.weight.zero_()
+    assert torch.allclose(blk(x), blk.norm2(x + a), atol=1e-6)
+    assert not torch.allclose(blk(x), x + a, atol=1e-2)
+    # the other placements are not invariant
+    pre = block("pre", bias=False)
+    assert not torch.allclose(pre.attn(3.7 * x), pre.attn(x), atol=1e-3)
