@@ -101,7 +101,7 @@ class BatchNorm(nn.Module):
         running = (self.running_mean, self.running_var) if self.training and self.track_running_stats else (None, None)
         y, _, invstd = torch.native_batch_norm(xin, self.weight, self.bias, *running, True, factor, self.eps)
         if self.training:
-            self.batch_stat = (invstd.detach().float() ** -2 - self.eps)
+            self.batch_stat = (invstd.detach().float() ** -2 - self.eps).clamp_min(0)  # biased batch variance
         return y if self.channels_first else y.reshape(x.shape)
 
     def _general(self, x: torch.Tensor, mask: torch.Tensor | None, use_batch: bool, sync: bool) -> torch.Tensor:
