@@ -1,0 +1,128 @@
+"""Language-modeling DataModules with byte-level tokens (vocabulary 256: no tokenizer files, works offline).
+
+Each yields ``(inputs[B, T] int64, targets[B, T] int64)`` with targets = inputs shifted by one token, and
+exposes ``vocab_size`` and ``block_size`` (= T) so the task can check the model agrees before training.
+The validation split is the last ``val_fraction`` of the token stream: deterministic and never seen in training.
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from normlight.data.common import BaseDataModule, DataError
+
+
+def encode(text: str) -> torch.Tensor:
+    """Byte-level tokens of ``text`` (UTF-8), as int64."""
+    return torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8).long()
+
+
+def decode(tokens) -> str:
+    """Text of byte-level tokens; bytes that do not form valid UTF-8 become U+FFFD."""
+    return bytes(int(t) for t in tokens).decode("utf-8", errors="replace")
+
+
+class TokenBlocks(Dataset):
+    """Non-overlapping windows of ``block_size + 1`` tokens -> (x, y) shifted pairs."""
+
+    def __init__(self, tokens: torch.Tensor, block_size: int):
+        self.tokens, self.block_size = tokens, block_size
+
+    def __len__(self) -> int:
+        return max(0, (len(self.tokens) - 1) // self.block_size)
+
+    def __getitem__(self, i: int):
+        chunk = self.tokens[i * self.block_size: (i + 1) * self.block_size + 1]
+        return chunk[:-1], chunk[1:]
+
+
+class _ByteText(BaseDataModule):
+    vocab_size = 256
+
+    def __init__(self, block_size: int, batch_size: int, val_fraction: float, num_workers: int,
+                 eval_batch_size: int | None):
+        super().__init__(batch_size, num_workers, eval_batch_size)
+        if block_size < 2:
+            raise DataError(f"block_size must be >= 2, got {block_size}")
+        if not 0.0 < val_fraction < 1.0:
+            raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        self.block_size, self.val_fraction = block_size, val_fraction
+
+    def text(self) -> str:
+        """The whole corpus as one string."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        """Tokenize once; the tail of the stream is validation (and test)."""
+        if self.train_set is not None:
+            return
+        self.check()
+        tokens = encode(self.text())
+        n_val = int(len(tokens) * self.val_fraction)
+        if n_val < self.block_size + 1 or len(tokens) - n_val < self.block_size + 1:
+            raise DataError(f"{type(self).__name__}: the corpus has {len(tokens)} bytes, too few for a validation split of "
+                            f"{self.val_fraction} with block_size={self.block_size}")
+        self.train_set = TokenBlocks(tokens[:-n_val], self.block_size)
+        self.val_set = TokenBlocks(tokens[-n_val:], self.block_size)
+        self.test_set = self.val_set
+
+
+class PydocTextDataModule(_ByteText):
+    """CPython's bundled documentation text (``pydoc_data.topics``, ~465k characters of real English)."""
+
+    def __init__(self, block_size: int = 128, batch_size: int = 16, val_fraction: float = 0.1,
+                 num_workers: int = 0, eval_batch_size: int | None = None):
+        super().__init__(block_size, batch_size, val_fraction, num_workers, eval_batch_size)
+
+    def text(self) -> str:
+        """All pydoc topics, in sorted key order so the corpus is identical on every machine with this Python."""
+        from pydoc_data.topics import topics
+
+        return "\n\n".join(topics[k] for k in sorted(topics))
+
+
+class TextFilesDataModule(_ByteText):
+    """Any set of local text files: a directory (all files under it), a glob pattern, or a list of either.
+
+    Files are read in sorted path order and joined with blank lines.
+    """
+
+    def __init__(self, paths: str | list[str], block_size: int = 128, batch_size: int = 16,
+                 val_fraction: float = 0.1, num_workers: int = 0, eval_batch_size: int | None = None):
+        super().__init__(block_size, batch_size, val_fraction, num_workers, eval_batch_size)
+        self.paths = [paths] if isinstance(paths, str) else list(paths)
+
+    def files(self) -> list[Path]:
+        """The resolved, sorted list of files; a path that matches nothing raises :class:`DataError`."""
+        out = []
+        for p in self.paths:
+            path = Path(p).expanduser()
+            if path.is_dir():
+                found = sorted(f for f in path.rglob("*") if f.is_file())
+            elif path.is_file():
+                found = [path]
+            else:
+                found = sorted(Path(f) for f in glob.glob(str(path), recursive=True) if Path(f).is_file())
+            if not found:
+                raise DataError(f"TextFilesDataModule: {p} matches no file; give data.paths as existing text files, "
+                                "directories or glob patterns (e.g. 'corpus/**/*.txt')")
+            out += found
+        return sorted(set(out))
+
+    def check(self) -> None:
+        """Every entry of ``paths`` must match at least one file."""
+        self.files()
+
+    def text(self) -> str:
+        """The files' contents joined by blank lines (invalid UTF-8 is replaced, never fatal)."""
+        parts = []
+        for f in self.files():
+            try:
+                parts.append(f.read_text(encoding="utf-8", errors="replace"))
+            except OSError as exc:
+                raise DataError(f"TextFilesDataModule: cannot read {f}: {exc}") from exc
+        return "\n\n".join(parts)
