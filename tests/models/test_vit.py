@@ -9,6 +9,15 @@ from normlight.models.transformer import num_params
 LN = torch.nn.LayerNorm
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids oversubscription on a shared 2-core box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("name,params", [("vit-tiny", 2_693_578), ("vit-small", 22_050_664),
                                          ("vit-base", 86_567_656)])
 def test_preset_parameter_counts(name, params):
