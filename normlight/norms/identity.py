@@ -14,7 +14,7 @@ class Identity(nn.Module):
     """
 
     description = "no normalization: returns its input (the norm-free baseline)"
-    paper = "baseline; norm-free transformers as in Jha & Reagen 2024, ReLU's Revival: On the Entropic Overload in Normalization-Free LLMs"
+    paper = "Jha & Reagen 2024, ReLU's Revival: On the Entropic Overload in Normalization-Free Large Language Models (norm-free baseline)"
 
     def __init__(self, num_features: int | None = None, device=None, dtype=None):
         super().__init__()
