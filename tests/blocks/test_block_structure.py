@@ -85,6 +85,7 @@ FORMULAS = {
     "post": lambda b, x, A, M: ln((h := ln(x + A(x))) + M(h)),
     "peri": lambda b, x, A, M: (h := x + ln(A(ln(x)))) + ln(M(ln(h))),
     "sandwich": lambda b, x, A, M: (h := x + ln(A(ln(x)))) + ln(M(ln(h))),
+    "mix": lambda b, x, A, M: ln((h := ln(x + A(x))) + M(h)),  # layer 0 of 4: Post-LN
     "lns": lambda b, x, A, M: (h := x + A(ln(x) / math.sqrt(3))) + M(ln(h) / math.sqrt(3)),  # layer_idx 2
     "none": lambda b, x, A, M: (h := x + A(x)) + M(h),
     "normformer": lambda b, x, A, M: (h := x + ln(A(ln(x)))) + M(ln(h)),
@@ -119,3 +120,9 @@ def test_mix_layers_follow_floor_of_fraction():
     assert is_post(4, 0.5) == [True, True, False, False]
     with pytest.raises(ValueError, match="post_fraction"):
         is_post(4, 1.5)
+
+
+def test_mix_late_layer_is_pre_ln():
+    blk = make_block("mix", layer_idx=1)
+    x = torch.randn(2, 5, 16)
+    assert torch.allclose(blk(x), FORMULAS["pre"](blk, x, blk.attn, blk.mlp), atol=1e-5)

@@ -47,3 +47,15 @@ def test_builds_forward_backward_finite(norm, placement, family):
         if p.grad is not None:
             assert torch.isfinite(p.grad).all(), f"{norm} x {placement} x {family}: non-finite grad of {name}"
     assert model.spec["norm"] == norm and model.spec["placement"] == placement
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_every_norm_works_as_per_head_qk_norm(norm):
+    load_or_skip("norms", norm)
+    torch.manual_seed(0)
+    model = normlight.create_model("gpt-nano", max_seq_len=8, vocab_size=32, depth=1, dim=64, num_heads=2,
+                                   norm="identity", qk_norm=norm)
+    assert model.spec["qk_norm"] == norm
+    out = model(torch.randint(0, 32, (2, 8)))
+    out.pow(2).mean().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(model.blocks[0].attn.qkv.weight.grad).all()

@@ -102,3 +102,10 @@ def test_ngpt_block_matches_numpy_formula():
     hA = jn(h)
     expect = jn(hA + 0.05 * (jn(m) - hA))
     assert np.allclose(blk(x).detach().numpy(), expect, atol=1e-5)
+
+
+def test_lns_uses_plain_init_while_pre_scales_residual_writers():
+    pre, lns = gpt("pre", depth=8), gpt("lns", depth=8)
+    assert pre.blocks[2].mlp.fc2.weight.std().item() == pytest.approx(0.02 / 4, rel=0.05)  # 0.02/sqrt(2L)
+    assert lns.blocks[2].mlp.fc2.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert lns.blocks[2].attn.out_proj.weight.std().item() == pytest.approx(0.02, rel=0.05)

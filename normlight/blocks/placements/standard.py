@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import math
 
+import torch
+from torch import nn
+
 from normlight.blocks.base import Block
 
 
@@ -109,7 +112,8 @@ class MixNormBlock(Block):
 class LayerNormScalingBlock(Block):
     """LayerNorm Scaling (Sun et al. 2025, "The Curse of Depth"): Pre-LN with pre-norm outputs times 1/sqrt(l).
 
-    l = layer_idx + 1 (1-based). The final norm is not scaled. Use the plain (not depth-scaled) init.
+    l = layer_idx + 1 (1-based). The final norm is not scaled. The authors warn against combining it with a
+    depth-scaled init, so ``init_weights`` resets the residual writers (out_proj, fc2) to plain N(0, 0.02).
 
     ::
 
@@ -125,6 +129,14 @@ class LayerNormScalingBlock(Block):
         """x + attn(norm1(x)/sqrt(l)), then + mlp(norm2(.)/sqrt(l))."""
         x = x + self.attn(self.norm1(x) * self.ln_scale, pos)
         return x + self.mlp(self.norm2(x) * self.ln_scale)
+
+    @staticmethod
+    def init_weights(model) -> None:
+        """Undo the GPT-2 depth scaling of the residual writers: N(0, 0.02) like every other projection."""
+        with torch.no_grad():
+            for blk in model.blocks:
+                nn.init.normal_(blk.attn.out_proj.weight, std=0.02)
+                nn.init.normal_(blk.mlp.fc2.weight, std=0.02)
 
 
 class NoNormBlock(Block):
