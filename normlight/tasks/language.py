@@ -69,8 +69,10 @@ class CausalLanguageModeling(NormTask):
         self.val_loss.reset()
         self.log("val/loss", loss, prog_bar=True)
         self.log("val/ppl", torch.exp(loss.clamp(max=50.0)))
+        # every rank generates (a sharded FSDP2 model all-gathers in forward, so rank 0 alone would hang);
+        # log_text writes from rank 0 only
         if self.sample_tokens > 0 and self._prompt is not None and not self.trainer.sanity_checking \
-                and self.trainer.is_global_zero and math.isfinite(float(loss)):
+                and math.isfinite(float(loss)):
             from normlight.data.text import decode
 
             out = self.generate(self._prompt[None], self.sample_tokens, self.sample_temperature)[0]
