@@ -102,14 +102,32 @@ class L1Norm(nn.Module):
         return f"{self.num_features}, eps={self.eps}, elementwise_affine={self.weight is not None}"
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; the backward sums the gradient over ranks too (each rank's loss feeds every statistic)."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        out = t.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 def _sum_across_ranks(t: torch.Tensor) -> torch.Tensor:
     """Differentiable all-reduce (sum) when a process group with several ranks is running."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        from torch.distributed.nn.functional import all_reduce
-
-        return all_reduce(t)  # its backward all-reduces the gradient, so rank gradients are exact
+        return _AllReduceSum.apply(t)
     return t
 
 
