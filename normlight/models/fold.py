@@ -202,7 +202,12 @@ def fold(model: nn.Module, example_input: torch.Tensor | None = None) -> nn.Modu
     calls, out = record(folded, x)
     readers = consumers(out)
     modules = dict(folded.named_modules())
-    layer_calls = {c.out_node: c for n, c in calls.items() if plain_layer(modules[n])}
+    owners: dict[int, int] = {}  # storage -> number of modules holding it (tied weights, e.g. GPT's lm_head)
+    for m in modules.values():
+        for p in m.parameters(recurse=False):
+            owners[p.data_ptr()] = owners.get(p.data_ptr(), 0) + 1
+    untied = lambda m: all(owners[p.data_ptr()] == 1 for p in m.parameters(recurse=False))  # noqa: E731
+    layer_calls = {c.out_node: c for n, c in calls.items() if plain_layer(modules[n]) and untied(modules[n])}
     done: list[str] = []
     for name, call in calls.items():
         norm = modules[name]
@@ -220,7 +225,7 @@ def fold(model: nn.Module, example_input: torch.Tensor | None = None) -> nn.Modu
                 continue
         # following linears: every reader of the norm's output belongs to a linear whose input it is
         nexts = [c for c in calls.values() if c.inp is call.out and type(modules[c.name]).forward is nn.Linear.forward]
-        if not nexts or any(c.count != 1 or c.inp_version != call.out_version for c in nexts):
+        if not nexts or any(c.count != 1 or c.inp_version != call.out_version or not untied(modules[c.name]) for c in nexts):
             continue
         owned = set().union(*(inside(readers, c.out_node, call.out_node) for c in nexts))
         if not all(r in owned for r in readers.get(call.out_node, [])):

@@ -116,3 +116,19 @@ def test_fold_leaves_what_cannot_be_folded():
 def test_fold_needs_an_input_for_unknown_models():
     with pytest.raises(normlight.NormlightError, match="example_input"):
         normlight.fold(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)))
+
+
+def test_fold_gpt_keeps_tied_head_untouched():
+    torch.manual_seed(0)
+    model = normlight.create_model("gpt-nano", norm="batchnorm")
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randint(0, model.vocab_size, (4, 16)))
+    folded = normlight.fold(model)
+    # block norms fold into the qkv / fc linears; the final norm feeds the lm_head tied to the embedding: kept
+    assert len(folded.folded_norms) == 2 * len(model.blocks)
+    model.eval()
+    x = torch.randint(0, model.vocab_size, (2, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
