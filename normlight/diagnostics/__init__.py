@@ -4,8 +4,9 @@
 
 - every step (cheap scalars): global pre-clip gradient norm, loss-spike score, divergence guard;
 - every ``every_n_steps`` training steps: per-block gradient norms, residual-stream RMS and massive
-  activations (forward hooks on ``model.blocks``), attention entropy and max logit (the blocks'
-  ``record_attention`` mode), batch-statistics fluctuation, throughput and peak memory;
+  activations (forward hooks on ``model.blocks`` during the training forward), attention entropy and max
+  logit (the blocks' ``record_attention`` mode, on an extra no-grad forward of ``attention_samples``
+  samples of the batch), batch-statistics fluctuation, throughput and peak memory;
 - at each validation: block influence on a fixed probe batch and the run summary;
 - at the end of training: ``summary/...`` metrics (best/final validation metrics, diverged flag and
   step, spike count, steps to a target, throughput, peak memory).
@@ -52,6 +53,8 @@ class StabilityDiagnostics(Callback):
         target_metric: validation metric for ``summary/steps_to_target``.
         target_value: the target (reached when <= for losses, >= for accuracies); None disables it.
         probe_size: number of samples of the first validation batch kept as the probe batch.
+        attention_samples: samples of the current training batch used for the attention diagnostics,
+            measured on an extra no-grad eval-mode forward (the training step keeps its fast attention).
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class StabilityDiagnostics(Callback):
         target_metric: str = "val/loss",
         target_value: float | None = None,
         probe_size: int = 8,
+        attention_samples: int = 4,
     ):
         if every_n_steps < 1:
             raise ValueError(f"diagnostics.every_n_steps must be >= 1, got {every_n_steps}")
@@ -80,6 +84,7 @@ class StabilityDiagnostics(Callback):
         }
         self.divergence_guard = divergence_guard
         self.probe_size = probe_size
+        self.attention_samples = attention_samples
         self.spikes = loss_spikes_mod.SpikeDetector(spike_window, spike_threshold)
         self.guard = loss_spikes_mod.DivergenceGuard()
         self.summary = summary.RunSummary(target_metric, target_value)
@@ -136,8 +141,6 @@ class StabilityDiagnostics(Callback):
         blocks = self._blocks(pl_module)
         if self.enabled["residual"] and blocks:
             self._recorders["residual"] = residual.ResidualRecorder(blocks)
-        if self.enabled["attention"] and blocks:
-            self._recorders["attention"] = attention.AttentionRecorder(blocks)
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         # Runs after backward (and AMP un-scaling) and before Lightning's gradient clipping.
@@ -180,11 +183,33 @@ class StabilityDiagnostics(Callback):
                 self._log(trainer, self._pending, self._step)
                 self._pending = {}
             return
-        self._collect(trainer, pl_module)
+        self._collect(trainer, pl_module, batch)
         self._log(trainer, self._pending, self._step)
         self._pending = {}
 
-    def _collect(self, trainer, pl_module) -> None:
+    @torch.no_grad()
+    def _attention_probe(self, pl_module, batch) -> None:
+        # The slow explicit-attention path runs on a separate no-grad forward of a few samples of this
+        # batch, in eval mode (batch-statistic norms must not update their running stats here), so the
+        # training step itself keeps the fast kernel and its exact numerics.
+        blocks = self._blocks(pl_module)
+        x = throughput.batch_inputs(batch)
+        if not blocks or not isinstance(x, torch.Tensor):
+            return
+        model = self._model(pl_module)
+        rec = attention.AttentionRecorder(blocks)
+        if not rec.attns:
+            rec.remove()
+            return
+        was_training = model.training
+        model.eval()
+        try:
+            model(x[: self.attention_samples])
+        finally:
+            model.train(was_training)
+            self._recorders["attention"] = rec
+
+    def _collect(self, trainer, pl_module, batch) -> None:
         m = self._pending
         rec = self._recorders.pop("residual", None)
         if rec is not None:
@@ -195,6 +220,8 @@ class StabilityDiagnostics(Callback):
                 m["diag/resid_growth_slope"] = residual.growth_slope(res["rms"])
                 m["diag/massive_act_max"] = max(res["max_over_median"])
                 m["diag/resid_max_abs"] = max(res["max_abs"])
+        if self.enabled["attention"]:  # after the residual hooks are gone: the probe forward must not feed them
+            self._attention_probe(pl_module, batch)
         rec = self._recorders.pop("attention", None)
         if rec is not None:
             att = rec.remove()
@@ -215,7 +242,7 @@ class StabilityDiagnostics(Callback):
             m["diag/loss_zscore"] = self.spikes.last_z
         if self.enabled["throughput"]:
             items, dt = self.meter.read()
-            rate = torch.tensor(items / dt if dt > 0 else 0.0, dtype=torch.float64)
+            rate = torch.tensor(items / dt if dt > 0 else 0.0, dtype=torch.float64, device=pl_module.device)  # NCCL reduces only CUDA tensors
             rate = trainer.strategy.reduce(rate, reduce_op="sum")  # all ranks -> one number
             m[f"diag/{self.meter.unit}_per_sec"] = float(rate)
             m["diag/peak_mem_mb"] = throughput.peak_memory_mb(pl_module.device)
@@ -266,7 +293,7 @@ class StabilityDiagnostics(Callback):
         if self.enabled["throughput"]:
             key = f"summary/{self.meter.unit}_per_sec"
             if key in out:
-                out[key] = float(trainer.strategy.reduce(torch.tensor(out[key], dtype=torch.float64), reduce_op="sum"))
+                out[key] = float(trainer.strategy.reduce(torch.tensor(out[key], dtype=torch.float64, device=pl_module.device), reduce_op="sum"))
         self._log(trainer, out, trainer.global_step)
         if self.guard.diverged:
             self._tags(trainer, {"diverged": "true", "diverged_step": self.guard.step, "diverged_reason": self.guard.reason})

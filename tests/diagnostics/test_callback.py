@@ -96,3 +96,19 @@ def test_metrics_reach_the_trainer_loggers(tmp_path):
 def test_bad_period_is_a_clear_error():
     with pytest.raises(ValueError, match="every_n_steps"):
         StabilityDiagnostics(every_n_steps=0)
+
+
+def test_diagnostics_do_not_change_training(tmp_path):
+    """Every diagnostic on every step, and the trained weights are bit-identical to a run without them."""
+    def train(callbacks):
+        pl.seed_everything(0)
+        task = LMTask()
+        trainer(tmp_path, callbacks, max_steps=4, limit_val_batches=1, val_check_interval=2).fit(
+            task, token_loader(), token_loader(seed=1))
+        return [p.detach().clone() for p in task.parameters()]
+
+    plain = train([])
+    diag = StabilityDiagnostics(every_n_steps=1)
+    with_diag = train([diag])
+    assert sum("diag/attn_entropy_mean" in m for _, m in diag.logged) == 4
+    assert all(torch.equal(a, b) for a, b in zip(plain, with_diag))
