@@ -16,7 +16,7 @@ equals ``a * x + b`` on the recorded input, so no knowledge of a plugin's intern
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -50,7 +50,6 @@ class Call:
     out_node: object
     count: int = 1
     extra_args: bool = False
-    readers: list = field(default_factory=list)
 
 
 def make_example_input(model: nn.Module) -> torch.Tensor:

@@ -16,6 +16,18 @@ Variants (``variant=``):
 ``weight_standardization=True`` swaps the convs of standard/preact for WS convs (Qiao et al. 2019),
 meant for groupnorm or bcn. A norm whose module sets ``replaces_activation = True`` (EvoNorm)
 replaces the norm + ReLU pair: the ReLU right after it is dropped.
+
+Faithfulness, each shown by a numeric test (tests/resnet/):
+    standard  resnet18/50 + batchnorm == torchvision's, same names, count and output with copied weights
+    fixup     last conv per branch and fc are 0, branches output exactly 0, logits 0 (loss = ln K);
+              inner branch convs have std He * L^(-1/(2m-2)): ResNet-50 (L=16, m=3) ratio 0.5
+    nf        Scaled WS kernels == numpy gain*(W-mean)/sqrt(max(N var, 1e-4)): mean 0, L2 norm = gain;
+              clamp (0.05) vs additive eps (0.04975); beta after a transition block = 1/sqrt(1.04)
+    WS        kernels == numpy (W-mean)/sqrt(var_unbiased + 1e-5), unbiased std 1
+    AGC       W = ones(2, 4), gradient rows of norm 1 -> rows of norm 0.02 (normlight.agc)
+CIFAR choices: shortcuts are 1x1 conv + norm projections (He et al.'s option B), the preact stem is a
+bare conv (its first block's norm follows), NF transition blocks (first of every stage) always use a
+Scaled WS 1x1 conv shortcut after avg-pool when strided, as in NFNets.
 """
 
 from __future__ import annotations

@@ -176,7 +176,7 @@ def _swap_norms(model: nn.Module, name: str, made: list, norm: Any, norm_kwargs:
     with torch.no_grad():
         model(torch.zeros(2, in_chans, size, size))
     model.train(was_training)
-    factory, label = resolve("norms", norm)
+    factory, _ = resolve("norms", norm)
     takes_eps = _accepts(factory, "eps")
     depth = depth_index(model, used)
     num_layers = max(1, len(_blocks(model)))

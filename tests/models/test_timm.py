@@ -1,5 +1,7 @@
 """timm models with every registered norm: a ResNet, a ViT and a ConvNeXt build, run and backprop."""
 
+import inspect
+
 import pytest
 import torch
 
@@ -27,7 +29,6 @@ def options_for(norm):
     """Group norms default to 32 groups; these models have 16..192 channels, all divisible by 8."""
     factory = lookup("norms", norm).load()
     try:
-        import inspect
         return {"num_groups": 8} if "num_groups" in inspect.signature(factory).parameters else {}
     except (TypeError, ValueError):
         return {}
