@@ -73,7 +73,8 @@ def check_data_parallel_run(recs, states, db, unit: str):
 
 
 def test_ddp_gpt_nano_with_synced_powernorm(tmp_path):
-    recs, states, db = fit(tmp_path, ["configs/gpt/nano.yaml", "configs/strategy/ddp.yaml"], "--model.norm", "powernorm")
+    recs, states, db = fit(tmp_path, ["configs/gpt/nano.yaml", "configs/strategy/ddp.yaml"], "--model.norm", "powernorm",
+                          "--model.sample_tokens", "4")
     assert recs[0]["strategy"] == "DDPStrategy"
     run = check_data_parallel_run(recs, states, db, "tokens")
     assert "val/ppl" in run.data.metrics
@@ -91,7 +92,8 @@ def test_ddp_resnet20_with_synced_batchnorm(tmp_path):
 
 def test_fsdp2_gpt_nano_with_synced_batchnorm(tmp_path):
     """FSDP2 via ModelParallelStrategy: parameters sharded per block as DTensors; batch-stat norms supported when synced."""
-    recs, states, db = fit(tmp_path, ["configs/gpt/nano.yaml", "configs/strategy/fsdp2.yaml"], "--model.norm", "batchnorm")
+    recs, states, db = fit(tmp_path, ["configs/gpt/nano.yaml", "configs/strategy/fsdp2.yaml"], "--model.norm", "batchnorm",
+                          "--model.sample_tokens", "4")  # sampling runs on every rank (a sharded forward is collective)
     assert recs[0]["strategy"] == "ModelParallelStrategy"
     for r in recs:
         assert all(r["param_is_dtensor"]), "some parameters were not sharded"
