@@ -21,6 +21,7 @@ def _env(site, **extra):
     return {**os.environ, "PYTHONPATH": str(site.target), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **extra}
 
 
+@pytest.mark.distributed  # the example package's own suite runs the kit's 2-rank gloo check
 def test_example_and_scaffolded_packages_pass_their_own_tests_unchanged(plugin_site):
     # both suites at once (2 cores); each runs from its own directory with only the install on PYTHONPATH
     cmd = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning"]
