@@ -15,6 +15,7 @@ step: with gradient accumulation over k micro-batches the schedule runs k times 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from normlight.norms import _batchstats as bs
@@ -107,9 +108,14 @@ class PRepBN(nn.Module):
             return self.norm2(x, mask=mask)
         if int(self.warm) > 0:
             self.warm.sub_(1)
-            return self.norm1(x.to(bs.stat_dtype(x))).to(x.dtype)
+            return self._layer_norm(x.to(bs.stat_dtype(x))).to(x.dtype)
         lam = self.r0 * float(self.iter) / float(self.total_step)
         if int(self.iter) > 0:
             self.iter.sub_(1)
         xf = x.to(bs.stat_dtype(x))
-        return (lam * self.norm1(xf) + (1 - lam) * self.norm2(xf, mask=mask)).to(x.dtype)
+        return (lam * self._layer_norm(xf) + (1 - lam) * self.norm2(xf, mask=mask)).to(x.dtype)
+
+    def _layer_norm(self, xf: torch.Tensor) -> torch.Tensor:
+        # LN branch in the statistics dtype, also when the module itself was cast to bf16/fp16
+        ln = self.norm1
+        return F.layer_norm(xf, ln.normalized_shape, ln.weight.to(xf.dtype), ln.bias.to(xf.dtype), ln.eps)
