@@ -90,11 +90,13 @@ def test_ddp_resnet20_with_synced_batchnorm(tmp_path):
     assert_same_across_ranks(states, "buffers")       # batchnorm running mean/var, synced across ranks
 
 
-def test_fsdp2_gpt_nano_with_synced_batchnorm(tmp_path):
-    """FSDP2 via ModelParallelStrategy: parameters sharded per block as DTensors; batch-stat norms supported when synced."""
-    recs, states, db = fit(tmp_path, ["configs/gpt/nano.yaml", "configs/strategy/fsdp2.yaml"], "--model.norm", "batchnorm",
-                          "--model.sample_tokens", "4")  # sampling runs on every rank (a sharded forward is collective)
-    assert recs[0]["strategy"] == "ModelParallelStrategy"
+def test_fsdp2_bf16_gpt_nano_with_synced_batchnorm(tmp_path):
+    """FSDP2 via ModelParallelStrategy in bf16-mixed: parameters sharded per block as DTensors; batch-stat norms
+    supported when synced."""
+    recs, states, db = fit(tmp_path, ["configs/gpt/nano.yaml", "configs/strategy/fsdp2.yaml", "configs/strategy/bf16.yaml"],
+                           "--model.norm", "batchnorm",
+                           "--model.sample_tokens", "4")  # sampling runs on every rank (a sharded forward is collective)
+    assert recs[0]["strategy"] == "ModelParallelStrategy" and recs[0]["precision"] == "bf16-mixed"
     for r in recs:
         assert all(r["param_is_dtensor"]), "some parameters were not sharded"
         assert r["fsdp_units"] == r["n_blocks"] + 1   # one unit per block plus the root
