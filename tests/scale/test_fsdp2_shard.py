@@ -11,7 +11,7 @@ from scale_helpers import HERE, torchrun
 
 pytestmark = pytest.mark.distributed
 
-CASES = ["gpt-nano:layernorm", "gpt-nano:batchnorm"]
+CASES = ["gpt-nano:layernorm", "gpt-nano:powernorm", "resnet20:batchnorm"]
 
 
 def reference_step(model_name: str, norm: str):
