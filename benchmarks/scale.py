@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_on_cpu:
         device = torch.device("cpu")
         args.model, args.batch_size, args.warmup, args.steps, args.norm_reps = "gpt-nano", 2, 1, 2, 3
+        torch.set_num_threads(1)  # tiny shapes: extra threads only spin on a shared CPU
     elif torch.cuda.is_available():
         device = torch.device("cuda", torch.cuda.current_device())
     else:
