@@ -112,6 +112,7 @@ class NormTask(LightningModule):
             "placement": str(spec.get("placement", hp.placement)) if self.placement_cls is not None else "n/a",
             "qk_norm": str(spec.get("qk_norm", hp.qk_norm)),
             "optimizer": hp.optimizer,
+            "num_params": str(sum(p.numel() for p in self.model.parameters())),
             "normlight_version": normlight.__version__,
         }
         for kind, key in (("norms", "norm"), ("placements", "placement"), ("norms", "qk_norm")):

@@ -32,8 +32,8 @@ def flatten_config(cfg: Any, prefix: str = "") -> dict[str, Any]:
 
 
 class MLflowConfigCallback(SaveConfigCallback):
-    """Upload the resolved config (``config.yaml``; ``config.<stage>.step<N>.yaml`` when the run has one already,
-    e.g. on resume) and log it as flat params on rank 0. Works with any MLflow store URI."""
+    """Upload the resolved config (``config.yaml``; ``config.<stage>.<n>.yaml`` for the n-th later one, e.g. on
+    resume) and log it as flat params on rank 0. Works with any MLflow store URI."""
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
         """Called once per run by LightningCLI (rank 0 only)."""
@@ -41,8 +41,8 @@ class MLflowConfigCallback(SaveConfigCallback):
         if lg is None or not trainer.is_global_zero:
             return
         client, run_id = lg.experiment, lg.run_id
-        names = {a.path for a in client.list_artifacts(run_id)}
-        name = "config.yaml" if "config.yaml" not in names else f"config.{stage}.step{trainer.global_step}.yaml"
+        earlier = [a.path for a in client.list_artifacts(run_id) if a.path.startswith("config")]
+        name = f"config.{getattr(stage, 'value', stage)}.{len(earlier)}.yaml" if earlier else "config.yaml"
         with tempfile.TemporaryDirectory() as d:
             path = Path(d) / name
             self.parser.save(self.config, str(path), format="yaml", overwrite=True, multifile=False)

@@ -1,0 +1,122 @@
+"""``normlight quickstart``: a small norm comparison on GPT, ViT and ResNet, on data that ships with Python.
+
+Reads ``configs/quickstart.yaml`` (three families x three norms), trains every run in this process through
+the same LightningCLI path as ``normlight fit`` into the MLflow experiment ``quickstart``, then prints a
+comparison table and the command that opens the runs in the MLflow UI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from normlight.errors import NormlightError
+
+DEFAULT_PLAN = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+TRAINER = {"accelerator": "cpu", "devices": 1, "log_every_n_steps": 10, "default_root_dir": "runs",
+           "enable_progress_bar": False, "enable_model_summary": False}
+
+
+def load_plan(path: Path) -> dict:
+    """The quickstart plan: ``experiment`` and ``runs`` (each ``name``, ``norms``, ``config``)."""
+    if not path.is_file():
+        raise NormlightError(f"quickstart plan {path} not found; run from a normlight source checkout or pass --config")
+    plan = yaml.safe_load(path.read_text())
+    if not isinstance(plan, dict) or not plan.get("runs"):
+        raise NormlightError(f"quickstart plan {path} needs a 'runs' list of {{name, norms, config}}")
+    return plan
+
+
+def run_config(entry: dict, norm: str, experiment: str, tracking_uri: str | None) -> dict:
+    """The full LightningCLI config of one quickstart run."""
+    cfg = yaml.safe_load(yaml.safe_dump(entry["config"]))  # deep copy
+    cfg["model"]["init_args"]["norm"] = norm
+    logger_args = {"experiment_name": experiment}
+    if tracking_uri:
+        logger_args["tracking_uri"] = tracking_uri
+    cfg["trainer"] = {**TRAINER, **cfg.get("trainer", {}),
+                      "logger": {"class_path": "normlight.tracking.mlflow_utils.MLFlowLogger", "init_args": logger_args}}
+    return cfg
+
+
+def collect(experiment: str, tracking_uri: str, run_ids: list[str]) -> list[dict]:
+    """One row per run: family, norm, final validation metric, params, throughput, status."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    rows = []
+    for rid in run_ids:
+        r = client.get_run(rid)
+        m, t = r.data.metrics, r.data.tags
+        lm = t.get("family") == "gpt"
+        rate = next(((k.split("/")[1].rsplit("_per_sec", 1)[0], v) for k, v in m.items()
+                     if k.startswith("summary/") and k.endswith("_per_sec")), ("items", float("nan")))
+        rows.append({"run": r.info.run_name, "family": t.get("family"), "norm": t.get("norm"),
+                     "metric": "val/ppl" if lm else "val/acc1", "value": m.get("val/ppl" if lm else "val/acc1"),
+                     "val_loss": m.get("val/loss"), "params": int(t.get("num_params", 0)),
+                     "throughput": rate[1], "unit": rate[0], "diverged": t.get("diverged") == "true",
+                     "status": r.info.status})
+    return rows
+
+
+def print_table(rows: list[dict], wall: dict[str, float], tracking_uri: str, experiment: str) -> None:
+    """A rich comparison table and the UI command."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"normlight quickstart: experiment '{experiment}'")
+    for col in ("family", "norm", "final val metric", "val loss", "params", "throughput", "wall s", "status"):
+        table.add_column(col, justify="right" if col not in ("family", "norm", "status") else "left")
+    for r in rows:
+        v = r["value"]
+        shown = "-" if v is None else (f"ppl {v:.2f}" if r["metric"] == "val/ppl" else f"acc {100 * v:.1f}%")
+        table.add_row(r["family"], r["norm"], shown, "-" if r["val_loss"] is None else f"{r['val_loss']:.3f}",
+                      f"{r['params']:,}", f"{r['throughput']:,.0f} {r['unit']}/s", f"{wall.get(r['run'], 0):.0f}",
+                      "diverged" if r["diverged"] else r["status"].lower())
+    console = Console(width=120)
+    console.print(table)
+    console.print(f"Open these runs in the MLflow UI:  [bold]normlight ui --tracking-uri {tracking_uri}[/bold]  "
+                  "then http://127.0.0.1:5000")
+
+
+def main(argv: list[str]) -> int:
+    """Train the plan's runs in-process, then print the table. Returns 0 if every run finished."""
+    p = argparse.ArgumentParser(prog="normlight quickstart", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", type=Path, default=DEFAULT_PLAN, help="quickstart plan YAML (default: configs/quickstart.yaml)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow store (default: sqlite:///<cwd>/mlflow.db)")
+    args = p.parse_args(argv[1:] if argv and argv[0] == "quickstart" else argv)
+    plan = load_plan(args.config)
+    experiment = plan.get("experiment", "quickstart")
+
+    from normlight import training_cli
+    from normlight.tracking.mlflow_utils import default_tracking_uri
+
+    tracking_uri = args.tracking_uri or default_tracking_uri()
+    for name in ("lightning.pytorch", "lightning.fabric", "mlflow"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    run_ids, wall, start = [], {}, time.perf_counter()
+    total = sum(len(e["norms"]) for e in plan["runs"])
+    with tempfile.TemporaryDirectory() as d:
+        for entry in plan["runs"]:
+            for norm in entry["norms"]:
+                cfg_path = Path(d) / f"{entry['name']}-{norm}.yaml"
+                cfg_path.write_text(yaml.safe_dump(run_config(entry, norm, experiment, args.tracking_uri)))
+                print(f"[{len(run_ids) + 1}/{total}] {entry['name']} with {norm} ...", flush=True)
+                t0 = time.perf_counter()
+                training_cli.main(["fit", "--config", str(cfg_path)])
+                exp = client.get_experiment_by_name(experiment)
+                latest = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+                run_ids.append(latest.info.run_id)
+                wall[latest.info.run_name] = time.perf_counter() - t0
+    rows = collect(experiment, tracking_uri, run_ids)
+    print_table(rows, wall, tracking_uri, experiment)
+    print(f"quickstart: {len(rows)} runs in {time.perf_counter() - start:.0f} s", flush=True)
+    return 0 if all(r["status"] == "FINISHED" for r in rows) else 1
