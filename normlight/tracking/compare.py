@@ -26,6 +26,11 @@ from pathlib import Path
 from normlight.errors import NormlightError
 
 COMPARE_TAG = "normlight.compare"
+
+
+def higher_is_better(name: str) -> bool:
+    """Accuracy-like metrics are maximized; losses and perplexities minimized."""
+    return "acc" in name.rsplit("/", 1)[-1]
 SEED_FIELDS = ("seed_everything", "seed")
 
 
@@ -184,17 +189,25 @@ def plot_curves(client, records, metrics: list[str], path: Path) -> Path | None:
     return path
 
 
-def max_stable_lr(points: list[tuple[float, bool, float]]) -> float | None:
-    """Largest LR at which no seed diverged and the metric is finite (points: (lr, diverged, metric))."""
+def max_stable_lr(points: list[tuple[float, bool, float]], maximize: bool = False, tolerance: float = 0.1) -> float | None:
+    """Largest LR at which no seed diverged and the mean final metric is within ``tolerance`` (relative)
+    of the best LR's (catalog D22: "width of the LR interval within 10% of the best loss").
+    ``points`` are (lr, diverged, final metric) per run."""
     by_lr: dict[float, list] = defaultdict(list)
     for lr, div, val in points:
-        by_lr[lr].append(not div and val is not None and math.isfinite(val))
-    stable = [lr for lr, ok in by_lr.items() if all(ok)]
-    return max(stable) if stable else None
+        by_lr[lr].append(None if div or val is None or not math.isfinite(val) else val)
+    means = {lr: statistics.fmean(v) for lr, v in by_lr.items() if all(x is not None for x in v)}
+    if not means:
+        return None
+    best = max(means.values()) if maximize else min(means.values())
+    ok = [lr for lr, m in means.items() if (m >= best - tolerance * abs(best) if maximize else m <= best + tolerance * abs(best))]
+    return max(ok)
 
 
-def plot_lr_sensitivity(runs, group_fields, lr_key: str, metric: str, path: Path) -> tuple[Path | None, dict]:
-    """Final metric vs LR per variant (the group fields minus the LR); diverged seeds drawn as x at the top."""
+def plot_lr_sensitivity(runs, group_fields, lr_key: str, metric: str, path: Path,
+                        tolerance: float = 0.1) -> tuple[Path | None, dict]:
+    """Final metric vs LR per variant (the group fields minus the LR); diverged seeds drawn as x at the top,
+    the maximum stable LR (see :func:`max_stable_lr`) as a star."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -226,14 +239,14 @@ def plot_lr_sensitivity(runs, group_fields, lr_key: str, metric: str, path: Path
         div_lrs = sorted({l for l, d, v in pts if d or v is None or not math.isfinite(v)})
         if div_lrs:
             ax.scatter(div_lrs, [top] * len(div_lrs), marker="x", color=line.get_color())
-        best = max_stable_lr(pts)
+        best = max_stable_lr(pts, maximize=higher_is_better(metric), tolerance=tolerance)
         stable[label] = best
         if best is not None:
             ax.scatter([best], [means[lrs.index(best)]], marker="*", s=180, color=line.get_color(), zorder=3)
     ax.set_xscale("log")
     ax.set_xlabel(f"learning rate ({lr_key})")
     ax.set_ylabel(f"final {metric}")
-    ax.set_title("LR sensitivity: * = max stable LR, x = diverged")
+    ax.set_title(f"LR sensitivity: * = max stable LR (within {tolerance:.0%} of best), x = diverged")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -273,6 +286,7 @@ def plot_profiles(records, path: Path) -> Path | None:
             ax.plot(layers, vals, marker=".", label=_label(group))
         ax.set_yscale("log")
         ax.set_xlabel("block (depth)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel(kind)
         ax.set_title(f"{kinds_title[kind]} (last diagnostic step, mean over seeds)")
         ax.grid(alpha=0.3)
@@ -291,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group-by", default=None, help="comma-separated fields (tags/params), default: the sweep's varying keys except the seed")
     p.add_argument("--metric", default="val/loss", help="metric to compare (default val/loss)")
     p.add_argument("--lr-key", default="lr", help="field holding the learning rate (default lr)")
+    p.add_argument("--stable-tolerance", type=float, default=0.1,
+                   help="an LR is stable if no seed diverged and its final metric is within this fraction of the best (default 0.1)")
     p.add_argument("--sweep", default=None, help="only runs of this sweep (tag 'sweep')")
     p.add_argument("--out", default=None, help="output folder (default runs/compare/<experiment>)")
     p.add_argument("--tracking-uri", default=None, help="MLflow store (default: MLFLOW_TRACKING_URI or sqlite:///<cwd>/mlflow.db)")
@@ -299,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def compare(client, experiment: str, group_by: list[str] | None, metric: str, out: Path, lr_key: str = "lr",
-            sweep: str | None = None) -> dict:
+            sweep: str | None = None, tolerance: float = 0.1) -> dict:
     """Build tables and plots in ``out``; returns {'header', 'rows', 'files', 'max_stable_lr', 'group_by'}."""
     runs = load_runs(client, experiment, sweep)
     if not any(metric in r.data.metrics for r in runs):
@@ -314,7 +330,7 @@ def compare(client, experiment: str, group_by: list[str] | None, metric: str, ou
               plot_profiles(records, out / "profiles.png")):
         if f:
             files.append(f)
-    lr_plot, stable = plot_lr_sensitivity(runs, group_by, lr_key, metric, out / "lr_sensitivity.png")
+    lr_plot, stable = plot_lr_sensitivity(runs, group_by, lr_key, metric, out / "lr_sensitivity.png", tolerance)
     if lr_plot:
         files.append(lr_plot)
     return {"header": header, "rows": rows, "files": files, "max_stable_lr": stable, "group_by": group_by, "n_runs": len(runs)}
@@ -345,7 +361,7 @@ def main(argv: list[str]) -> int:
     out = Path(args.out or Path("runs") / "compare" / args.experiment)
     group_by = [g.strip() for g in args.group_by.split(",") if g.strip()] if args.group_by else None
     try:
-        result = compare(client, args.experiment, group_by, args.metric, out, args.lr_key, args.sweep)
+        result = compare(client, args.experiment, group_by, args.metric, out, args.lr_key, args.sweep, args.stable_tolerance)
     except CompareError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
