@@ -98,6 +98,7 @@ class Copy(nn.Module):
     """``x.clone()``: one read and one write of the tensor, the floor any norm pays."""
 
     def forward(self, x):
+        """A fresh copy of ``x``."""
         return x.clone()
 
 
@@ -130,6 +131,7 @@ def builtins(channels: int, cnn: bool) -> tuple[dict, list]:
 
 
 def sync(device):
+    """Wait for queued CUDA work, so a timer sees the kernels and not just their launch."""
     if device.type == "cuda":
         torch.cuda.synchronize()
 
