@@ -56,6 +56,7 @@ def plugins_list(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"normlight {__version__} plugins" + ("" if args.load else " (not imported; --load checks each)"))
@@ -66,7 +67,8 @@ def plugins_list(args: argparse.Namespace) -> int:
         if r["duplicate_of"]:
             note += f" (name also registered by {', '.join(r['duplicate_of'])}; select as {r['distribution']}:{r['name']})"
         style = "red" if r["status"] == "broken" else None
-        table.add_row(r["kind"], r["name"], f"{r['distribution']} {r['version']}", r["status"], note, style=style)
+        # plugin text is data, not markup: "[lowercase ...]" would otherwise vanish
+        table.add_row(r["kind"], r["name"], f"{r['distribution']} {r['version']}", r["status"], escape(note), style=style)
     Console().print(table)
     return 0
 
