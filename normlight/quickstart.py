@@ -80,8 +80,9 @@ def print_table(rows: list[dict], wall: dict[str, float], tracking_uri: str, exp
                       "diverged" if r["diverged"] else r["status"].lower())
     console = Console(width=120)
     console.print(table)
-    console.print(f"Open these runs in the MLflow UI:  [bold]normlight ui --tracking-uri {tracking_uri}[/bold]  "
-                  "then http://127.0.0.1:5000")
+    # plain print: a long store path must stay one copy-pasteable line
+    print(f"Open these runs in the MLflow UI:\n  normlight ui --tracking-uri {tracking_uri}\nthen browse "
+          "http://127.0.0.1:5000", flush=True)
 
 
 def main(argv: list[str]) -> int:
