@@ -104,3 +104,15 @@ def test_fsdp2_bf16_gpt_nano_with_synced_batchnorm(tmp_path):
     check_data_parallel_run(recs, states, db, "tokens")
     assert_same_across_ranks(states, "buffers")       # buffers are not sharded; sync keeps the copies equal
     assert list((tmp_path / "runs" / "checkpoints").rglob("last.ckpt")), "no checkpoint was written under FSDP2"
+
+
+@pytest.mark.slow
+def test_ddp_diverging_run_ends_cleanly(tmp_path):
+    """A run that diverges on 2 ranks stops on both (no hang), exits 0 and is recorded as diverged in one run."""
+    cmd = [NORMLIGHT, "fit", "-c", ROOT / "configs/gpt/nano.yaml", "-c", ROOT / "configs/strategy/ddp.yaml", *SHORT,
+           "--model.lr", "1e30", "--model.warmup_steps", "0", "--model.sample_tokens", "0",
+           "--trainer.gradient_clip_val", "null"]
+    run_launch(cmd, cwd=tmp_path, timeout=300)
+    _, run = only_run(tmp_path / "mlflow.db")
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["diverged"] == "true" and int(run.data.tags["diverged_step"]) < 4
