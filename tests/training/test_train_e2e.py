@@ -81,6 +81,16 @@ def test_gpt_fit_then_resume_continues_the_same_run(tmp_path, monkeypatch):
     assert "config.fit.1.yaml" in arts  # ... the resumed config is recorded beside the original
     assert torch.load(ckpts[0], weights_only=False)["global_step"] == 6
 
+    # `normlight test` on that checkpoint reports into the same run as well
+    test_args = [a for a in base if a != "fit"]
+    assert training_cli.main(["test", *test_args[:test_args.index("--trainer.val_check_interval")],
+                              "--trainer.limit_test_batches", "2", "--trainer.accelerator", "cpu",
+                              "--trainer.logger.init_args.experiment_name", "e2e",
+                              "--trainer.logger.init_args.tracking_uri", uri, "--ckpt_path", str(ckpts[0])]) == 0
+    client, runs = _runs(uri, "e2e")
+    assert [r.info.run_id for r in runs] == [rid]
+    assert math.isfinite(runs[0].data.metrics["test/ppl"])
+
 
 def test_vision_fit_accuracy_matches_independent_count(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -190,3 +190,24 @@ def test_tracking_uri_defaults(tmp_path, monkeypatch):
     assert mlflow_utils.default_tracking_uri() == "http://127.0.0.1:5999"
     assert mlflow_utils.default_artifact_location("http://127.0.0.1:5999") is None
     assert mlflow_utils.get_run_id(None) is None  # helpers are no-ops without a trainer / logger
+
+
+def test_agc_option_clips_unit_wise_before_the_step():
+    task = ImageClassification(model="resnet20", model_kwargs={"img_size": 16, "in_chans": 1}, agc_clipping=0.01)
+    torch.manual_seed(0)
+    for p in task.model.parameters():
+        p.grad = torch.randn_like(p) * 10.0  # far above 1% of any weight norm
+    task.on_before_optimizer_step(None)
+    for name, p in task.model.named_parameters():
+        w, g = p.detach().double(), p.grad.double()
+        if p.ndim > 1:
+            w_n, g_n = w.flatten(1).norm(dim=1), g.flatten(1).norm(dim=1)
+        else:
+            w_n, g_n = w.norm()[None], g.norm()[None]
+        limit = 0.01 * torch.clamp(w_n, min=1e-3)
+        assert torch.all(g_n <= limit * (1 + 1e-4)), name
+    off = ImageClassification(model="resnet20", model_kwargs={"img_size": 16, "in_chans": 1})
+    for p in off.model.parameters():
+        p.grad = torch.ones_like(p) * 10.0
+    off.on_before_optimizer_step(None)
+    assert all(torch.all(p.grad == 10.0) for p in off.model.parameters())
