@@ -126,3 +126,10 @@ def test_mix_late_layer_is_pre_ln():
     blk = make_block("mix", layer_idx=1)
     x = torch.randn(2, 5, 16)
     assert torch.allclose(blk(x), FORMULAS["pre"](blk, x, blk.attn, blk.mlp), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted({p for p, _ in ORDERS}))
+def test_placement_documents_its_data_flow_and_source(name):
+    cls = normlight.get_placement(name)
+    assert "──" in cls.__doc__  # an ASCII data-flow diagram
+    assert cls.paper and cls.__doc__.splitlines()[0].strip()

@@ -71,3 +71,15 @@ def test_errors_are_clear():
         normlight.create_model("gpt-nano", norm=LN, placement="prre")
     with pytest.raises(normlight.PluginOptionError, match="pos must be"):
         normlight.create_model("gpt-nano", norm=LN, pos="alibi")
+
+
+def test_attention_diagnostics_mode_through_the_model():
+    model = normlight.create_model("gpt-nano", norm=LN).eval()
+    idx = torch.randint(0, 256, (2, 8))
+    fast = model(idx)
+    assert all(b.attn.causal and not b.attn.record_attention and b.attn.last_attn_probs is None for b in model.blocks)
+    for b in model.blocks:
+        b.attn.record_attention = True
+    assert torch.allclose(model(idx), fast, atol=1e-5)
+    for b in model.blocks:
+        assert b.attn.last_attn_probs.shape == (2, 4, 8, 8) and b.attn.last_max_logit.dim() == 0

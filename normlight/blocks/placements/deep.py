@@ -49,6 +49,8 @@ class DeepNormBlock(Block):
            └── attn ───┘          └── mlp ────┘
     """
 
+    paper = "Wang et al. 2022, DeepNet: Scaling Transformers to 1,000 Layers"
+
     final_norm = False
 
     def __init__(self, dim, num_heads, **kw):
@@ -87,6 +89,8 @@ class SubLNBlock(Block):
         x ──┬─────────────────────────────────────────────(+)──┬──────────────────────────────────────(+)──> out
             └─ norm1 ─ qkv ─ SDPA ─ inner_norm ─ out_proj ──┘   └─ norm2 ─ fc1 ─ act ─ mid_norm ─ fc2 ─┘
     """
+
+    paper = "Wang et al. 2022, Foundation Transformers"
 
     def attention_parts(self):
         """qk-norm if requested, plus the LN before the out-projection (site attn_out)."""

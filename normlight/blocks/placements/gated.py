@@ -17,6 +17,8 @@ class ReZeroBlock(Block):
             └─ attn ─ ×alpha ──┘   └─ mlp ─ ×alpha ──┘        (same alpha)
     """
 
+    paper = "Bachlechner et al. 2020, ReZero is All You Need: Fast Convergence at Large Depth"
+
     final_norm = False
 
     def __init__(self, dim, num_heads, **kw):
@@ -41,6 +43,8 @@ class SkipInitBlock(Block):
         x ──┬─────────────────────(+)──┬───────────────────(+)──> out
             └─ attn ─ ×attn_gain ──┘   └─ mlp ─ ×mlp_gain ──┘
     """
+
+    paper = "De & Smith 2020, Batch Normalization Biases Residual Blocks Towards the Identity Function in Deep Networks"
 
     final_norm = False
 

@@ -6,8 +6,10 @@ from normlight.blocks.base import Block
 
 
 class HybridNormBlock(Block):
-    """HybridNorm: no attention-input norm; q, k, v each normalized per head (size head_dim, before RoPE);
-    the FFN is Post-Norm with the NORMALIZED stream carried forward. Final norm present.
+    """HybridNorm (Zhuo et al. 2025): QKV-norm in attention (no attention-input norm), Post-Norm FFN.
+
+    q, k, v are each normalized per head (size head_dim, before RoPE); the FFN is Post-Norm with the
+    NORMALIZED stream carried forward. Final norm present.
 
     q/k use the ``qk_norm`` spec when given, otherwise the block norm; v always uses the block norm
     (all three at site "qk"). Option ``star=True`` (HybridNorm*): block 0 is plain Pre-Norm for both
@@ -21,6 +23,8 @@ class HybridNormBlock(Block):
         star, block 0:  x ─┬───────────────(+)─┬──────────────(+)─> out
                            └─ norm1 ─ attn ─┘   └─ norm2 ─ mlp ─┘
     """
+
+    paper = "Zhuo et al. 2025, HybridNorm: Towards Stable and Efficient Transformer Training via Hybrid Normalization"
 
     def __init__(self, dim, num_heads, *, star: bool = False, **kw):
         self.star = bool(star) and kw.get("layer_idx", 0) == 0

@@ -88,6 +88,8 @@ class NGPTBlock(Block):
                                                                                   └─ mlp ─ justnorm ─ h_M ─┴─ justnorm(h_A + |alpha_M| (h_M - h_A)) ─> out
     """
 
+    paper = "Loshchilov et al. 2024, nGPT: Normalized Transformer with Representation Learning on the Hypersphere"
+
     final_norm = False
     allows_weight_tying = False
     recommended_defaults = {"weight_decay": 0.0, "warmup_steps": 0}

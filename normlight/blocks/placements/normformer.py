@@ -23,6 +23,8 @@ class NormFormerBlock(Block):
                                                                         └─ norm2 ─ fc1 ─ act ─ mid_norm ─ fc2 ┘
     """
 
+    paper = "Shleifer et al. 2021, NormFormer: Improved Transformer Pretraining with Extra Normalization"
+
     def __init__(self, dim, num_heads, *, scale_resids: bool = False, **kw):
         super().__init__(dim, num_heads, **kw)
         self.resid_scale = nn.Parameter(torch.ones(dim)) if scale_resids else None

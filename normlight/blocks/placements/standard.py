@@ -22,6 +22,8 @@ class PreNormBlock(Block):
             └─ norm1 ─ attn ────────┘   └─ norm2 ─ mlp ──────┘
     """
 
+    paper = "Xiong et al. 2020, On Layer Normalization in the Transformer Architecture"
+
     def forward(self, x, pos=None):
         """x + attn(norm1(x)), then + mlp(norm2(.))."""
         x = x + self.attn(self.norm1(x), pos)
@@ -36,6 +38,8 @@ class PostNormBlock(Block):
         x ──┬──────────(+)── norm1 ──┬──────────(+)── norm2 ──> out
             └── attn ───┘            └── mlp ────┘
     """
+
+    paper = "Vaswani et al. 2017, Attention Is All You Need"
 
     final_norm = False
 
@@ -55,6 +59,8 @@ class PeriNormBlock(Block):
         x ──┬──────────────────────────────(+)──┬─────────────────────────────(+)──> out
             └─ norm1 ─ attn ─ attn_out_norm ─┘   └─ norm2 ─ mlp ─ mlp_out_norm ─┘
     """
+
+    paper = "Kim et al. 2025, Peri-LN: Revisiting Layer Normalization in the Transformer Architecture"
 
     def build_norms(self):
         """Input norms (attn_in, mlp_in) plus output norms (attn_out, mlp_out)."""
@@ -79,6 +85,8 @@ class SandwichNormBlock(PeriNormBlock):
     CogView's N(0, 0.02/sqrt(2L)) init of the residual output projections is the models' default init.
     """
 
+    paper = "Ding et al. 2021, CogView: Mastering Text-to-Image Generation via Transformers"
+
 
 class MixNormBlock(Block):
     """Mix-LN (Li et al. 2024): Post-LN for layers with index < floor(post_fraction * L), Pre-LN after.
@@ -92,6 +100,8 @@ class MixNormBlock(Block):
         layer_idx >= floor(f*L):  x ─┬──────────(+)─┬──────────(+)─> out             (Pre-LN)
                                      └ norm1 ─ attn ┘└ norm2 ─ mlp ┘
     """
+
+    paper = "Li et al. 2024, Mix-LN: Unleashing the Power of Deeper Layers by Combining Pre-LN and Post-LN"
 
     def __init__(self, dim, num_heads, *, post_fraction: float = 0.25, **kw):
         if not 0.0 <= post_fraction <= 1.0:
@@ -121,6 +131,8 @@ class LayerNormScalingBlock(Block):
             └─ norm1 ─ ×1/sqrt(l) ─ attn ──┘   └─ norm2 ─ ×1/sqrt(l) ─ mlp ──┘
     """
 
+    paper = "Sun et al. 2025, The Curse of Depth in Large Language Models"
+
     def __init__(self, dim, num_heads, **kw):
         super().__init__(dim, num_heads, **kw)
         self.ln_scale = 1.0 / math.sqrt(self.layer_idx + 1)
@@ -149,6 +161,8 @@ class NoNormBlock(Block):
         x ──┬──────────(+)──┬─────────(+)──> out
             └── attn ───┘   └── mlp ───┘
     """
+
+    paper = "Jha & Reagen 2024, ReLU's Revival: On the Entropic Overload in Normalization-Free Large Language Models"
 
     def build_norms(self):
         """No norms inside the block."""
