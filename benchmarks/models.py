@@ -45,6 +45,8 @@ LIMIT = 1.10
 
 # --- plain reference models (no normlight code) -------------------------------------------------------
 class RefBlock(nn.Module):
+    """Plain Pre-LN block: x + proj(SDPA(qkv(LN(x)))), then x + fc2(gelu(fc1(LN(x))))."""
+
     def __init__(self, d, h, causal):
         super().__init__()
         self.h, self.causal = h, causal
@@ -61,6 +63,8 @@ class RefBlock(nn.Module):
 
 
 class RefGPT(nn.Module):
+    """Plain GPT-2-shaped model: token + learned position embeddings, Pre-LN blocks, final LN, tied head."""
+
     def __init__(self, vocab, ctx, depth, d, h):
         super().__init__()
         self.tok, self.pos = nn.Embedding(vocab, d), nn.Embedding(ctx, d)
@@ -76,6 +80,8 @@ class RefGPT(nn.Module):
 
 
 class RefViT(nn.Module):
+    """Plain ViT: conv patch embedding, cls token, learned positions, Pre-LN blocks, final LN, cls-token head."""
+
     def __init__(self, img, patch, classes, depth, d, h):
         super().__init__()
         self.patch = nn.Conv2d(3, d, patch, stride=patch)
@@ -94,6 +100,7 @@ class RefViT(nn.Module):
 
 # --- timing --------------------------------------------------------------------------------------------
 def make_step(model, batch, targets):
+    """A closure running one AdamW training step and returning its (wall, CPU) seconds."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step():
@@ -108,6 +115,7 @@ def make_step(model, batch, targets):
 
 
 def compare(label, ours, ref, batch, targets, warmup, rounds):
+    """Time both models in alternating rounds; one result row with medians and the median ratio."""
     n_ours, n_ref = (sum(p.numel() for p in m.parameters()) for m in (ours, ref))
     assert n_ours == n_ref, f"{label}: parameter counts differ ({n_ours} vs {n_ref}); the reference is not the same shape"
     steps = {"reference": make_step(ref, batch, targets), "normlight": make_step(ours, batch, targets)}
@@ -133,6 +141,7 @@ def compare(label, ours, ref, batch, targets, warmup, rounds):
 
 
 def main() -> int:
+    """Run the comparison; write the results (full mode); exit 1 if a ratio exceeds the limit."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny shapes, to check the script")
     ap.add_argument("--rounds", type=int, default=None)

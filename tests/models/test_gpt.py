@@ -83,3 +83,15 @@ def test_attention_diagnostics_mode_through_the_model():
     assert torch.allclose(model(idx), fast, atol=1e-5)
     for b in model.blocks:
         assert b.attn.last_attn_probs.shape == (2, 4, 8, 8) and b.attn.last_max_logit.dim() == 0
+
+
+def test_spec_rebuilds_the_same_architecture():
+    model = normlight.create_model("gpt-nano", norm="rmsnorm", placement="mix", placement_kwargs={"post_fraction": 0.5},
+                                   qk_norm="layernorm", pos="rope", mlp="swiglu", depth=3)
+    spec = dict(model.spec)
+    clone = normlight.create_model(spec.pop("name"), **spec)
+    clone.load_state_dict(model.state_dict())  # strict: same parameter names and shapes
+    idx = torch.randint(0, 256, (1, 8))
+    assert torch.equal(clone.eval()(idx), model.eval()(idx))
+    import json
+    json.dumps(model.spec)  # plain serializable

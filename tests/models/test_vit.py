@@ -91,3 +91,13 @@ def test_errors_and_bf16():
         model(torch.randn(1, 3, 32, 32))
     out = small().to(torch.bfloat16)(torch.randn(2, 3, 16, 16, dtype=torch.bfloat16))
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+
+
+def test_spec_rebuilds_the_same_architecture():
+    model = small(pool="gem", dual_patchnorm=True, lape=True, placement="normformer", qk_norm="rmsnorm")
+    spec = dict(model.spec)
+    spec["norm"] = LN
+    clone = normlight.create_model(spec.pop("name"), **spec)
+    clone.load_state_dict(model.state_dict())
+    img = torch.randn(1, 3, 16, 16)
+    assert torch.equal(clone.eval()(img), model.eval()(img))
