@@ -7,7 +7,9 @@
 - patch embed: a stride-P conv; with ``dual_patchnorm=True`` (Kumar et al. 2023) a LINEAR embedding
   ``LN_pre(P*P*C pixels) -> Linear -> LN_post`` (sites patch_pre / patch_post) on patches flattened as (p1 p2 c);
 - ``pool``: "cls" (class token), "mean" (mean of tokens) or "gem" (generalized mean over tokens, p learnable,
-  init 3; token features are signed, so they are clamped at eps first as GeM assumes non-negative inputs);
+  init 3; token features are signed, so they are clamped at eps first as GeM assumes non-negative inputs,
+  which drops their negative parts); the final norm runs per token BEFORE pooling (timm's "mean" pool
+  instead normalizes after pooling, fc_norm); no class token is created unless ``pool="cls"``;
 - ``lape=True`` (Yu et al. 2023): the position embedding is not added to the input; block l gets
   ``pe_l = LN_pe^l(pe_{l-1})`` (site "pos", pe_0 = pos_emb) added to its attention input.
 
