@@ -32,10 +32,22 @@ def load_plan(path: Path) -> dict:
     return plan
 
 
-def run_config(entry: dict, norm: str, experiment: str, tracking_uri: str | None) -> dict:
+def norm_choice(item: str | dict) -> tuple[str, dict]:
+    """A ``norms`` item: ``"rmsnorm"`` or ``{norm: groupnorm, norm_kwargs: {num_groups: 8}}``."""
+    if isinstance(item, str):
+        return item, {}
+    if isinstance(item, dict) and isinstance(item.get("norm"), str):
+        return item["norm"], dict(item.get("norm_kwargs") or {})
+    raise NormlightError(f"quickstart plan: a norms item must be a name or {{norm: NAME, norm_kwargs: {{...}}}}, got {item!r}")
+
+
+def run_config(entry: dict, norm: str | dict, experiment: str, tracking_uri: str | None) -> dict:
     """The full LightningCLI config of one quickstart run."""
     cfg = yaml.safe_load(yaml.safe_dump(entry["config"]))  # deep copy
-    cfg["model"]["init_args"]["norm"] = norm
+    name, kwargs = norm_choice(norm)
+    cfg["model"]["init_args"]["norm"] = name
+    if kwargs:
+        cfg["model"]["init_args"]["norm_kwargs"] = kwargs
     logger_args = {"experiment_name": experiment}
     if tracking_uri:
         logger_args["tracking_uri"] = tracking_uri
@@ -108,9 +120,10 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as d:
         for entry in plan["runs"]:
             for norm in entry["norms"]:
-                cfg_path = Path(d) / f"{entry['name']}-{norm}.yaml"
+                name = norm_choice(norm)[0]
+                cfg_path = Path(d) / f"{entry['name']}-{name}.yaml"
                 cfg_path.write_text(yaml.safe_dump(run_config(entry, norm, experiment, args.tracking_uri)))
-                print(f"[{len(run_ids) + 1}/{total}] {entry['name']} with {norm} ...", flush=True)
+                print(f"[{len(run_ids) + 1}/{total}] {entry['name']} with {name} ...", flush=True)
                 t0 = time.perf_counter()
                 training_cli.main(["fit", "--config", str(cfg_path)])
                 exp = client.get_experiment_by_name(experiment)

@@ -15,6 +15,14 @@ def test_shipped_plan_covers_three_families_with_three_norms():
     models = {e["config"]["model"]["init_args"]["model"].split("-")[0].rstrip("0123456789") for e in plan["runs"]}
     assert models == {"gpt", "vit", "resnet"}
     assert all(len(e["norms"]) == 3 for e in plan["runs"])
+    import normlight.tasks
+
+    for entry in plan["runs"]:  # every (family, norm) builds: bad names or options fail here, not mid-quickstart
+        for norm in entry["norms"]:
+            cfg = quickstart.run_config(entry, norm, "quickstart", None)
+            task_cls = getattr(normlight.tasks, cfg["model"]["class_path"])
+            task = task_cls(**cfg["model"]["init_args"])
+            assert task.run_tags()["norm"] == quickstart.norm_choice(norm)[0]
 
 
 def test_reduced_quickstart_trains_records_and_prints(tmp_path, monkeypatch, capsys):
