@@ -31,6 +31,15 @@ from normlight.diagnostics import throughput as throughput_mod  # __init__ argum
 __all__ = ["StabilityDiagnostics"]
 
 
+def _model_input(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Float inputs (images) follow the model's parameter dtype, so probes also work under bf16-true."""
+    if x.is_floating_point():
+        p = next(model.parameters(), None)
+        if p is not None and p.is_floating_point():
+            return x.to(p.dtype)
+    return x
+
+
 def _per_layer(prefix: str, values) -> dict[str, float]:
     return {f"{prefix}/l{i:02d}": float(v) for i, v in enumerate(values)}
 
@@ -204,7 +213,7 @@ class StabilityDiagnostics(Callback):
         was_training = model.training
         model.eval()
         try:
-            model(x[: self.attention_samples])
+            model(_model_input(model, x[: self.attention_samples]))
         finally:
             model.train(was_training)
             self._recorders["attention"] = rec
@@ -266,7 +275,7 @@ class StabilityDiagnostics(Callback):
             was_training = model.training
             model.eval()
             try:
-                bi = block_influence.probe_block_influence(model, blocks, self._probe.to(pl_module.device))
+                bi = block_influence.probe_block_influence(model, blocks, _model_input(model, self._probe.to(pl_module.device)))
             finally:
                 model.train(was_training)
             out = _per_layer("diag/block_influence", bi)

@@ -112,3 +112,16 @@ def test_diagnostics_do_not_change_training(tmp_path):
     with_diag = train([diag])
     assert sum("diag/attn_entropy_mean" in m for _, m in diag.logged) == 4
     assert all(torch.equal(a, b) for a, b in zip(plain, with_diag))
+
+
+@pytest.mark.parametrize("precision", ["bf16-true", "bf16-mixed"])
+def test_bf16_runs_give_finite_diagnostics(tmp_path, precision):
+    diag = StabilityDiagnostics(every_n_steps=1)
+    trainer(tmp_path, [diag], max_steps=3, precision=precision, limit_val_batches=1, val_check_interval=2).fit(
+        LMTask(), token_loader(), token_loader(seed=1))
+    merged = {}
+    for _, m in diag.logged:
+        merged.update(m)
+    for key in ("diag/grad_norm", "diag/resid_rms/l00", "diag/attn_entropy_mean", "diag/block_influence_mean"):
+        assert math.isfinite(merged[key]) and merged[key] > 0, key
+    assert merged["summary/diverged"] == 0.0
