@@ -97,6 +97,28 @@ def print_table(rows: list[dict], wall: dict[str, float], tracking_uri: str, exp
           "http://127.0.0.1:5000", flush=True)
 
 
+def train_all(plan: dict, experiment: str, tracking_uri: str | None, client) -> tuple[list[str], dict[str, float]]:
+    """Train every (family, norm) of the plan in this process; the run ids and wall seconds per run name."""
+    from normlight import training_cli
+
+    run_ids, wall = [], {}
+    total = sum(len(e["norms"]) for e in plan["runs"])
+    with tempfile.TemporaryDirectory() as d:
+        for entry in plan["runs"]:
+            for norm in entry["norms"]:
+                name = norm_choice(norm)[0]
+                cfg_path = Path(d) / f"{entry['name']}-{name}.yaml"
+                cfg_path.write_text(yaml.safe_dump(run_config(entry, norm, experiment, tracking_uri)))
+                print(f"[{len(run_ids) + 1}/{total}] {entry['name']} with {name} ...", flush=True)
+                t0 = time.perf_counter()
+                training_cli.main(["fit", "--config", str(cfg_path)])
+                exp = client.get_experiment_by_name(experiment)
+                latest = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+                run_ids.append(latest.info.run_id)
+                wall[latest.info.run_name] = time.perf_counter() - t0
+    return run_ids, wall
+
+
 def main(argv: list[str]) -> int:
     """Train the plan's runs in-process, then print the table. Returns 0 if every run finished."""
     p = argparse.ArgumentParser(prog="normlight quickstart", description=__doc__.split("\n\n")[0])
@@ -106,30 +128,24 @@ def main(argv: list[str]) -> int:
     plan = load_plan(args.config)
     experiment = plan.get("experiment", "quickstart")
 
-    from normlight import training_cli
+    import torch
+    from mlflow import MlflowClient
+
     from normlight.tracking.mlflow_utils import default_tracking_uri
 
     tracking_uri = args.tracking_uri or default_tracking_uri()
     for name in ("lightning.pytorch", "lightning.fabric", "mlflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    from mlflow import MlflowClient
-
     client = MlflowClient(tracking_uri)
-    run_ids, wall, start = [], {}, time.perf_counter()
-    total = sum(len(e["norms"]) for e in plan["runs"])
-    with tempfile.TemporaryDirectory() as d:
-        for entry in plan["runs"]:
-            for norm in entry["norms"]:
-                name = norm_choice(norm)[0]
-                cfg_path = Path(d) / f"{entry['name']}-{name}.yaml"
-                cfg_path.write_text(yaml.safe_dump(run_config(entry, norm, experiment, args.tracking_uri)))
-                print(f"[{len(run_ids) + 1}/{total}] {entry['name']} with {name} ...", flush=True)
-                t0 = time.perf_counter()
-                training_cli.main(["fit", "--config", str(cfg_path)])
-                exp = client.get_experiment_by_name(experiment)
-                latest = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
-                run_ids.append(latest.info.run_id)
-                wall[latest.info.run_name] = time.perf_counter() - t0
+    # These models are tiny: intra-op threads barely help them, and on a busy machine spinning OpenMP threads
+    # make a step 10x slower. One thread keeps the quickstart's time predictable.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    try:
+        run_ids, wall = train_all(plan, experiment, args.tracking_uri, client)
+    finally:
+        torch.set_num_threads(threads)
     rows = collect(experiment, tracking_uri, run_ids)
     print_table(rows, wall, tracking_uri, experiment)
     print(f"quickstart: {len(rows)} runs in {time.perf_counter() - start:.0f} s", flush=True)
