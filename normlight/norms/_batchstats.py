@@ -13,8 +13,15 @@ import torch
 
 from normlight.norms import _sync
 
-MICRO_BATCH_HINT = ("use a larger batch, or a batch-independent norm such as groupnorm, bcn "
+MICRO_BATCH_HINT = ("use a larger batch, or a norm meant for micro-batches such as groupnorm, bcn "
                     "(batch-channel norm), evonorm_s0, or a normalization-free (nf) model")
+
+
+def micro_batch_hint(name: str) -> str:
+    """The micro-batch advice without suggesting the norm that just failed (bcn's BN stage reports as bcn)."""
+    if name.split()[0].startswith("bcn"):
+        return "use a larger batch, or groupnorm with weight standardization, evonorm_s0, or a normalization-free (nf) model"
+    return MICRO_BATCH_HINT
 
 
 def stat_dtype(x: torch.Tensor) -> torch.dtype:
@@ -53,7 +60,7 @@ def require_values(name: str, n: int) -> None:
     if n <= 1:
         raise ValueError(f"{name}: training needs more than 1 value per channel to compute batch statistics, "
                          f"got {n} (e.g. batch size 1 without positions, or a mask with <= 1 real token); "
-                         + MICRO_BATCH_HINT)
+                         + micro_batch_hint(name))
 
 
 def moments(name: str, r: torch.Tensor, sync: bool) -> tuple[int, torch.Tensor, torch.Tensor]:
