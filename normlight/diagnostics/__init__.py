@@ -19,7 +19,9 @@ stops the run cleanly: the bad update is skipped, ``trainer.should_stop`` is set
 
 from __future__ import annotations
 
+import functools
 import math
+import time
 
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -38,6 +40,18 @@ def _model_input(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         if p is not None and p.is_floating_point():
             return x.to(p.dtype)
     return x
+
+
+def _timed(hook):
+    """Adds the wall time spent in a hook to ``self.seconds`` (the diagnostics' own cost, logged at the end)."""
+    @functools.wraps(hook)
+    def wrapper(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return hook(self, *args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - t0
+    return wrapper
 
 
 def _per_layer(prefix: str, values) -> dict[str, float]:
@@ -104,6 +118,7 @@ class StabilityDiagnostics(Callback):
         self._pending: dict[str, float] = {}
         self._step = 0
         self._grad_max = 0.0
+        self.seconds = 0.0  # wall time spent in this callback's hooks and forward hooks
 
     # ------------------------------------------------------------------ plumbing
     @staticmethod
@@ -141,6 +156,7 @@ class StabilityDiagnostics(Callback):
         self._tags(trainer, {"diverged": "false"})
         self.meter = throughput.ThroughputMeter()
 
+    @_timed
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._step = trainer.global_step
         if self.enabled["throughput"]:
@@ -151,6 +167,7 @@ class StabilityDiagnostics(Callback):
         if self.enabled["residual"] and blocks:
             self._recorders["residual"] = residual.ResidualRecorder(blocks)
 
+    @_timed
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         # Runs after backward (and AMP un-scaling) and before Lightning's gradient clipping.
         if not (self.enabled["grad_norm"] or self.divergence_guard):
@@ -178,6 +195,7 @@ class StabilityDiagnostics(Callback):
                 if profile["block"][-1] > 0:
                     self._pending["diag/grad_norm_first_last"] = profile["block"][0] / profile["block"][-1]
 
+    @_timed
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor):
@@ -223,6 +241,7 @@ class StabilityDiagnostics(Callback):
         rec = self._recorders.pop("residual", None)
         if rec is not None:
             res = rec.remove()
+            self.seconds += rec.seconds  # spent inside the training forward
             if res["rms"]:
                 m.update(_per_layer("diag/resid_rms", res["rms"]))
                 m.update(_per_layer("diag/massive_act", res["max_over_median"]))
@@ -257,12 +276,14 @@ class StabilityDiagnostics(Callback):
             m["diag/peak_mem_mb"] = throughput.peak_memory_mb(pl_module.device)
 
     # ------------------------------------------------------------------ validation hooks
+    @_timed
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         if self._probe is None and batch_idx == 0 and dataloader_idx == 0:
             x = throughput.batch_inputs(batch)
             if isinstance(x, torch.Tensor):
                 self._probe = x[: self.probe_size].detach().clone()
 
+    @_timed
     def on_validation_end(self, trainer, pl_module):
         if trainer.sanity_checking:
             return
@@ -293,6 +314,7 @@ class StabilityDiagnostics(Callback):
             out[f"summary/{self.meter.unit}_per_sec"] = self.meter.total_items / self.meter.total_time
         if pl_module is not None:
             out["summary/peak_mem_mb"] = throughput.peak_memory_mb(pl_module.device)
+        out["summary/diagnostics_seconds"] = self.seconds
         return out
 
     def on_train_end(self, trainer, pl_module):

@@ -6,6 +6,7 @@ Captured with forward hooks on ``model.blocks`` during a diagnostic training ste
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 
@@ -49,13 +50,16 @@ class ResidualRecorder:
 
     def __init__(self, blocks):
         self.stats: dict[int, dict[str, float]] = {}
+        self.seconds = 0.0  # time spent in the hooks
         self.handles = [b.register_forward_hook(self._hook(i)) for i, b in enumerate(blocks)]
 
     def _hook(self, idx):
         def hook(module, args, out):
+            t0 = time.perf_counter()
             h = first_tensor(out)
             if h is not None:
                 self.stats[idx] = stream_stats(h)
+            self.seconds += time.perf_counter() - t0
         return hook
 
     def remove(self) -> dict[str, list[float]]:
