@@ -140,10 +140,8 @@ class StabilityDiagnostics(Callback):
 
     @staticmethod
     def _tags(trainer, tags: dict) -> None:
-        try:
-            from normlight.tracking.mlflow_utils import set_tags
-        except ImportError:  # tracking not installed in this build: metrics still carry the result
-            return
+        from normlight.tracking.mlflow_utils import set_tags  # a no-op without an MLflow logger / off rank 0
+
         set_tags(trainer, {k: str(v) for k, v in tags.items()})
 
     def _diverge(self, trainer, value: float, what: str) -> None:
