@@ -322,7 +322,8 @@ class _Executor:
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``normlight sweep``."""
-    p = argparse.ArgumentParser(prog="normlight sweep", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="normlight sweep", description="Run a grid of configs, each as its own "
+                                "'normlight fit' process, into one MLflow experiment (see configs/sweeps/).")
     p.add_argument("sweep_file", help="sweep YAML (e.g. configs/sweeps/placement_lr.yaml)")
     p.add_argument("--workers", type=int, default=1, help="training processes at a time (default 1)")
     p.add_argument("--dry-run", action="store_true", help="print one shell command per pending run and exit")
