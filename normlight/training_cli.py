@@ -3,7 +3,7 @@
 ``main(["fit", "--config", "configs/gpt/nano.yaml", "--model.norm", "rmsnorm"])`` runs in-process. Before any
 training step it (1) checks the data files and that data and model agree on shapes, (2) gives the default
 checkpoint callback a stable directory ``<default_root_dir>/checkpoints/<experiment>/<run name>-<config hash>``
-with ``last.ckpt``, so ``--ckpt_path last`` finds it, and (3) when resuming from a normlight checkpoint,
+with ``last.ckpt`` (also written on Ctrl-C / SIGTERM), so ``--ckpt_path last`` finds it, and (3) when resuming from a normlight checkpoint,
 continues the MLflow run recorded in it.
 """
 
@@ -16,8 +16,10 @@ import warnings
 from pathlib import Path
 
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import normlight.data  # noqa: F401  (imported so short class_path names resolve)
 import normlight.tasks  # noqa: F401
@@ -46,6 +48,24 @@ def _read_run_id(ckpt_path: str) -> str | None:
 def _last_checkpoint(dirpath: Path) -> str | None:
     found = [p for p in dirpath.glob("last*.ckpt") if re.match(r"^last(-v\d+)?$", p.stem)] if dirpath.is_dir() else []
     return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
+
+
+class SaveOnInterrupt(Callback):
+    """On Ctrl-C or SIGTERM, write ``last.ckpt`` with the state of the last finished step, so that
+    ``--ckpt_path last`` resumes exactly there (single-process runs: saving is collective under DDP)."""
+
+    def __init__(self, dirpath: str):
+        self.dirpath = dirpath
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """Save only for interruptions, never for crashes (the state may be broken then)."""
+        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) and trainer.world_size == 1 \
+                and trainer.state.fn == TrainerFn.FITTING and trainer.global_step > 0:
+            path = Path(self.dirpath) / "last.ckpt"
+            trainer.save_checkpoint(path)
+            print(f"normlight: interrupted at step {trainer.global_step}; saved {path} "
+                  "(continue with --ckpt_path last)", flush=True)
+            mlflow_utils.mark_killed(trainer)
 
 
 class NormlightCLI(LightningCLI):
@@ -87,6 +107,8 @@ class NormlightCLI(LightningCLI):
                              / f"{slug}-{digest}")
             if cb.save_last is None:
                 cb.save_last = True
+            if sub == "fit" and not any(isinstance(c, SaveOnInterrupt) for c in trainer.callbacks):
+                trainer.callbacks.append(SaveOnInterrupt(cb.dirpath))
         # 3. resume: "last" -> the newest last.ckpt of this config; continue the MLflow run stored in it
         init = self.config_init[sub]
         ckpt = init.get("ckpt_path")

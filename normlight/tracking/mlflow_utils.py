@@ -168,3 +168,13 @@ def continue_run(logger: Any, run_id: str | None) -> bool:
         return False
     logger._run_id = run_id
     return True
+
+
+def mark_killed(trainer: Any) -> None:
+    """End the run with status KILLED (an interruption, not a crash); its data stays and it can be resumed."""
+    lg = _rank0_logger(trainer)
+    if lg is not None and lg._initialized:
+        try:
+            lg.experiment.set_terminated(lg.run_id, "KILLED")
+        except Exception as exc:  # noqa: BLE001 - best effort while shutting down; never mask the interruption
+            print(f"normlight: could not mark MLflow run {lg.run_id} as killed: {exc}")
