@@ -119,7 +119,7 @@ class NormlightCLI(LightningCLI):
             init["ckpt_path"] = ckpt
         if ckpt and ckpt not in ("best", "last", "hpc") and logger is not None:
             if mlflow_utils.continue_run(logger, _read_run_id(ckpt)):
-                print(f"normlight: resuming {ckpt} in MLflow run {logger._run_id}")
+                print(f"normlight: {sub} from {ckpt}, logging into its MLflow run {logger._run_id}")
         elif logger is not None and logger._run_name is None:
             logger._run_name = run_name
 
