@@ -6,7 +6,7 @@ from mlflow import MlflowClient
 from normlight import sweep as sw
 from normlight.tracking import compare, sweep_runs
 
-from conftest import ROOT
+from sweep_helpers import ROOT
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 from normlight import sweep as sw
 from normlight.tracking import sweep_runs
 
-from conftest import SHIPPED
+from sweep_helpers import SHIPPED
 
 
 def write(tmp_path, text: str, base_text: str = "trainer:\n  max_steps: 1\n") -> Path:

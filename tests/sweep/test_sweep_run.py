@@ -9,7 +9,7 @@ from mlflow import MlflowClient
 from normlight import sweep as sw
 from normlight.tracking import compare, sweep_runs
 
-from conftest import ROOT, reduced_sweep
+from sweep_helpers import ROOT, reduced_sweep
 
 SWEEPS = ROOT / "configs" / "sweeps"
 
