@@ -1,12 +1,8 @@
-"""Tiny tensors: one intra-op thread is faster than two on a shared 2-core box (no oversubscription)."""
+"""Blocks tests use tiny tensors throughout: one intra-op thread (see ``one_thread`` in tests/conftest.py)."""
 
 import pytest
-import torch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+@pytest.fixture(autouse=True)
+def _tiny_tensors(one_thread):
+    """Apply the suite's one-thread fixture to every test in this folder."""

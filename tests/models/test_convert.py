@@ -7,12 +7,7 @@ import normlight
 from normlight.models.convert import to_pre_crmsnorm, to_pre_rmsnorm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 
 
 def train_a_few_steps(model, make_batch, loss_fn, steps=5):

@@ -10,12 +10,7 @@ from normlight.layers.ws import WSConv2d
 from normlight.models.fold import is_batch_stat_norm
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 
 
 def warm_stats(model, shape, steps=3):

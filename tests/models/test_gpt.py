@@ -9,13 +9,7 @@ from normlight.models.transformer import num_params
 LN = torch.nn.LayerNorm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscription on a shared 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)  # a norm spec that does not depend on the norm plugins
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 
 
 @pytest.mark.parametrize("name,params", [("gpt-nano", 120_576), ("gpt-tiny", 4_870_144),

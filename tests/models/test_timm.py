@@ -17,12 +17,7 @@ FAMILIES = {  # tiny timm test models; ConvNeXt must use its conv MLP to take a 
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 
 
 def options_for(norm):

@@ -16,13 +16,7 @@ from normlight.models.resnet import cifar_resnet
 DEPTHS = (20, 110, 998)  # 6n+2 layers; 998 = 3 stages x 166 basic blocks
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny convs: thread hand-offs cost more than they save on a shared 2-core box
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 
 
 def propagate(depth, skip_gain=None, **kw):

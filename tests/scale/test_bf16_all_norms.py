@@ -57,13 +57,7 @@ def loader():
     return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(idx, images, labels), batch_size=B)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP spin-waiting on a shared 2-core box (10x faster here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 @pytest.mark.parametrize("norm", normlight.list_norms())
