@@ -19,7 +19,6 @@ import math
 import re
 import statistics
 import sys
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 

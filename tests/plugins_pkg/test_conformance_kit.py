@@ -38,7 +38,7 @@ def test_each_norm_violation_gets_the_kits_message(plugin, check, problem, fix):
     with pytest.raises(ConformanceError) as info:
         check_norm_plugin(plugin, 16)
     msg = str(info.value)
-    assert f"fails the '{check}' check" in msg and problem in msg and f"fix: " in msg and fix in msg, msg
+    assert f"fails the '{check}' check" in msg and problem in msg and "fix: " in msg and fix in msg, msg
     assert plugin.__name__ in msg  # names the plugin at fault
 
 

@@ -3,7 +3,6 @@ a diverging run recorded (not crashed), then `normlight compare` on the same sto
 
 import math
 
-import pytest
 from mlflow import MlflowClient
 
 from normlight import sweep as sw

@@ -1,13 +1,6 @@
 """The same sweep against an MLflow tracking server (started with `normlight ui`) instead of a sqlite file."""
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 from mlflow import MlflowClient
 
@@ -16,50 +9,24 @@ from normlight import sweep as sw
 from sweep_helpers import ROOT, reduced_sweep
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_sweep_runs_unchanged_against_a_tracking_server(tmp_path, empty_store_file, monkeypatch, capsys):
+def test_sweep_runs_unchanged_against_a_tracking_server(tmp_path, empty_store_file, monkeypatch, capsys,
+                                                        start_mlflow_server):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     shutil.copy(empty_store_file, tmp_path / "server.db")
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "normlight.cli", "ui", "--port", str(port), "--tracking-uri", f"sqlite:///{tmp_path / 'server.db'}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
-        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 150
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, server.stdout.read()
-            assert time.time() < deadline, "MLflow server did not come up"
-            time.sleep(0.5)
-
-        path = reduced_sweep(ROOT / "configs" / "sweeps" / "placement_lr.yaml", tmp_path,
-                             grid={"model.placement": ["pre"], "model.lr": [1.0e-3]},
-                             fixed={"data.init_args.block_size": 32, "data.init_args.batch_size": 4}, name="server-sweep")
-        s = sw.load_sweep(path)
-        assert sw.main(["sweep", str(path), "--tracking-uri", base]) == 0
-        client = MlflowClient(base)
-        exp = client.get_experiment_by_name(s.experiment)
-        runs = client.search_runs([exp.experiment_id])
-        assert [r.info.status for r in runs] == ["FINISHED"] and runs[0].data.tags["sweep"] == s.name
-        assert "train/loss" in runs[0].data.metrics
-        # resuming against the server skips the finished run instead of repeating it
-        capsys.readouterr()
-        assert sw.main(["sweep", str(path), "--tracking-uri", base]) == 0
-        assert "1 finished (skipped)" in capsys.readouterr().out
-        assert len(client.search_runs([exp.experiment_id])) == 1
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.communicate(timeout=60)
+    base, _ = start_mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path)
+    path = reduced_sweep(ROOT / "configs" / "sweeps" / "placement_lr.yaml", tmp_path,
+                         grid={"model.placement": ["pre"], "model.lr": [1.0e-3]},
+                         fixed={"data.init_args.block_size": 32, "data.init_args.batch_size": 4}, name="server-sweep")
+    s = sw.load_sweep(path)
+    assert sw.main(["sweep", str(path), "--tracking-uri", base]) == 0
+    client = MlflowClient(base)
+    exp = client.get_experiment_by_name(s.experiment)
+    runs = client.search_runs([exp.experiment_id])
+    assert [r.info.status for r in runs] == ["FINISHED"] and runs[0].data.tags["sweep"] == s.name
+    assert "train/loss" in runs[0].data.metrics
+    # resuming against the server skips the finished run instead of repeating it
+    capsys.readouterr()
+    assert sw.main(["sweep", str(path), "--tracking-uri", base]) == 0
+    assert "1 finished (skipped)" in capsys.readouterr().out
+    assert len(client.search_runs([exp.experiment_id])) == 1

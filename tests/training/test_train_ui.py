@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _group_alive(pgid: int) -> list[int]:
@@ -32,7 +22,7 @@ def _group_alive(pgid: int) -> list[int]:
     return pids
 
 
-def test_ui_serves_runs_and_stops_cleanly(tmp_path):
+def test_ui_serves_runs_and_stops_cleanly(tmp_path, start_mlflow_server):
     from mlflow import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -42,23 +32,8 @@ def test_ui_serves_runs_and_stops_cleanly(tmp_path):
     client.log_metric(run.info.run_id, "val/loss", 2.5)
     client.set_terminated(run.info.run_id)
 
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen([sys.executable, "-m", "normlight.cli", "ui", "--port", str(port), "--tracking-uri", uri],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
-    base = f"http://127.0.0.1:{port}"
+    base, proc = start_mlflow_server(uri, tmp_path)
     try:
-        deadline = time.time() + 150
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.time() < deadline, "MLflow UI did not come up"
-            time.sleep(0.5)
         req = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", method="POST",
                                      data=json.dumps({"experiment_ids": [exp]}).encode(),
                                      headers={"Content-Type": "application/json"})
