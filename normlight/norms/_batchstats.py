@@ -117,3 +117,20 @@ def group_moments(x: torch.Tensor, groups: int, mask: torch.Tensor | None) -> tu
     mean = (g * w).sum((1, 3), keepdim=True) / count
     var = ((g - mean) ** 2 * w).sum((1, 3), keepdim=True) / count
     return mean, var
+
+
+class InnerBatchStats:
+    """Mixin: ``batch_stat`` / ``running_stat`` of a norm whose batch statistics live in an inner
+    batch-statistic module, named by the class attribute ``stats_module`` (``"bn"`` by default)."""
+
+    stats_module = "bn"
+
+    @property
+    def batch_stat(self) -> torch.Tensor | None:
+        """Batch variance of the inner norm's last training forward."""
+        return getattr(self, self.stats_module).batch_stat
+
+    @property
+    def running_stat(self) -> torch.Tensor | None:
+        """Running variance of the inner norm (what eval normalizes with)."""
+        return getattr(self, self.stats_module).running_stat

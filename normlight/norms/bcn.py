@@ -21,7 +21,7 @@ from normlight.norms import _batchstats as bs
 from normlight.norms.batchnorm import BatchNorm
 
 
-class BatchChannelNorm(nn.Module):
+class BatchChannelNorm(bs.InnerBatchStats, nn.Module):
     """BCN with options ``num_groups`` (default 32, must divide the channels), ``eps``, ``momentum``, ``sync_stats``.
 
     ``batch_stat`` / ``running_stat`` are the BatchNorm stage's batch and running variance.
@@ -45,15 +45,6 @@ class BatchChannelNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(num_groups, device=device, dtype=dtype))
         self.bias = nn.Parameter(torch.zeros(num_groups, device=device, dtype=dtype))
 
-    @property
-    def batch_stat(self) -> torch.Tensor | None:
-        """Batch variance of the BatchNorm stage in the last training forward."""
-        return self.bn.batch_stat
-
-    @property
-    def running_stat(self) -> torch.Tensor:
-        """Running variance of the BatchNorm stage (used in eval)."""
-        return self.bn.running_var
 
     def extra_repr(self) -> str:
         """Options shown in ``print(module)``."""

@@ -22,7 +22,7 @@ from normlight.norms import _batchstats as bs
 from normlight.norms.batchnorm import BatchNorm
 
 
-class RepBN(nn.Module):
+class RepBN(bs.InnerBatchStats, nn.Module):
     """``BN(x) + alpha * x``; BatchNorm options ``eps``, ``momentum``, ``sync_stats`` as in ``batchnorm``.
 
     ``batch_stat`` / ``running_stat`` are the inner BatchNorm's batch and running variance.
@@ -38,15 +38,6 @@ class RepBN(nn.Module):
         self.alpha = nn.Parameter(torch.ones(1, device=device, dtype=dtype))
         self.bn = BatchNorm(num_features, eps=eps, momentum=momentum, sync_stats=sync_stats, device=device, dtype=dtype)
 
-    @property
-    def batch_stat(self) -> torch.Tensor | None:
-        """Batch variance of the last training forward (from the inner BatchNorm)."""
-        return self.bn.batch_stat
-
-    @property
-    def running_stat(self) -> torch.Tensor:
-        """Running variance used in eval (from the inner BatchNorm)."""
-        return self.bn.running_var
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``BN(x) + alpha * x`` over ``(..., C)``; ``mask`` keeps padded tokens out of the BN statistics."""
@@ -60,7 +51,7 @@ class RepBN(nn.Module):
         return inv + self.alpha, bn.bias - bn.running_mean * inv
 
 
-class PRepBN(nn.Module):
+class PRepBN(bs.InnerBatchStats, nn.Module):
     """Progressive LayerNorm -> RepBN (options ``total_steps``, ``warmup_steps``, ``r0``, ``ln_eps``, BN ``eps``, ``momentum``).
 
     ::
@@ -70,6 +61,8 @@ class PRepBN(nn.Module):
                               x --RepBN--*(1-lambda)---+        lambda = r0 * iter / total_steps
         eval               :  x --RepBN--> y
     """
+
+    stats_module = "norm2"  # statistics of the RepBN branch
 
     uses_batch_statistics = True
     description = "PRepBN: LayerNorm blended into RepBN linearly over training forward calls (SLAB)"
@@ -88,15 +81,6 @@ class PRepBN(nn.Module):
         self.register_buffer("iter", torch.tensor(total_steps, dtype=torch.long, device=device))
         self.register_buffer("total_step", torch.tensor(total_steps, dtype=torch.long, device=device))
 
-    @property
-    def batch_stat(self) -> torch.Tensor | None:
-        """Batch variance of the last training forward of the RepBN branch."""
-        return self.norm2.batch_stat
-
-    @property
-    def running_stat(self) -> torch.Tensor:
-        """Running variance of the RepBN branch (used in eval)."""
-        return self.norm2.running_stat
 
     def extra_repr(self) -> str:
         """Schedule state shown in ``print(module)``."""
