@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: quickstart test test-slow venv clean-venv
+.PHONY: quickstart test test-slow lint format venv clean-venv
 
 venv: $(STAMP)
 
@@ -21,8 +21,17 @@ $(STAMP): pyproject.toml constraints.txt
 quickstart: $(STAMP)
 	$(BIN)/normlight quickstart
 
-# Exit 5 (no tests collected) is turned into a clear failure instead of a silent pass.
-test: $(STAMP)
+# Lint and format check (ruff, configured in pyproject.toml); `make format` rewrites the tree.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# Lint first, then the tests. Exit 5 (no tests collected) is turned into a clear failure instead of a silent pass.
+test: lint
 	@$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; \
 	 if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

@@ -47,7 +47,7 @@ from torch import nn
 
 import normlight
 from normlight import plugins
-from normlight.layout import ChannelsFirst
+from normlight.layers.layout import ChannelsFirst
 
 RESULTS = Path(__file__).parent / "results"
 

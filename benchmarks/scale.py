@@ -101,7 +101,7 @@ def train_throughput(norm: str, args, device: torch.device, dtype: torch.dtype) 
     loss = float(step())
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else math.nan
     n_params = sum(p.numel() for p in model.parameters())
-    del model, opt
+    model = opt = step = None  # free device memory before the next norm
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return {"tokens_per_s": args.batch_size * seq / t, "step_ms": 1e3 * t, "peak_mem_mib": peak,

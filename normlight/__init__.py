@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from importlib import metadata as _md
 
+from normlight.blocks.factory import get_placement
 from normlight.errors import (
     AmbiguousNameError,
     NormlightError,
@@ -21,27 +22,15 @@ from normlight.errors import (
     PluginOptionError,
     UnknownNameError,
 )
-from normlight.registry import (
-    create_model,
-    create_norm,
-    get_placement,
-    list_models,
-    list_norms,
-    list_placements,
-    normalize_name,
-)
+from normlight.models.factory import create_model
+from normlight.models.fold import fold
+from normlight.norms.factory import create_norm
+from normlight.registry import list_models, list_norms, list_placements, normalize_name
 
 try:
     __version__ = _md.version("normlight")
 except _md.PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
-
-
-def fold(model, *args, **kwargs):
-    """Fold eval-mode batch-statistic norms into the preceding conv/linear layer (see normlight.models.fold)."""
-    from normlight.models.fold import fold as _fold
-
-    return _fold(model, *args, **kwargs)
 
 
 __all__ = [

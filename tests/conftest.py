@@ -1,9 +1,20 @@
-"""Suite-wide test settings: never reach a model hub or start MLflow job runners; a one-thread fixture."""
+"""Suite-wide test settings (never reach a model hub or start MLflow job runners) and shared fixtures: one thread,
+a real MLflow server, and the fixture plugin distributions installed into a temporary target.
+
+The fixture distributions are installed with pip (real dist-info, real entry points) into a tmp dir rather than
+the project venv, so the rest of the suite, which parametrizes over installed norms, never sees them.
+"""
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+from normlight import plugins
+from tests.helpers import free_port
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
@@ -17,15 +28,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -46,7 +48,7 @@ def start_mlflow_server():
     def start(tracking_uri: str, cwd) -> tuple[str, subprocess.Popen]:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-        proc = subprocess.Popen([sys.executable, "-m", "normlight.cli", "ui", "--port", str(port), "--tracking-uri", tracking_uri],
+        proc = subprocess.Popen([sys.executable, "-m", "normlight", "ui", "--port", str(port), "--tracking-uri", tracking_uri],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
         procs.append(proc)
         base = f"http://127.0.0.1:{port}"
@@ -67,3 +69,28 @@ def start_mlflow_server():
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=60)
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def fixture_site(tmp_path_factory) -> Path:
+    """A directory holding the installed fixture distributions (add it to sys.path or PYTHONPATH)."""
+    target = tmp_path_factory.mktemp("fixture_site")
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+           "--target", str(target), str(FIXTURES / "normlight-fixture-plugins"), str(FIXTURES / "normlight-fixture-dup")]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return target
+
+
+@pytest.fixture
+def with_fixture_plugins(fixture_site, monkeypatch):
+    """Make the fixture distributions visible to this interpreter for one test."""
+    monkeypatch.syspath_prepend(str(fixture_site))
+    plugins.refresh()
+    yield fixture_site
+    monkeypatch.undo()
+    plugins.refresh()
+    for mod in [m for m in sys.modules if m.startswith("nl_fixture")]:
+        del sys.modules[mod]

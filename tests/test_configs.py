@@ -8,16 +8,13 @@ real-data configs read tiny files written in the real formats.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent / "training"))
-import fakedata  # noqa: E402
-
-from normlight import training_cli  # noqa: E402
+from normlight.cli import train
+from tests.data import fakedata
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RUNNABLE = sorted(p for p in CONFIGS.rglob("*.yaml") if "model" in (yaml.safe_load(p.read_text()) or {}))
@@ -56,7 +53,7 @@ def test_config_runs_one_step(path, datafiles, tmp_path, monkeypatch):
     if "block_size" in cfg["data"]["init_args"]:
         args += ["--data.block_size", "32", "--data.batch_size", "2", "--model.sample_tokens", "4"]
     args += datafiles.get(data_cls, [])
-    assert training_cli.main(args) == 0
+    assert train.main(args) == 0
 
     from mlflow import MlflowClient
 

@@ -21,6 +21,7 @@ from torch import nn
 from normlight.blocks.attention import Attention
 from normlight.blocks.mlp import MLP
 from normlight.errors import PluginOptionError
+from normlight.norms.factory import create_norm
 
 
 class Block(nn.Module):
@@ -54,8 +55,6 @@ class Block(nn.Module):
     # --- construction hooks ---------------------------------------------------------------------
     def make_norm(self, site: str, size: int | None = None, spec: Any = None, kwargs: dict | None = None) -> nn.Module:
         """A norm from the block's spec (or ``spec``) over ``size`` features (default dim) at ``site``."""
-        from normlight.registry import create_norm
-
         spec = self.norm_spec if spec is None else spec
         kwargs = self.norm_kwargs if kwargs is None else kwargs
         return create_norm(spec, size or self.dim, site=site, layer_idx=self.layer_idx,

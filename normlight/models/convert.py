@@ -23,7 +23,9 @@ import copy
 import torch
 from torch import nn
 
-from normlight.registry import create_norm, get_placement
+from normlight.blocks.factory import get_placement
+from normlight.norms.factory import create_norm
+from normlight.norms.layernorm import LayerNorm
 
 
 def to_pre_rmsnorm(model: nn.Module) -> nn.Module:
@@ -37,8 +39,6 @@ def to_pre_crmsnorm(model: nn.Module) -> nn.Module:
 
 
 def _check(model: nn.Module) -> None:
-    from normlight.norms.layernorm import LayerNorm
-
     what = f"{type(model).__name__} (family {getattr(model, 'family', '?')!r})"
     if getattr(model, "family", None) not in ("gpt", "vit"):
         raise ValueError(f"convert: only GPT and ViT models convert, got {what}")

@@ -17,14 +17,14 @@ Variants (``variant=``):
 meant for groupnorm or bcn. A norm whose module sets ``replaces_activation = True`` (EvoNorm)
 replaces the norm + ReLU pair: the ReLU right after it is dropped.
 
-Faithfulness, each shown by a numeric test (tests/resnet/):
+Faithfulness, each shown by a numeric test (tests/models/test_resnet_*.py, tests/layers/test_ws.py, tests/tasks/test_agc.py):
     standard  resnet18/50 + batchnorm == torchvision's, same names, count and output with copied weights
     fixup     last conv per branch and fc are 0, branches output exactly 0, logits 0 (loss = ln K);
               inner branch convs have std He * L^(-1/(2m-2)): ResNet-50 (L=16, m=3) ratio 0.5
     nf        Scaled WS kernels == numpy gain*(W-mean)/sqrt(max(N var, 1e-4)): mean 0, L2 norm = gain;
               clamp (0.05) vs additive eps (0.04975); beta after a transition block = 1/sqrt(1.04)
     WS        kernels == numpy (W-mean)/sqrt(var_unbiased + 1e-5), unbiased std 1
-    AGC       W = ones(2, 4), gradient rows of norm 1 -> rows of norm 0.02 (normlight.agc)
+    AGC       W = ones(2, 4), gradient rows of norm 1 -> rows of norm 0.02 (normlight.tasks.agc)
 CIFAR choices: shortcuts are 1x1 conv + norm projections (He et al.'s option B), the preact stem is a
 bare conv (its first block's norm follows), NF transition blocks (first of every stage) always use a
 Scaled WS 1x1 conv shortcut after avg-pool when strided, as in NFNets.
@@ -41,7 +41,7 @@ from torch import nn
 
 from normlight.errors import PluginOptionError
 from normlight.layers.ws import ScaledWSConv2d, WSConv2d
-from normlight.registry import create_norm
+from normlight.norms.factory import create_norm
 
 RELU_GAMMA = 1.7139588594436646  # E[relu(z)^2]^-1/2 correction for z ~ N(0,1): keeps unit variance (NFNets)
 NF_ALPHA = 0.2
@@ -376,13 +376,15 @@ class NFBlock(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# the network
+# the network: shared stages and head; each variant family builds its own stem, blocks and ending
 # ----------------------------------------------------------------------------------------------
 class ResNet(nn.Module):
     """A ResNet (any variant) as a plain ``nn.Module``: ``forward(images) -> logits``.
 
     ``blocks`` lists the residual blocks in depth order; ``forward_features`` returns the last map
     before pooling (used for signal-propagation checks). ``spec`` holds the construction arguments.
+    Construct it through :func:`build_resnet`, which picks :class:`NormedResNet` (standard, preact) or
+    :class:`NormFreeResNet` (fixup, nf) by ``variant``.
     """
 
     family = "resnet"
@@ -393,97 +395,67 @@ class ResNet(nn.Module):
                  weight_standardization: bool = False, num_classes: int = 10, in_chans: int = 3, img_size: int = 32,
                  zero_init_last: bool = False, spec: dict | None = None):
         super().__init__()
-        if variant not in VARIANTS:
-            raise PluginOptionError(f"ResNet variant {variant!r} is unknown; choose one of {', '.join(VARIANTS)}")
-        norm_free = variant in ("fixup", "nf")
-        if norm_free and norm not in (None, "identity", "none"):
-            raise PluginOptionError(f"ResNet variant {variant!r} is normalization-free and takes no norm "
-                                    f"(got norm={norm!r}); use variant='standard' or 'preact' to pick a norm")
-        if norm_free and weight_standardization:
-            raise PluginOptionError(f"ResNet variant {variant!r} takes no weight_standardization (nf has its own "
-                                    "Scaled WS convs; WS would undo Fixup's init scaling)")
-        norm = "batchnorm" if norm is None and not norm_free else norm
         self.num_classes, self.in_chans, self.img_size, self.variant = num_classes, in_chans, img_size, variant
         self.spec = dict(spec or {}, norm=norm if not callable(norm) else repr(norm), norm_kwargs=dict(norm_kwargs or {}),
                          variant=variant, weight_standardization=weight_standardization, num_classes=num_classes,
                          in_chans=in_chans, img_size=img_size, zero_init_last=zero_init_last, placement=None)
         num_blocks = sum(stage_depths)
         b = Builder(norm, norm_kwargs, weight_standardization, num_blocks)
-        stem_w = stage_widths[0]
-
-        # stem (torchvision names: conv1, bn1, relu, maxpool)
         k, s = (7, 2) if imagenet_stem else (3, 1)
-        stem_conv = ScaledWSConv2d(in_chans, stem_w, k, s, padding=k // 2) if variant == "nf" else b.conv(in_chans, stem_w, k, s)
-        self.conv1 = stem_conv
-        if variant == "standard":
-            self.bn1 = b.norm_layer(stem_w, 0)
-            self.relu = act_after(self.bn1)
-        elif variant == "fixup":
-            self.bias1 = scalar(0)
-            self.relu = nn.ReLU(inplace=True)
+        self.build_stem(b, in_chans, stage_widths[0], k, s)  # torchvision names: conv1, bn1, relu, maxpool
         self.maxpool = nn.MaxPool2d(3, 2, 1) if imagenet_stem else nn.Identity()
-
-        # stages layer1..layerK
-        cin, idx, expected_std = stem_w, 0, 1.0
+        cin, idx = stage_widths[0], 0
         self.stage_names = []
         for si, (depth, width) in enumerate(zip(stage_depths, stage_widths)):
             blocks = []
             for bi in range(depth):
-                stride = 2 if (si > 0 and bi == 0) else 1
-                if variant == "nf":
-                    blk = NFBlock(cin, width, stride, bottleneck, transition=bi == 0, beta=1.0 / expected_std)
-                    expected_std = math.sqrt((1.0 if bi == 0 else expected_std) ** 2 + NF_ALPHA ** 2)
-                else:
-                    cls = {("standard", False): BasicBlock, ("standard", True): Bottleneck,
-                           ("preact", False): PreActBasicBlock, ("preact", True): PreActBottleneck,
-                           ("fixup", False): FixupBasicBlock, ("fixup", True): FixupBottleneck}[variant, bottleneck]
-                    blk = cls(b, cin, width, stride, idx)
+                blk = self.build_block(b, cin, width, 2 if (si > 0 and bi == 0) else 1, bottleneck, idx, bi == 0)
                 blocks.append(blk)
                 cin, idx = width * blk.expansion, idx + 1
-            name = f"layer{si + 1}"
-            setattr(self, name, nn.Sequential(*blocks))
-            self.stage_names.append(name)
-
-        # head: preact ends with norm + relu, nf with a gamma-scaled relu, fixup adds a scalar bias
-        if variant == "preact":
-            self.norm_final = b.norm_layer(cin, num_blocks - 1)
-            self.act_final = act_after(self.norm_final)
-        elif variant == "nf":
-            self.act_final = GammaReLU()
-        elif variant == "fixup":
-            self.bias2 = scalar(0)
+            setattr(self, f"layer{si + 1}", nn.Sequential(*blocks))
+            self.stage_names.append(f"layer{si + 1}")
+        self.build_ending(b, cin, num_blocks)
         self.num_features = cin
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(cin, num_classes)
-        self._init_weights(variant, bottleneck, num_blocks, zero_init_last)
+        for m in self.modules():  # He (fan-out) init as torchvision; norms keep their plugin's init, NF its own
+            if type(m) in (nn.Conv2d, WSConv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        self.init_variant(bottleneck, num_blocks, zero_init_last)
 
+    # --- what a variant family defines ------------------------------------------------------------
+    def build_stem(self, b: Builder, in_chans: int, width: int, k: int, s: int) -> None:
+        """Create ``conv1`` and whatever the variant puts after it."""
+        raise NotImplementedError
+
+    def build_block(self, b: Builder, cin: int, planes: int, stride: int, bottleneck: bool, idx: int,
+                    first_of_stage: bool) -> nn.Module:
+        """One residual block."""
+        raise NotImplementedError
+
+    def build_ending(self, b: Builder, channels: int, num_blocks: int) -> None:
+        """Create what runs after the last stage, before pooling."""
+
+    def init_variant(self, bottleneck: bool, num_blocks: int, zero_init_last: bool) -> None:
+        """Variant-specific init after the shared He init."""
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem after ``conv1`` (before the max-pool)."""
+        return x
+
+    def ending(self, x: torch.Tensor) -> torch.Tensor:
+        """After the last stage, before pooling."""
+        return x
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """After global average pooling, before ``fc``."""
+        return x
+
+    # --- shared forward ---------------------------------------------------------------------------
     @property
     def blocks(self) -> list[nn.Module]:
         """Residual blocks in depth order (a list, so nothing is registered twice)."""
         return [blk for name in self.stage_names for blk in getattr(self, name)]
-
-    def _init_weights(self, variant: str, bottleneck: bool, num_blocks: int, zero_init_last: bool) -> None:
-        """He (fan-out) init for convs as torchvision does; Fixup's rescaling and zeros; optional zero-init-last.
-
-        Norm modules keep the init their plugin chose. NF convs keep their own (fan-in) init.
-        """
-        for m in self.modules():
-            if type(m) in (nn.Conv2d, WSConv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        if variant == "fixup":
-            m = 3 if bottleneck else 2
-            depth_scale = num_blocks ** (-1.0 / (2 * m - 2))
-            for blk in self.blocks:
-                *inner, last = blk.branch_convs()
-                for conv in inner:  # N(0, sqrt(2 / (out_ch * k * k)) * L^(-1/(2m-2)))
-                    fan_out = conv.weight.shape[0] * conv.weight[0, 0].numel()
-                    nn.init.normal_(conv.weight, 0.0, math.sqrt(2.0 / fan_out) * depth_scale)
-                nn.init.zeros_(last.weight)
-            nn.init.zeros_(self.fc.weight)
-            nn.init.zeros_(self.fc.bias)
-        if zero_init_last and variant in ("standard", "preact"):
-            for blk in self.blocks:
-                blk.zero_init_last()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem and all stages: the final (N, C, H', W') map before pooling."""
@@ -494,31 +466,128 @@ class ResNet(nn.Module):
                           f"({self.spec['norm']}): each sample is normalized by its own statistics and the running "
                           "estimates will not match eval. Use a larger batch, or groupnorm with "
                           "weight_standardization=True, evonorm_s0, or variant='nf'.", UserWarning, stacklevel=3)
-        x = self.conv1(x)
-        if self.variant == "standard":
-            x = self.relu(self.bn1(x))
-        elif self.variant == "fixup":
-            x = self.relu(x + self.bias1)
-        x = self.maxpool(x)
+        x = self.maxpool(self.stem(self.conv1(x)))
         for name in self.stage_names:
             x = getattr(self, name)(x)
-        if self.variant == "preact":
-            x = self.act_final(self.norm_final(x))
-        elif self.variant == "nf":
-            x = self.act_final(x)
-        return x
+        return self.ending(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images (N, in_chans, H, W) -> logits (N, num_classes)."""
-        x = torch.flatten(self.avgpool(self.forward_features(x)), 1)
-        if self.variant == "fixup":
-            x = x + self.bias2
-        return self.fc(x)
+        return self.fc(self.pooled(torch.flatten(self.avgpool(self.forward_features(x)), 1)))
 
     def has_batch_stat_norm(self) -> bool:
         """True if any norm in the network normalizes with statistics across the batch."""
         return any(getattr(m, "uses_batch_statistics", False) or isinstance(m, nn.modules.batchnorm._BatchNorm)
                    for m in self.modules())
+
+
+class NormedResNet(ResNet):
+    """standard (post-activation, conv-norm-relu stem) and preact (bare-conv stem, final norm + relu)."""
+
+    def build_stem(self, b: Builder, in_chans: int, width: int, k: int, s: int) -> None:
+        """conv1, and for 'standard' its norm (bn1) and activation."""
+        self.conv1 = b.conv(in_chans, width, k, s)
+        if self.variant == "standard":
+            self.bn1 = b.norm_layer(width, 0)
+            self.relu = act_after(self.bn1)
+
+    def build_block(self, b, cin, planes, stride, bottleneck, idx, first_of_stage):
+        """Post- or pre-activation basic/bottleneck block."""
+        cls = {("standard", False): BasicBlock, ("standard", True): Bottleneck,
+               ("preact", False): PreActBasicBlock, ("preact", True): PreActBottleneck}[self.variant, bottleneck]
+        return cls(b, cin, planes, stride, idx)
+
+    def build_ending(self, b: Builder, channels: int, num_blocks: int) -> None:
+        """preact ends with norm + relu."""
+        if self.variant == "preact":
+            self.norm_final = b.norm_layer(channels, num_blocks - 1)
+            self.act_final = act_after(self.norm_final)
+
+    def init_variant(self, bottleneck: bool, num_blocks: int, zero_init_last: bool) -> None:
+        """Optionally start every branch at 0."""
+        if zero_init_last:
+            for blk in self.blocks:
+                blk.zero_init_last()
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """bn1 + relu ('standard'); the preact stem is a bare conv."""
+        return self.relu(self.bn1(x)) if self.variant == "standard" else x
+
+    def ending(self, x: torch.Tensor) -> torch.Tensor:
+        """The preact final norm + relu."""
+        return self.act_final(self.norm_final(x)) if self.variant == "preact" else x
+
+
+class NormFreeResNet(ResNet):
+    """fixup (scalar biases, zero-init branches and fc, depth-scaled init) and nf (Scaled WS, alpha/beta)."""
+
+    def build_stem(self, b: Builder, in_chans: int, width: int, k: int, s: int) -> None:
+        """A Scaled WS stem conv (nf) or a plain conv with a scalar bias before the ReLU (fixup)."""
+        if self.variant == "nf":
+            self.conv1 = ScaledWSConv2d(in_chans, width, k, s, padding=k // 2)
+            self.expected_std = 1.0  # the signal's expected std entering the next NF block
+        else:
+            self.conv1 = b.conv(in_chans, width, k, s)
+            self.bias1 = scalar(0)
+            self.relu = nn.ReLU(inplace=True)
+
+    def build_block(self, b, cin, planes, stride, bottleneck, idx, first_of_stage):
+        """A Fixup block, or an NF block with beta = 1 / expected std (reset at each transition block)."""
+        if self.variant == "fixup":
+            return (FixupBottleneck if bottleneck else FixupBasicBlock)(b, cin, planes, stride, idx)
+        blk = NFBlock(cin, planes, stride, bottleneck, transition=first_of_stage, beta=1.0 / self.expected_std)
+        self.expected_std = math.sqrt((1.0 if first_of_stage else self.expected_std) ** 2 + NF_ALPHA ** 2)
+        return blk
+
+    def build_ending(self, b: Builder, channels: int, num_blocks: int) -> None:
+        """nf ends with a gamma-scaled ReLU, fixup adds a scalar bias after pooling."""
+        if self.variant == "nf":
+            self.act_final = GammaReLU()
+        else:
+            self.bias2 = scalar(0)
+
+    def init_variant(self, bottleneck: bool, num_blocks: int, zero_init_last: bool) -> None:
+        """Fixup: inner branch convs N(0, He * L^(-1/(2m-2))), last branch conv and fc zero."""
+        if self.variant != "fixup":
+            return
+        depth_scale = num_blocks ** (-1.0 / (2 * (3 if bottleneck else 2) - 2))
+        for blk in self.blocks:
+            *inner, last = blk.branch_convs()
+            for conv in inner:  # N(0, sqrt(2 / (out_ch * k * k)) * L^(-1/(2m-2)))
+                fan_out = conv.weight.shape[0] * conv.weight[0, 0].numel()
+                nn.init.normal_(conv.weight, 0.0, math.sqrt(2.0 / fan_out) * depth_scale)
+            nn.init.zeros_(last.weight)
+        nn.init.zeros_(self.fc.weight)
+        nn.init.zeros_(self.fc.bias)
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """fixup: relu(x + bias1)."""
+        return self.relu(x + self.bias1) if self.variant == "fixup" else x
+
+    def ending(self, x: torch.Tensor) -> torch.Tensor:
+        """nf: the final gamma-scaled ReLU."""
+        return self.act_final(x) if self.variant == "nf" else x
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """fixup: + bias2 before fc."""
+        return x + self.bias2 if self.variant == "fixup" else x
+
+
+def build_resnet(stage_depths: list[int], stage_widths: list[int], *, variant: str = "standard", norm: Any = None,
+                 weight_standardization: bool = False, **kwargs: Any) -> ResNet:
+    """Check the variant's options and build it (standard/preact take a norm; fixup/nf are norm-free)."""
+    if variant not in VARIANTS:
+        raise PluginOptionError(f"ResNet variant {variant!r} is unknown; choose one of {', '.join(VARIANTS)}")
+    if variant in ("fixup", "nf"):
+        if norm not in (None, "identity", "none"):
+            raise PluginOptionError(f"ResNet variant {variant!r} is normalization-free and takes no norm "
+                                    f"(got norm={norm!r}); use variant='standard' or 'preact' to pick a norm")
+        if weight_standardization:
+            raise PluginOptionError(f"ResNet variant {variant!r} takes no weight_standardization (nf has its own "
+                                    "Scaled WS convs; WS would undo Fixup's init scaling)")
+        return NormFreeResNet(stage_depths, stage_widths, variant=variant, norm=norm, **kwargs)
+    return NormedResNet(stage_depths, stage_widths, variant=variant, norm="batchnorm" if norm is None else norm,
+                        weight_standardization=weight_standardization, **kwargs)
 
 
 def cifar_resnet(depth: int, *, bottleneck: bool = False, width: float = 1.0, **kwargs: Any) -> ResNet:
@@ -527,63 +596,51 @@ def cifar_resnet(depth: int, *, bottleneck: bool = False, width: float = 1.0, **
     n, rest = divmod(depth - 2, 3 * per_block)
     if n < 1 or rest:
         raise PluginOptionError(f"CIFAR ResNet depth must be {3 * per_block}n+2 (e.g. 20, 56, 110), got {depth}")
-    widths = [max(1, round(w * width)) for w in (16, 32, 64)]
-    return ResNet([n] * 3, widths, bottleneck=bottleneck, imagenet_stem=False, **kwargs)
+    return build_resnet([n] * 3, _widths(CIFAR_WIDTHS, width), bottleneck=bottleneck, imagenet_stem=False, **kwargs)
 
 
-def imagenet_resnet(stage_depths: list[int], *, bottleneck: bool, width: float = 1.0, **kwargs: Any) -> ResNet:
-    """ImageNet-style ResNet (torchvision layout): 7x7/2 stem + max-pool, 4 stages of 64-128-256-512 x width."""
-    widths = [max(1, round(w * width)) for w in (64, 128, 256, 512)]
-    return ResNet(stage_depths, widths, bottleneck=bottleneck, imagenet_stem=True, **kwargs)
+def _widths(base: tuple[int, ...], width: float) -> list[int]:
+    return [max(1, round(w * width)) for w in base]
 
 
-def _spec(name: str, width: float) -> dict:
-    return {"name": name, "width": width}
+CIFAR_WIDTHS, IMAGENET_WIDTHS = (16, 32, 64), (64, 128, 256, 512)
+CIFAR = dict(bottleneck=False, imagenet_stem=False, num_classes=10, img_size=32, base_widths=CIFAR_WIDTHS)
+IMAGENET = dict(imagenet_stem=True, num_classes=1000, img_size=224, base_widths=IMAGENET_WIDTHS)
 
 
-def resnet20(*, norm: Any = None, norm_kwargs: dict | None = None, variant: str = "standard",
-             weight_standardization: bool = False, width: float = 1.0, num_classes: int = 10, in_chans: int = 3,
-             img_size: int = 32, zero_init_last: bool = False) -> ResNet:
+def _preset(name: str, defaults: dict, kwargs: dict) -> ResNet:
+    """Build preset ``name``: its architecture ``defaults`` overridden by the user's ``kwargs``.
+
+    Options (all presets): norm, norm_kwargs, variant (standard|preact|fixup|nf), weight_standardization,
+    width (channel multiplier), num_classes, in_chans, img_size, zero_init_last.
+    """
+    args = {**defaults, **kwargs}
+    width = args.pop("width", 1.0)
+    widths = _widths(args.pop("base_widths"), width)
+    return build_resnet(args.pop("stage_depths"), widths, spec={"name": name, "width": width}, **args)
+
+
+def resnet20(**kwargs: Any) -> ResNet:
     """CIFAR ResNet-20 (3x3 basic blocks, 0.27M params at width 1). ``norm`` defaults to batchnorm
     (none for the normalization-free variants 'fixup' and 'nf')."""
-    return cifar_resnet(20, width=width, norm=norm, norm_kwargs=norm_kwargs, variant=variant,
-                        weight_standardization=weight_standardization, num_classes=num_classes, in_chans=in_chans,
-                        img_size=img_size, zero_init_last=zero_init_last, spec=_spec("resnet20", width))
+    return _preset("resnet20", dict(CIFAR, stage_depths=[3, 3, 3]), kwargs)
 
 
-def resnet56(*, norm: Any = None, norm_kwargs: dict | None = None, variant: str = "standard",
-             weight_standardization: bool = False, width: float = 1.0, num_classes: int = 10, in_chans: int = 3,
-             img_size: int = 32, zero_init_last: bool = False) -> ResNet:
+def resnet56(**kwargs: Any) -> ResNet:
     """CIFAR ResNet-56 (9 basic blocks per stage). Options as :func:`resnet20`."""
-    return cifar_resnet(56, width=width, norm=norm, norm_kwargs=norm_kwargs, variant=variant,
-                        weight_standardization=weight_standardization, num_classes=num_classes, in_chans=in_chans,
-                        img_size=img_size, zero_init_last=zero_init_last, spec=_spec("resnet56", width))
+    return _preset("resnet56", dict(CIFAR, stage_depths=[9, 9, 9]), kwargs)
 
 
-def resnet110(*, norm: Any = None, norm_kwargs: dict | None = None, variant: str = "standard",
-              weight_standardization: bool = False, width: float = 1.0, num_classes: int = 10, in_chans: int = 3,
-              img_size: int = 32, zero_init_last: bool = False) -> ResNet:
+def resnet110(**kwargs: Any) -> ResNet:
     """CIFAR ResNet-110 (18 basic blocks per stage). Options as :func:`resnet20`."""
-    return cifar_resnet(110, width=width, norm=norm, norm_kwargs=norm_kwargs, variant=variant,
-                        weight_standardization=weight_standardization, num_classes=num_classes, in_chans=in_chans,
-                        img_size=img_size, zero_init_last=zero_init_last, spec=_spec("resnet110", width))
+    return _preset("resnet110", dict(CIFAR, stage_depths=[18, 18, 18]), kwargs)
 
 
-def resnet18(*, norm: Any = None, norm_kwargs: dict | None = None, variant: str = "standard",
-             weight_standardization: bool = False, width: float = 1.0, num_classes: int = 1000, in_chans: int = 3,
-             img_size: int = 224, zero_init_last: bool = False) -> ResNet:
+def resnet18(**kwargs: Any) -> ResNet:
     """ImageNet ResNet-18 (torchvision layout and parameter names; same output as torchvision with batchnorm)."""
-    return imagenet_resnet([2, 2, 2, 2], bottleneck=False, width=width, norm=norm, norm_kwargs=norm_kwargs,
-                           variant=variant, weight_standardization=weight_standardization, num_classes=num_classes,
-                           in_chans=in_chans, img_size=img_size, zero_init_last=zero_init_last,
-                           spec=_spec("resnet18", width))
+    return _preset("resnet18", dict(IMAGENET, stage_depths=[2, 2, 2, 2], bottleneck=False), kwargs)
 
 
-def resnet50(*, norm: Any = None, norm_kwargs: dict | None = None, variant: str = "standard",
-             weight_standardization: bool = False, width: float = 1.0, num_classes: int = 1000, in_chans: int = 3,
-             img_size: int = 224, zero_init_last: bool = False) -> ResNet:
+def resnet50(**kwargs: Any) -> ResNet:
     """ImageNet ResNet-50 v1.5 (bottlenecks, stride on the 3x3 conv; torchvision layout and names)."""
-    return imagenet_resnet([3, 4, 6, 3], bottleneck=True, width=width, norm=norm, norm_kwargs=norm_kwargs,
-                           variant=variant, weight_standardization=weight_standardization, num_classes=num_classes,
-                           in_chans=in_chans, img_size=img_size, zero_init_last=zero_init_last,
-                           spec=_spec("resnet50", width))
+    return _preset("resnet50", dict(IMAGENET, stage_depths=[3, 4, 6, 3], bottleneck=True), kwargs)

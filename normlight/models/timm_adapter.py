@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from normlight.errors import PluginError, PluginOptionError, UnknownNameError
-from normlight.registry import create_norm, resolve
+from normlight.norms.factory import create_norm
+from normlight.registry import resolve
 
 BLOCK_SUFFIXES = ("Block", "Bottleneck", "BasicBlock")
 

@@ -7,7 +7,8 @@ from typing import Any
 
 from torch import nn
 
-from normlight.registry import create_norm, get_placement
+from normlight.blocks.factory import get_placement
+from normlight.norms.factory import create_norm
 
 
 def spec_value(v: Any) -> Any:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from normlight.models.transformer import build_blocks, final_norm, init_gpt2, placement_init, spec_value
-from normlight.registry import create_norm
+from normlight.norms.factory import create_norm
 
 
 class GeM(nn.Module):

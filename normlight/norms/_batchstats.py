@@ -4,14 +4,14 @@ Convention: an input ``(..., C)`` has the batch in dim 0, features in the last d
 (tokens or spatial) in between; a batch statistic is taken per channel over every other dim.
 A padding ``mask`` of shape ``x.shape[:-1]`` (True = real token) drops padded rows from the
 statistics only; the norms still normalize padded positions. Statistics are computed in float32 for
-half-precision inputs (``stat_dtype``), optionally summed over data-parallel ranks (``_sync``).
+half-precision inputs (``stat_dtype``), optionally summed over data-parallel ranks (``normlight.distributed``).
 """
 
 from __future__ import annotations
 
 import torch
 
-from normlight.norms import _sync
+from normlight import distributed
 
 MICRO_BATCH_HINT = ("use a larger batch, or a norm meant for micro-batches such as groupnorm, bcn "
                     "(batch-channel norm), evonorm_s0, or a normalization-free (nf) model")
@@ -73,11 +73,11 @@ def moments(name: str, r: torch.Tensor, sync: bool) -> tuple[int, torch.Tensor, 
         require_values(name, r.shape[0])
         var, mean = torch.var_mean(r, dim=0, correction=0)
         return r.shape[0], mean, var
-    total = _sync.all_reduce_sum(torch.cat([r.sum(0), r.new_tensor([r.shape[0]])]))
+    total = distributed.all_reduce_sum(torch.cat([r.sum(0), r.new_tensor([r.shape[0]])]))
     n = int(total[-1].item())
     require_values(name, n)
     mean = total[:-1] / n
-    var = _sync.all_reduce_sum(((r - mean) ** 2).sum(0)) / n
+    var = distributed.all_reduce_sum(((r - mean) ** 2).sum(0)) / n
     return n, mean, var
 
 
@@ -88,7 +88,7 @@ def quadratic_mean(name: str, r: torch.Tensor, sync: bool) -> tuple[int, torch.T
     """
     total = torch.cat([(r * r).sum(0), r.new_tensor([r.shape[0]])])
     if sync:
-        _sync.all_reduce_sum_(total)
+        distributed.all_reduce_sum_(total)
     n = int(total[-1].item())
     if n < 1:
         raise ValueError(f"{name}: no real token in the batch to compute statistics from (all masked out)")

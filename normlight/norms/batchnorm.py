@@ -6,7 +6,7 @@ exactly as ``torch.nn.BatchNorm{1,2,3}d``; eval uses the running estimates. With
 ``layout="channels_first"`` an ``(N, C, *spatial)`` map is taken directly and the result equals
 ``torch.nn.BatchNorm2d``. A padding ``mask`` (True = real token) keeps padded tokens out of the
 statistics. Statistics are summed across data-parallel ranks unless ``sync_stats=False`` (see
-``normlight.norms._sync``). Half inputs are normalized with float32 statistics.
+``normlight.distributed``). Half inputs are normalized with float32 statistics.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from normlight import distributed
 from normlight.norms import _batchstats as bs
-from normlight.norms import _sync
 
 
 class BatchNorm(nn.Module):
@@ -75,7 +75,7 @@ class BatchNorm(nn.Module):
         """Normalize ``x`` (``(..., C)``, or ``(N, C, *spatial)`` channels-first); ``mask`` drops padded tokens from the stats."""
         mask = bs.check_input(self.label, x, self.num_features, mask, self.channels_first)
         use_batch = self.training or not self.track_running_stats
-        sync = _sync.active(self.sync_stats, self.training)
+        sync = distributed.sync_active(self.sync_stats, self.training)
         cdt = bs.stat_dtype(x)
         if use_batch and not sync and x.shape[0] == 1 and x.numel() > self.num_features and not self._warned_one_sample:
             warnings.warn(f"{self.label}: training with batch size 1; the batch statistics come from one sample's "

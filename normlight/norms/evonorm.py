@@ -23,8 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from normlight import distributed
 from normlight.norms import _batchstats as bs
-from normlight.norms import _sync
 
 
 class EvoNormB0(nn.Module):
@@ -63,7 +63,7 @@ class EvoNormB0(nn.Module):
                              f"got shape {tuple(x.shape)}, expected (N, *positions, C)")
         xf = x.to(bs.stat_dtype(x))
         if self.training:
-            n, _, var = bs.moments("evonorm_b0", bs.rows(xf, mask), _sync.active(self.sync_stats, True))
+            n, _, var = bs.moments("evonorm_b0", bs.rows(xf, mask), distributed.sync_active(self.sync_stats, True))
             self.batch_stat = var.detach().float()
             bs.update_running(self.running_var, var * (n / (n - 1)), self.momentum)
         else:

@@ -27,8 +27,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from normlight import distributed
 from normlight.norms import _batchstats as bs
-from normlight.norms import _sync
 
 
 def group_scaling(x: torch.Tensor, group_num: int, eps: float = 1e-5) -> torch.Tensor:
@@ -70,7 +70,7 @@ class PowerFunction(torch.autograd.Function):
         g_hat = dy * weight - (1 - state["alpha_bkw"]) * ema_gz.to(z.dtype) * z
         gz = (g_hat * z if real is None else (g_hat * z)[real]).sum(0)
         if state["sync"]:
-            _sync.all_reduce_sum_(gz)
+            distributed.all_reduce_sum_(gz)
         ema_gz.add_((gz / ctx.n).to(ema_gz.dtype))
         dx = g_hat * torch.rsqrt(psi2 + state["eps"])
         return dx, (dy * z).sum(0), dy.sum(0), None, None, None, None
@@ -123,7 +123,7 @@ class PowerNorm(nn.Module):
         self.iters.add_(1)  # counted before the call, so t starts at 1
         state = dict(name="powernorm", eps=self.eps, t=int(self.iters), warmup_iters=self.warmup_iters,
                      alpha_fwd=self.alpha_fwd, alpha_bkw=self.alpha_bkw,
-                     sync=_sync.active(self.sync_stats, self.training))
+                     sync=distributed.sync_active(self.sync_stats, self.training))
         real = None if mask is None else mask.reshape(-1)
         y = PowerFunction.apply(xs.reshape(-1, self.num_features), w, b, self.running_phi, self.ema_gz, real, state)
         self.batch_stat = state["psi2"].detach().float()

@@ -34,8 +34,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from normlight import distributed
 from normlight.norms import _batchstats as bs
-from normlight.norms import _sync
 
 
 def geometric_mean(buf: torch.Tensor) -> torch.Tensor:
@@ -82,7 +82,7 @@ class UNFunction(torch.autograd.Function):
         g = dy * weight * r
         gz = (g * z if real is None else (g * z)[real]).sum(0)
         if ctx.sync:
-            _sync.all_reduce_sum_(gz)
+            distributed.all_reduce_sum_(gz)
         gz = (gz / ctx.n).to(un.ema_gz.dtype)
         un.buffer_gz[t % bp] = un.ema_gz if skip else gz
         smooth = not (t <= bp or t < un.warmup_iters or skip)
@@ -145,5 +145,5 @@ class UnifiedNorm(nn.Module):
         self.iters.add_(1)
         real = None if mask is None else mask.reshape(-1)
         y = UNFunction.apply(x.to(cdt).reshape(-1, self.num_features), w, b, real, self, int(self.iters),
-                             _sync.active(self.sync_stats, True))
+                             distributed.sync_active(self.sync_stats, True))
         return y.reshape(x.shape).to(x.dtype)

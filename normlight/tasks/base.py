@@ -22,9 +22,12 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 
-import normlight
+from normlight import __version__, registry
+from normlight.distributed import fsdp2_shard
 from normlight.errors import NormlightError
+from normlight.models.factory import create_model
 from normlight.tasks import optim
+from normlight.tasks.agc import adaptive_grad_clip_
 from normlight.tracking import mlflow_utils
 
 # Hyperparameters a placement may recommend, with the value used when neither user nor placement sets one.
@@ -79,7 +82,7 @@ class NormTask(LightningModule):
                            ("placement_kwargs", placement_kwargs), ("qk_norm", qk_norm)):
             if value is not None:
                 spec[key] = value
-        self.model = normlight.create_model(model, **spec)
+        self.model = create_model(model, **spec)
         self.placement_cls = getattr(self.model, "placement_cls", None)
         recommended = dict(getattr(self.placement_cls, "recommended_defaults", None) or {})
         chosen = {"weight_decay": weight_decay, "warmup_steps": warmup_steps}
@@ -113,14 +116,14 @@ class NormTask(LightningModule):
             "qk_norm": str(spec.get("qk_norm", hp.qk_norm)),
             "optimizer": hp.optimizer,
             "num_params": str(sum(p.numel() for p in self.model.parameters())),
-            "normlight_version": normlight.__version__,
+            "normlight_version": __version__,
         }
         for kind, key in (("norms", "norm"), ("placements", "placement"), ("norms", "qk_norm")):
             name = tags[key]
             if name in ("None", "n/a", "?"):
                 continue
             try:
-                entry = normlight.registry.lookup(kind, name)
+                entry = registry.lookup(kind, name)
             except NormlightError:
                 continue  # a class or callable given directly: no distribution to record
             tags[f"{key}_dist"], tags[f"{key}_version"] = entry.dist, entry.version
@@ -154,14 +157,12 @@ class NormTask(LightningModule):
     def configure_model(self) -> None:
         """Shard the model with FSDP2 when the strategy provides a device mesh (ModelParallelStrategy)."""
         if getattr(self, "device_mesh", None) is not None:
-            from normlight.scale import fsdp2_shard
-
             fsdp2_shard(self.model, self.device_mesh)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Record the MLflow run id so that resuming from this checkpoint continues the same run."""
         checkpoint["normlight"] = {"mlflow_run_id": mlflow_utils.get_run_id(self.trainer),
-                                   "version": normlight.__version__}
+                                   "version": __version__}
 
     # ------------------------------------------------------------------ optimization
     def log_train_loss(self, loss: torch.Tensor) -> None:
@@ -186,8 +187,6 @@ class NormTask(LightningModule):
     def on_before_optimizer_step(self, optimizer) -> None:
         """Adaptive gradient clipping, when enabled (after any callbacks have read the raw gradients)."""
         if self.hparams.agc_clipping:
-            from normlight.agc import adaptive_grad_clip_
-
             adaptive_grad_clip_(self.model, clipping=self.hparams.agc_clipping)
 
     def optimizer_step(self, *args, **kwargs) -> None:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
+from normlight.data.text import decode
 from normlight.tasks.base import NormTask
 from normlight.tracking import mlflow_utils
 
@@ -73,8 +74,6 @@ class CausalLanguageModeling(NormTask):
         # log_text writes from rank 0 only
         if self.sample_tokens > 0 and self._prompt is not None and not self.trainer.sanity_checking \
                 and math.isfinite(float(loss)):
-            from normlight.data.text import decode
-
             out = self.generate(self._prompt[None], self.sample_tokens, self.sample_temperature)[0]
             text = f"[prompt]{decode(out[:len(self._prompt)])}[/prompt]{decode(out[len(self._prompt):])}"
             mlflow_utils.log_text(self.trainer, text, f"samples/step_{self.global_step:07d}.txt")

@@ -1,4 +1,4 @@
-"""``normlight compare``: tables and plots over the finished runs of one MLflow experiment.
+"""Comparison of the finished runs of one MLflow experiment (``normlight compare``): tables and plots.
 
 - a table (mean +- std over seeds per group) printed with rich and written as CSV and markdown;
 - ``curves.png``: the chosen metric (and ``train/loss``) against step per group, mean line and seed band;
@@ -13,12 +13,10 @@ param of that name, else the param or ``cfg.`` tag whose dotted key ends with ``
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import re
 import statistics
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -296,23 +294,6 @@ def plot_profiles(records, path: Path) -> Path | None:
     return path
 
 
-# ---------------------------------------------------------------------------------------------- main
-def build_parser() -> argparse.ArgumentParser:
-    """Arguments of ``normlight compare``."""
-    p = argparse.ArgumentParser(prog="normlight compare", description="Compare the finished runs of an MLflow experiment.")
-    p.add_argument("--experiment", required=True, help="MLflow experiment name")
-    p.add_argument("--group-by", default=None, help="comma-separated fields (tags/params), default: the sweep's varying keys except the seed")
-    p.add_argument("--metric", default="val/loss", help="metric to compare (default val/loss)")
-    p.add_argument("--lr-key", default="lr", help="field holding the learning rate (default lr)")
-    p.add_argument("--stable-tolerance", type=float, default=0.1,
-                   help="an LR is stable if no seed diverged and its final metric is within this fraction of the best (default 0.1)")
-    p.add_argument("--sweep", default=None, help="only runs of this sweep (tag 'sweep')")
-    p.add_argument("--out", default=None, help="output folder (default runs/compare/<experiment>)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow store (default: MLFLOW_TRACKING_URI or sqlite:///<cwd>/mlflow.db)")
-    p.add_argument("--no-log", action="store_true", help="do not log the outputs to MLflow")
-    return p
-
-
 def compare(client, experiment: str, group_by: list[str] | None, metric: str, out: Path, lr_key: str = "lr",
             sweep: str | None = None, tolerance: float = 0.1) -> dict:
     """Build tables and plots in ``out``; returns {'header', 'rows', 'files', 'max_stable_lr', 'group_by'}."""
@@ -344,37 +325,3 @@ def log_comparison(client, experiment: str, result: dict, metric: str) -> str:
         client.log_artifact(run.info.run_id, str(f), "compare")
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
-
-
-def main(argv: list[str]) -> int:
-    """Entry point of ``normlight compare`` (argv[0] is ``compare``)."""
-    args = build_parser().parse_args(argv[1:] if argv and argv[0] == "compare" else argv)
-    from mlflow import MlflowClient
-    from rich.console import Console
-    from rich.table import Table
-
-    from normlight.tracking.mlflow_utils import default_tracking_uri
-
-    uri = args.tracking_uri or default_tracking_uri()
-    client = MlflowClient(tracking_uri=uri)
-    out = Path(args.out or Path("runs") / "compare" / args.experiment)
-    group_by = [g.strip() for g in args.group_by.split(",") if g.strip()] if args.group_by else None
-    try:
-        result = compare(client, args.experiment, group_by, args.metric, out, args.lr_key, args.sweep, args.stable_tolerance)
-    except CompareError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    table = Table(title=f"{args.experiment}: {result['n_runs']} finished runs, mean +- std over seeds")
-    for h in result["header"]:
-        table.add_column(h)
-    for row in result["rows"]:
-        table.add_row(*row)
-    Console(width=200).print(table)
-    for label, lr in result["max_stable_lr"].items():
-        print(f"max stable LR  {label}: {lr if lr is not None else 'none (every LR diverged)'}")
-    for f in result["files"]:
-        print(f"wrote {f}")
-    if not args.no_log:
-        rid = log_comparison(client, args.experiment, result, args.metric)
-        print(f"logged to MLflow run {rid} (experiment {args.experiment!r}, artifacts under compare/)")
-    return 0

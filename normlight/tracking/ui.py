@@ -1,21 +1,20 @@
-"""``normlight ui``: the MLflow UI on this project's tracking store, bound to 127.0.0.1.
+"""The MLflow UI server for ``normlight ui``: its command line and a clean stop of its process group.
 
-Runs ``mlflow server`` with one worker and without MLflow's background job runners
+``normlight ui`` runs ``mlflow server`` on 127.0.0.1 with one worker and without MLflow's background job runners
 (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``), so the whole server is two processes and stops completely
 on Ctrl-C or SIGTERM. Artifacts written beside a sqlite store (``mlartifacts/``) are served from there.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
-from urllib.parse import urlparse
 
-from normlight.tracking.mlflow_utils import default_artifact_location, default_tracking_uri
+from normlight.tracking.mlflow_utils import default_artifact_location
 
 
 def server_command(tracking_uri: str, port: int) -> list[str]:
@@ -29,7 +28,7 @@ def server_command(tracking_uri: str, port: int) -> list[str]:
     return cmd
 
 
-def _stop_group(proc: subprocess.Popen) -> None:
+def stop_group(proc: subprocess.Popen) -> None:
     """SIGTERM the server's process group, SIGKILL it if still alive after 20 s."""
     for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
         try:
@@ -44,40 +43,5 @@ def _stop_group(proc: subprocess.Popen) -> None:
         except ProcessLookupError:
             break
         else:
-            import time
-
             time.sleep(1.0)  # the worker is still exiting; give it a moment before escalating
     proc.poll()
-
-
-def main(argv: list[str]) -> int:
-    """Start the UI server, print its URL, and wait; stop it cleanly on Ctrl-C / SIGTERM."""
-    p = argparse.ArgumentParser(prog="normlight ui", description=__doc__.split("\n\n")[0])
-    p.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///<cwd>/mlflow.db)")
-    args = p.parse_args(argv[1:] if argv and argv[0] == "ui" else argv)
-    uri = args.tracking_uri or default_tracking_uri()
-    if uri.startswith("sqlite:///"):
-        db = Path(urlparse(uri).path)
-        if not db.exists():
-            print(f"error: no MLflow store at {db}; train something first (normlight fit ... or normlight "
-                  "quickstart) in this directory, or pass --tracking-uri", file=sys.stderr)
-            return 1
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    # own process group: stopping it reaches the uvicorn worker too, so nothing is left behind
-    proc = subprocess.Popen(server_command(uri, args.port), env=env, start_new_session=True)
-
-    def stop(signum, frame):  # turn SIGTERM into the same clean path as Ctrl-C
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    print(f"normlight ui: MLflow UI for {uri} at http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        _stop_group(proc)
-        print("normlight ui: stopped", flush=True)

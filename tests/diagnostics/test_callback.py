@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from normlight.diagnostics import StabilityDiagnostics
-from diag_tiny import LMTask, token_loader, trainer
+from tests.diagnostics.diag_tiny import LMTask, token_loader, trainer
 
 
 class KnownGradTask(pl.LightningModule):

@@ -6,7 +6,6 @@ import torch
 import normlight
 from normlight.models.convert import to_pre_crmsnorm, to_pre_rmsnorm
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 
 

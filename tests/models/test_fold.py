@@ -9,7 +9,6 @@ import normlight
 from normlight.layers.ws import WSConv2d
 from normlight.models.fold import is_batch_stat_norm
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 
 

@@ -1,0 +1,280 @@
+"""``normlight plugins list`` (the catalog with distributions and status) and ``normlight plugins new NAME``.
+
+``plugins new NAME [--dir PATH] [--norm NORM]`` scaffolds a norm plugin package. The package installs as
+it is (``pip install -e PATH/NAME``) and passes its own tests unchanged: a numpy reference test of its norm and normlight's conformance kit. The author then replaces the
+formula in ``<package>/norms.py`` and the reference in the test. See docs/plugins.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import keyword
+import re
+import sys
+from pathlib import Path
+
+from normlight import __version__, plugins, registry
+from normlight.errors import NormlightError
+
+_DIST_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]*[A-Za-z0-9]$")
+
+
+def _names(dist: str, norm: str | None) -> dict:
+    """Distribution, import package, entry-point name and class name derived from the arguments."""
+    if not _DIST_RE.match(dist):
+        raise ValueError(f"NAME {dist!r} is not a valid distribution name: use letters, digits, '-', '_' or '.', "
+                         "starting with a letter (e.g. normlight-centered-rms)")
+    package = re.sub(r"[-.]+", "_", dist).lower()
+    norm = norm or re.sub(r"^normlight_", "", package)
+    if not norm.isidentifier() or keyword.iskeyword(norm) or not package.isidentifier() or keyword.iskeyword(package):
+        raise ValueError(f"cannot derive a Python name from {dist!r} / norm {norm!r}; pass --norm with a "
+                         "lower_case identifier")
+    cls = "".join(part.capitalize() for part in norm.split("_") if part) or "Norm"
+    return {"dist": dist, "package": package, "norm": norm, "cls": cls,
+            "normlight_min": ".".join(__version__.split(".")[:2])}
+
+
+PYPROJECT = '''\
+[build-system]
+requires = ["setuptools>=69"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "{dist}"
+version = "0.1.0"
+description = "A normalization plugin for normlight: {norm}."
+readme = "README.md"
+requires-python = ">=3.10"
+dependencies = ["normlight>={normlight_min}", "torch"]
+
+[project.optional-dependencies]
+test = ["pytest>=8", "numpy"]
+
+# normlight finds the norm through this entry point: name = "module:factory"
+[project.entry-points."normlight.norms"]
+{norm} = "{package}.norms:{cls}"
+
+[tool.setuptools]
+packages = ["{package}"]
+
+[tool.pytest.ini_options]
+testpaths = ["tests"]
+'''
+
+INIT = '''\
+"""{dist}: the `{norm}` norm plugin for normlight (registered in pyproject.toml)."""
+
+__version__ = "0.1.0"
+'''
+
+NORMS = '''\
+"""The `{norm}` norm. Replace the formula in ``forward`` (and the reference in tests/) with yours.
+
+normlight's norm contract (docs/plugins.md):
+- ``{cls}(num_features, **options)`` returns an ``nn.Module`` mapping ``(..., C) -> (..., C)``;
+  dim 0 is the batch, the last dim the features, the dims in between positions;
+- accept ``device`` and ``dtype`` (timm and FSDP pass them); compute statistics in fp32 for bf16/fp16;
+- name ``layer_idx``, ``num_layers`` or ``site`` as parameters to receive the block context;
+- a norm whose statistics cross the batch sets ``uses_batch_statistics = True`` and exposes
+  ``batch_stat`` / ``running_stat`` (see docs/plugins.md).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class {cls}(nn.Module):
+    """RMS normalization with a learnable per-feature gain: ``y = weight * x / sqrt(mean(x^2) + eps)``."""
+
+    description = "{norm}: x / RMS(x) * weight (template; replace with your method)"
+    paper = "Your Name et al. YEAR, Title"
+
+    def __init__(self, num_features: int, eps: float = 1e-6, device=None, dtype=None):
+        super().__init__()
+        self.num_features, self.eps = int(num_features), float(eps)
+        self.weight = nn.Parameter(torch.ones(self.num_features, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalize over the last dim."""
+        if x.shape[-1] != self.num_features:
+            raise ValueError(f"{norm}: expected {{self.num_features}} features in the last dim, got shape {{tuple(x.shape)}}")
+        xf = x.float()  # statistics in fp32 for bf16/fp16 inputs
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()
+        return y.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{{self.num_features}}, eps={{self.eps}}"
+'''
+
+TEST = '''\
+"""`{norm}` against an independent numpy formula, then normlight's conformance kit.
+
+Run with the package installed (``pip install -e .``): the kit resolves the name "{norm}" through the
+entry point, so this also checks the registration in pyproject.toml.
+"""
+
+import numpy as np
+import torch
+
+import normlight
+from normlight.testing import NormPluginConformance
+
+
+def test_{norm}_matches_numpy():
+    m = normlight.create_norm("{norm}", 8, eps=1e-6)
+    with torch.no_grad():
+        m.weight.copy_(torch.linspace(0.5, 2.0, 8))
+    x = torch.randn(2, 3, 8, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    xn, w = x.double().numpy(), m.weight.detach().double().numpy()
+    want = w * xn / np.sqrt((xn ** 2).mean(-1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(m(x).detach().double().numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+class TestConformance(NormPluginConformance):
+    """One test per contract check: shape, dtypes (bf16/fp16), channels-first, gradients, state_dict, ..."""
+
+    norm = "{norm}"
+    options = {{"eps": 1e-6}}  # the norm_kwargs to check with
+    # distributed = True      # opt in for a norm with uses_batch_statistics (2 gloo ranks, a few seconds)
+'''
+
+README = '''\
+# {dist}
+
+A normalization plugin for [normlight](https://pypi.org/project/normlight/): the `{norm}` norm.
+
+```bash
+pip install -e .                # or: pip install {dist}
+normlight plugins list --kind norms --load      # shows {norm} from {dist} 0.1.0
+normlight fit --config configs/gpt/nano.yaml --model.norm {norm}
+```
+
+```python
+import normlight
+norm = normlight.create_norm("{norm}", 512, eps=1e-6)
+model = normlight.create_model("gpt-tiny", norm="{norm}")
+```
+
+## Develop
+
+Edit the formula in `{package}/norms.py` and the numpy reference in `tests/test_{norm}.py`, then
+run `python -m pytest -q` (the package must be installed: the tests resolve the entry point).
+
+## Publish
+
+```bash
+python -m build                 # dist/{package}-0.1.0-py3-none-any.whl and the sdist
+python -m twine upload dist/*   # or install the wheel directly: pip install dist/*.whl
+```
+'''
+
+
+def scaffold(dist: str, directory: str | Path = ".", norm: str | None = None) -> Path:
+    """Write the package ``directory/dist``; return its path. Refuses to overwrite a non-empty directory."""
+    names = _names(dist, norm)
+    taken = {registry.normalize_name(n.rpartition(":")[2]) for n in registry.list_norms()}
+    if registry.normalize_name(names["norm"]) in taken:
+        raise ValueError(f"a norm named {names['norm']!r} is already registered (see `normlight plugins list`); "
+                         "pass --norm with a new name")
+    root = Path(directory) / dist
+    if root.exists() and any(root.iterdir()):
+        raise FileExistsError(f"{root} already exists and is not empty; choose another --dir or NAME")
+    files = {
+        "pyproject.toml": PYPROJECT, "README.md": README, f"{names['package']}/__init__.py": INIT,
+        f"{names['package']}/norms.py": NORMS, f"tests/test_{names['norm']}.py": TEST,
+    }
+    for rel, template in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(template.format(**names))
+    return root
+
+
+def _plugin_rows(kind: str | None, load: bool) -> list[dict]:
+    rows = []
+    for k in [kind] if kind else list(plugins.GROUPS):
+        pool = plugins.entries(k)
+        for e in pool:
+            if load:
+                try:
+                    e.load()
+                except NormlightError:
+                    pass  # recorded on the entry as broken; shown below
+            twins = [o for o in pool if o is not e and registry.normalize_name(o.name) == registry.normalize_name(e.name)]
+            obj = e.obj if e.loaded else None
+            doc = (getattr(obj, "description", None) or (getattr(obj, "__doc__", None) or "").strip().split("\n")[0]) if obj else ""
+            rows.append({
+                "kind": k[:-1], "name": e.name, "distribution": e.dist, "version": e.version,
+                "entry_point": e.value, "status": e.status, "error": e.error,
+                "description": doc, "paper": getattr(obj, "paper", "") if obj else "",
+                "duplicate_of": [o.qualified for o in twins],
+            })
+    return rows
+
+
+def plugins_list(args: argparse.Namespace) -> int:
+    """Print the catalog of norms, placements and models with their distributions."""
+    rows = _plugin_rows(args.kind, args.load)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"normlight {__version__} plugins" + ("" if args.load else " (not imported; --load checks each)"))
+    for col in ("kind", "name", "distribution", "status", "description / problem"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        note = f"{r['error']} (entry point {r['entry_point']})" if r["error"] else " ".join(x for x in (r["description"], f"[{r['paper']}]" if r["paper"] else "") if x)
+        if r["duplicate_of"]:
+            note += f" (name also registered by {', '.join(r['duplicate_of'])}; select as {r['distribution']}:{r['name']})"
+        style = "red" if r["status"] == "broken" else None
+        # plugin text is data, not markup: "[lowercase ...]" would otherwise vanish
+        table.add_row(r["kind"], r["name"], f"{r['distribution']} {r['version']}", r["status"], escape(note), style=style)
+    Console().print(table)
+    return 0
+
+
+def plugins_new(args: argparse.Namespace) -> int:
+    """``normlight plugins new NAME [--dir PATH] [--norm NORM]``: write the package and say what to do next."""
+    try:
+        root = scaffold(args.name, args.dir, args.norm)
+    except (ValueError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    names = _names(args.name, args.norm)
+    print(f"created {root}  (norm {names['norm']!r}: class {names['package']}.norms.{names['cls']})\n"
+          f"next:\n  pip install -e {root}\n  cd {root} && python -m pytest -q\n"
+          f"  normlight plugins list --kind norms --load\n  see docs/plugins.md to publish it")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``normlight plugins list|new``."""
+    p = argparse.ArgumentParser(prog="normlight plugins", description="List installed plugins; scaffold new ones.")
+    psub = p.add_subparsers(dest="plugins_command", metavar="ACTION", required=True)
+    pl = psub.add_parser("list", help="list plugins with their distributions and status")
+    pl.add_argument("--kind", choices=list(plugins.GROUPS), help="only this kind")
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+    pl.add_argument("--load", action="store_true", help="import each plugin to check it and show its description")
+    pl.set_defaults(func=plugins_list)
+    pn = psub.add_parser(
+        "new",
+        help="scaffold a plugin package (see docs/plugins.md)",
+        description="Create a norm plugin package that installs with `pip install -e` and passes its own tests.",
+    )
+    pn.add_argument("name", metavar="NAME", help="distribution name, e.g. normlight-centered-rms")
+    pn.add_argument("--dir", default=".", help="parent directory of the new package (default: .)")
+    pn.add_argument("--norm", help="norm name to register (default: NAME without 'normlight-', as an identifier)")
+    pn.set_defaults(func=plugins_new)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``normlight plugins`` (argv[0] is ``plugins``)."""
+    args = build_parser().parse_args(argv[1:] if argv and argv[0] == "plugins" else argv)
+    return args.func(args)

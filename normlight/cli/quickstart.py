@@ -1,0 +1,128 @@
+"""``normlight quickstart``: a small norm comparison on GPT, ViT and ResNet, on data that ships with Python.
+
+Reads ``configs/quickstart.yaml`` (three families x three norms), trains every run in this process through
+the same LightningCLI path as ``normlight fit`` into the MLflow experiment ``quickstart``, then prints a
+comparison table and the command that opens the runs in the MLflow UI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from normlight.cli import train
+from normlight.errors import NormlightError
+from normlight.tracking import results
+from normlight.tracking.mlflow_utils import default_tracking_uri
+
+DEFAULT_PLAN = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
+TRAINER = {"accelerator": "cpu", "devices": 1, "log_every_n_steps": 10, "default_root_dir": "runs",
+           "enable_progress_bar": False, "enable_model_summary": False}
+
+
+def load_plan(path: Path) -> dict:
+    """The quickstart plan: ``experiment`` and ``runs`` (each ``name``, ``norms``, ``config``)."""
+    if not path.is_file():
+        raise NormlightError(f"quickstart plan {path} not found; run from a normlight source checkout or pass --config")
+    plan = yaml.safe_load(path.read_text())
+    if not isinstance(plan, dict) or not plan.get("runs"):
+        raise NormlightError(f"quickstart plan {path} needs a 'runs' list of {{name, norms, config}}")
+    return plan
+
+
+def norm_choice(item: str | dict) -> tuple[str, dict]:
+    """A ``norms`` item: ``"rmsnorm"`` or ``{norm: groupnorm, norm_kwargs: {num_groups: 8}}``."""
+    if isinstance(item, str):
+        return item, {}
+    if isinstance(item, dict) and isinstance(item.get("norm"), str):
+        return item["norm"], dict(item.get("norm_kwargs") or {})
+    raise NormlightError(f"quickstart plan: a norms item must be a name or {{norm: NAME, norm_kwargs: {{...}}}}, got {item!r}")
+
+
+def run_config(entry: dict, norm: str | dict, experiment: str, tracking_uri: str | None) -> dict:
+    """The full LightningCLI config of one quickstart run."""
+    cfg = yaml.safe_load(yaml.safe_dump(entry["config"]))  # deep copy
+    name, kwargs = norm_choice(norm)
+    cfg["model"]["init_args"]["norm"] = name
+    if kwargs:
+        cfg["model"]["init_args"]["norm_kwargs"] = kwargs
+    logger_args = {"experiment_name": experiment}
+    if tracking_uri:
+        logger_args["tracking_uri"] = tracking_uri
+    cfg["trainer"] = {**TRAINER, **cfg.get("trainer", {}),
+                      "logger": {"class_path": "normlight.tracking.mlflow_utils.MLFlowLogger", "init_args": logger_args}}
+    return cfg
+
+
+def print_table(rows: list[dict], wall: dict[str, float], tracking_uri: str, experiment: str) -> None:
+    """A rich comparison table and the UI command."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"normlight quickstart: experiment '{experiment}'")
+    for col in ("family", "norm", "final val metric", "val loss", "params", "throughput", "wall s", "status"):
+        table.add_column(col, justify="right" if col not in ("family", "norm", "status") else "left")
+    for r in rows:
+        v = r["value"]
+        shown = "-" if v is None else (f"ppl {v:.2f}" if r["metric"] == "val/ppl" else f"acc {100 * v:.1f}%")
+        table.add_row(r["family"], r["norm"], shown, "-" if r["val_loss"] is None else f"{r['val_loss']:.3f}",
+                      f"{r['params']:,}", f"{r['throughput']:,.0f} {r['unit']}/s", f"{wall.get(r['run'], 0):.0f}",
+                      "diverged" if r["diverged"] else r["status"].lower())
+    console = Console(width=120)
+    console.print(table)
+    # plain print: a long store path must stay one copy-pasteable line
+    print(f"Open these runs in the MLflow UI:\n  normlight ui --tracking-uri {tracking_uri}\nthen browse "
+          "http://127.0.0.1:5000", flush=True)
+
+
+def train_all(plan: dict, experiment: str, tracking_uri: str | None, client) -> tuple[list[str], dict[str, float]]:
+    """Train every (family, norm) of the plan in this process; the run ids and wall seconds per run name."""
+    run_ids, wall = [], {}
+    total = sum(len(e["norms"]) for e in plan["runs"])
+    with tempfile.TemporaryDirectory() as d:
+        for entry in plan["runs"]:
+            for norm in entry["norms"]:
+                name = norm_choice(norm)[0]
+                cfg_path = Path(d) / f"{entry['name']}-{name}.yaml"
+                cfg_path.write_text(yaml.safe_dump(run_config(entry, norm, experiment, tracking_uri)))
+                print(f"[{len(run_ids) + 1}/{total}] {entry['name']} with {name} ...", flush=True)
+                t0 = time.perf_counter()
+                train.main(["fit", "--config", str(cfg_path)])
+                run_id, run_name = results.latest_run(client, experiment)
+                run_ids.append(run_id)
+                wall[run_name] = time.perf_counter() - t0
+    return run_ids, wall
+
+
+def main(argv: list[str]) -> int:
+    """Train the plan's runs in-process, then print the table. Returns 0 if every run finished."""
+    p = argparse.ArgumentParser(prog="normlight quickstart", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", type=Path, default=DEFAULT_PLAN, help="quickstart plan YAML (default: configs/quickstart.yaml)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow store (default: sqlite:///<cwd>/mlflow.db)")
+    args = p.parse_args(argv[1:] if argv and argv[0] == "quickstart" else argv)
+    plan = load_plan(args.config)
+    experiment = plan.get("experiment", "quickstart")
+
+    tracking_uri = args.tracking_uri or default_tracking_uri()
+    for name in ("lightning.pytorch", "lightning.fabric", "mlflow"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    client = results.client(tracking_uri)
+    # These models are tiny: intra-op threads barely help them, and on a busy machine spinning OpenMP threads
+    # make a step 10x slower. One thread keeps the quickstart's time predictable.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    try:
+        run_ids, wall = train_all(plan, experiment, args.tracking_uri, client)
+    finally:
+        torch.set_num_threads(threads)
+    rows = results.run_rows(client, run_ids)
+    print_table(rows, wall, tracking_uri, experiment)
+    print(f"quickstart: {len(rows)} runs in {time.perf_counter() - start:.0f} s", flush=True)
+    return 0 if all(r["status"] == "FINISHED" for r in rows) else 1

@@ -1,0 +1,112 @@
+"""Attention against an independent numpy formula; diagnostics mode; RoPE; QK-norm; NormFormer head scale."""
+
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import normlight
+from normlight.blocks import MLP, Attention, RotaryEmbedding
+
+
+def np_softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
+
+
+def np_attention(attn, x, causal, head_scale=None, fairseq_order=False):
+    """Multi-head attention written out in numpy from the fused qkv / out_proj weights."""
+    W, b = attn.qkv.weight.detach().double().numpy(), attn.qkv.bias.detach().double().numpy()
+    Wo, bo = attn.out_proj.weight.detach().double().numpy(), attn.out_proj.bias.detach().double().numpy()
+    x = x.double().numpy()
+    B, T, D = x.shape
+    H = attn.num_heads
+    hd = D // H
+    qkv = x @ W.T + b
+    q, k, v = (qkv[..., i * D:(i + 1) * D].reshape(B, T, H, hd).transpose(0, 2, 1, 3) for i in range(3))
+    logits = q @ k.transpose(0, 1, 3, 2) / math.sqrt(hd)
+    if causal:
+        logits = np.where(np.tril(np.ones((T, T))) > 0, logits, -np.inf)
+    heads = np_softmax(logits) @ v  # (B,H,T,hd)
+    if head_scale is not None and not fairseq_order:
+        heads = heads * np.asarray(head_scale)[None, :, None, None]
+    out = heads.transpose(0, 2, 1, 3).reshape(B, T, D) @ Wo.T + bo
+    if head_scale is not None and fairseq_order:  # fairseq: scale heads of the projected output
+        out = (out.reshape(B, T, H, hd) * np.asarray(head_scale)[None, None, :, None]).reshape(B, T, D)
+    return out, logits
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_matches_numpy_and_diagnostics_mode(causal):
+    torch.manual_seed(0)
+    attn = Attention(12, 3, causal=causal).eval()
+    x = torch.randn(2, 6, 12)
+    expect, logits = np_attention(attn, x, causal)
+    fast = attn(x)
+    assert attn.last_attn_probs is None and attn.last_max_logit is None  # fast path stores nothing
+    assert np.allclose(fast.detach().numpy(), expect, atol=1e-5)
+    attn.record_attention = True
+    slow = attn(x)
+    assert np.allclose(slow.detach().numpy(), expect, atol=1e-5)
+    probs = attn.last_attn_probs
+    assert probs.shape == (2, 3, 6, 6) and not probs.requires_grad and attn.causal is causal
+    assert torch.allclose(probs.sum(-1), torch.ones(2, 3, 6), atol=1e-6)
+    if causal:
+        assert probs.triu(1).abs().max() == 0
+    assert math.isclose(attn.last_max_logit.item(), float(logits.max()), rel_tol=1e-5)
+
+
+def test_rope_matches_numpy():
+    hd, T, base = 8, 5, 10000.0
+    x = torch.randn(1, 2, T, hd)
+    y = RotaryEmbedding(hd, 16)(x).numpy()
+    xn = x.numpy()
+    for t in range(T):
+        for i in range(hd // 2):
+            th = t * base ** (-2 * i / hd)
+            a, b = xn[..., t, i], xn[..., t, i + hd // 2]
+            assert np.allclose(y[..., t, i], a * math.cos(th) - b * math.sin(th), atol=1e-5)
+            assert np.allclose(y[..., t, i + hd // 2], b * math.cos(th) + a * math.sin(th), atol=1e-5)
+    # relative: q.k after rope depends only on the offset
+    q, k = torch.randn(hd), torch.randn(hd)
+    rope = RotaryEmbedding(hd, 16)
+    rot = lambda v, t: rope(v.expand(1, 1, t + 1, hd).contiguous())[0, 0, t]
+    assert math.isclose(rot(q, 3) @ rot(k, 1), rot(q, 7) @ rot(k, 5), rel_tol=1e-4)
+
+
+def test_qk_norm_is_per_head_over_head_dim():
+    blk = normlight.get_placement("pre")(16, 2, qk_norm=torch.nn.LayerNorm, norm=torch.nn.LayerNorm)
+    assert blk.attn.q_norm.normalized_shape == (8,) and blk.attn.k_norm.normalized_shape == (8,)
+    x = torch.randn(1, 4, 16)
+    q, k, _ = blk.attn.project(x)
+    assert torch.allclose(q.mean(-1), torch.zeros(1, 2, 4), atol=1e-5)  # normalized per head
+    # scaling one head's q rows changes nothing after per-head LN (a full-width LN would change)
+    with torch.no_grad():
+        blk.attn.qkv.weight[:8] *= 10
+        blk.attn.qkv.bias[:8] *= 10
+    q2, _, _ = blk.attn.project(x)
+    assert torch.allclose(q, q2, atol=1e-4)
+
+
+def test_normformer_head_scale_uses_paper_ordering():
+    torch.manual_seed(0)
+    blk = normlight.get_placement("normformer")(12, 3, norm=torch.nn.LayerNorm)
+    attn = blk.attn.eval()
+    with torch.no_grad():
+        attn.head_scale.copy_(torch.tensor([2.0, 1.0, 0.5]))
+    x = torch.randn(2, 4, 12)
+    paper, _ = np_attention(attn, x, False, head_scale=[2.0, 1.0, 0.5])
+    fairseq, _ = np_attention(attn, x, False, head_scale=[2.0, 1.0, 0.5], fairseq_order=True)
+    got = attn(x).detach().numpy()
+    assert np.allclose(got, paper, atol=1e-5) and not np.allclose(got, fairseq, atol=1e-2)
+    assert attn.head_scale.shape == (3,)
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="unknown mlp activation 'tanh'"):
+        MLP(4, 8, act="tanh")
+    with pytest.raises(ValueError, match="dim 10 is not divisible by num_heads 3"):
+        Attention(10, 3)

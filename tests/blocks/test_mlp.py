@@ -1,0 +1,29 @@
+"""The MLP (gelu, relu, swiglu) against an independent numpy formula."""
+
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from normlight.blocks import MLP
+
+
+@pytest.mark.parametrize("act", ["gelu", "relu", "swiglu"])
+def test_mlp_matches_numpy(act):
+    torch.manual_seed(0)
+    mlp = MLP(6, 10, act=act)
+    x = torch.randn(3, 6)
+    W1, b1 = mlp.fc1.weight.detach().double().numpy(), mlp.fc1.bias.detach().double().numpy()
+    W2, b2 = mlp.fc2.weight.detach().double().numpy(), mlp.fc2.bias.detach().double().numpy()
+    h = x.double().numpy() @ W1.T + b1
+    if act == "swiglu":
+        gate, up = h[:, :10], h[:, 10:]
+        h = gate / (1 + np.exp(-gate)) * up
+    elif act == "relu":
+        h = np.maximum(h, 0)
+    else:
+        from math import erf
+        h = 0.5 * h * (1 + np.vectorize(erf)(h / math.sqrt(2)))
+    assert np.allclose(mlp(x).detach().numpy(), h @ W2.T + b2, atol=1e-5)

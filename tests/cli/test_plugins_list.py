@@ -1,0 +1,32 @@
+"""`normlight plugins list` with real fixture distributions on the path: built-ins, fixtures, broken, duplicates."""
+
+
+import json
+import os
+import subprocess
+import sys
+
+
+def _cli(args, site):
+    env = {**os.environ, "PYTHONPATH": str(site), "COLUMNS": "320"}
+    return subprocess.run([sys.executable, "-m", "normlight", *args], capture_output=True, text=True, env=env)
+
+
+def test_cli_plugins_list_shows_builtins_fixtures_and_broken(fixture_site):
+    out = _cli(["plugins", "list", "--kind", "norms", "--load", "--json"], fixture_site)
+    assert out.returncode == 0, out.stderr
+    rows = {(r["name"], r["distribution"]): r for r in json.loads(out.stdout)}
+    assert rows[("rmsnorm", "normlight")]["status"] in ("ok", "broken")  # built-in, registered by entry point
+    good = rows[("fixture_good", "normlight-fixture-plugins")]
+    assert (good["status"], good["version"], good["description"]) == ("ok", "0.3.1", "fixture: mean-centring with a gain")
+    broken = rows[("fixture_broken", "normlight-fixture-plugins")]
+    assert broken["status"] == "broken" and broken["error"].startswith("ModuleNotFoundError: No module named")
+    assert broken["entry_point"] == "nl_fixture.broken:Anything"
+    assert rows[("fixture_dup", "normlight-fixture-dup")]["duplicate_of"] == ["normlight-fixture-plugins:fixture_dup"]
+
+
+def test_cli_lazy_list_does_not_import_and_table_renders(fixture_site):
+    out = _cli(["plugins", "list"], fixture_site)
+    assert out.returncode == 0, out.stderr
+    assert "normlight-fixture-plugins 0.3.1" in out.stdout and "not loaded" in out.stdout
+    assert "fixture_dup" in out.stdout and "select as normlight-fixture-dup:fixture_dup" in out.stdout

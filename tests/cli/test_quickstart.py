@@ -1,0 +1,63 @@
+"""`normlight quickstart`: the shipped plan is valid; a reduced plan trains, records and prints the table."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from normlight.cli import quickstart
+
+
+def test_shipped_plan_covers_three_families_with_three_norms():
+    plan = quickstart.load_plan(quickstart.DEFAULT_PLAN)
+    assert plan["experiment"] == "quickstart"
+    models = {e["config"]["model"]["init_args"]["model"].split("-")[0].rstrip("0123456789") for e in plan["runs"]}
+    assert models == {"gpt", "vit", "resnet"}
+    assert all(len(e["norms"]) == 3 for e in plan["runs"])
+    import normlight.tasks
+
+    for entry in plan["runs"]:  # every (family, norm) builds: bad names or options fail here, not mid-quickstart
+        for norm in entry["norms"]:
+            cfg = quickstart.run_config(entry, norm, "quickstart", None)
+            task_cls = getattr(normlight.tasks, cfg["model"]["class_path"])
+            task = task_cls(**cfg["model"]["init_args"])
+            assert task.run_tags()["norm"] == quickstart.norm_choice(norm)[0]
+
+
+def test_reduced_quickstart_trains_records_and_prints(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    plan = quickstart.load_plan(quickstart.DEFAULT_PLAN)
+    gpt = next(e for e in plan["runs"] if e["name"] == "gpt")
+    gpt["norms"] = ["layernorm", "dyt"]
+    gpt["config"]["trainer"] = {"max_steps": 4, "val_check_interval": 4, "limit_val_batches": 2}
+    gpt["config"]["model"]["init_args"]["sample_tokens"] = 4
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump({"experiment": "quickstart", "runs": [gpt]}))
+
+    assert quickstart.main(["quickstart", "--config", str(tmp_path / "plan.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "normlight quickstart: experiment 'quickstart'" in out
+    assert "ppl" in out and "dyt" in out and "layernorm" in out
+    assert f"normlight ui --tracking-uri sqlite:///{tmp_path / 'mlflow.db'}" in out
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
+    assert sorted(r.data.tags["norm"] for r in runs) == ["dyt", "layernorm"]
+    assert all(r.info.status == "FINISHED" and "val/ppl" in r.data.metrics for r in runs)
+
+
+def test_missing_plan_is_a_clear_error(tmp_path):
+    from normlight.errors import NormlightError
+
+    with pytest.raises(NormlightError, match="plan.*not found"):
+        quickstart.main(["quickstart", "--config", str(tmp_path / "nope.yaml")])
+
+
+@pytest.mark.slow
+def test_full_quickstart(tmp_path, monkeypatch):
+    """The real thing (minutes): every run finishes and lands in the `quickstart` experiment."""
+    monkeypatch.chdir(tmp_path)
+    assert quickstart.main(["quickstart"]) == 0
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
+    assert len(runs) == 9 and all(r.info.status == "FINISHED" for r in runs)

@@ -1,0 +1,44 @@
+"""Every batch-statistic norm: the papers' initial values, flags and a state_dict round trip."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+
+import normlight
+from tests.norms.reference import rand
+
+INITS = {  # name, options -> expected initial tensors (parameters 1/0 as in the papers, running stats)
+    "batchnorm": ({}, {"weight": 1, "bias": 0, "running_mean": 0, "running_var": 1}),
+    "powernorm": ({}, {"weight": 1, "bias": 0, "running_phi": 1, "ema_gz": 0, "iters": 0}),
+    "unifiednorm": ({}, {"weight": 1, "bias": 0, "running_var": 1, "ema_gz": 0, "buffer_x2": 0, "buffer_gz": 0}),
+    "repbn": ({}, {"alpha": 1, "bn.weight": 1, "bn.bias": 0, "bn.running_var": 1}),
+    "prepbn": ({}, {"norm1.weight": 1, "norm1.bias": 0, "norm2.alpha": 1, "warm": 0, "iter": 60000}),
+    "bcn": ({"num_groups": 4}, {"weight": 1, "bias": 0, "bn.weight": 1, "bn.bias": 0, "bn.running_var": 1}),
+    "evonorm_b0": ({}, {"weight": 1, "bias": 0, "v": 1, "running_var": 1}),
+    "evonorm_s0": ({"num_groups": 4}, {"weight": 1, "bias": 0, "v": 1}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INITS))
+def test_init_flags_and_state_dict_round_trip(name):
+    options, expected = INITS[name]
+    m = normlight.create_norm(name, 8, **options)
+    state = m.state_dict()
+    for key, value in expected.items():
+        assert torch.all(state[key] == value), f"{name}.{key} initial value"
+    assert isinstance(m.description, str) and isinstance(m.paper, str)
+    assert m.uses_batch_statistics is (name != "evonorm_s0")
+    x = rand(4, 3, 8, seed=250)
+    m(x).sum().backward()
+    if m.uses_batch_statistics:
+        assert m.batch_stat.shape == (8,) and m.running_stat.shape == (8,) and not m.batch_stat.requires_grad
+    clone = normlight.create_norm(name, 8, **options)
+    clone.load_state_dict(m.state_dict())
+    clone.eval(), m.eval()
+    torch.testing.assert_close(clone(x), m(x))
+    torch.testing.assert_close(pickle.loads(pickle.dumps(m))(x), m(x))
+    torch.testing.assert_close(copy.deepcopy(m)(x), m(x))

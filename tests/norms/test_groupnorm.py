@@ -1,0 +1,79 @@
+"""GroupNorm (Wu & He 2018) and InstanceNorm (Ulyanov et al. 2016) against numpy and torch's NCHW modules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import normlight
+from normlight.layers.layout import ChannelsFirst
+from tests.norms.reference import build, np_groupnorm, randn, run
+
+
+def test_groupnorm_channels_last_matches_numpy():
+    c, groups = 12, 4
+    m = build("groupnorm", c, num_groups=groups, dtype=torch.float64)
+    w, b = randn(c, seed=20), randn(c, seed=21)
+    with torch.no_grad():
+        m.weight.copy_(torch.from_numpy(w)), m.bias.copy_(torch.from_numpy(b))
+    x_nhwc = randn(3, 4, 5, c, seed=22, scale=2, shift=1)
+    expect = np_groupnorm(np.moveaxis(x_nhwc, -1, 1), groups, 1e-5, w, b)
+    np.testing.assert_allclose(run(m, x_nhwc, torch.float64), np.moveaxis(expect, 1, -1), rtol=1e-10, atol=1e-12)
+    tokens = randn(2, 7, c, seed=23)  # (N, T, C): statistics over tokens x group channels
+    expect = np_groupnorm(np.moveaxis(tokens, -1, 1), groups, 1e-5, w, b)
+    np.testing.assert_allclose(run(m, tokens, torch.float64), np.moveaxis(expect, 1, -1), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("fast_path", [False, True])
+def test_groupnorm_equals_torch_groupnorm_on_nchw(fast_path):
+    c, groups = 32, 8
+    ref = torch.nn.GroupNorm(groups, c)
+    with torch.no_grad():
+        ref.weight.normal_(), ref.bias.normal_()
+    if fast_path:
+        m = build("groupnorm", c, num_groups=groups, layout="channels_first")
+        assert not isinstance(m, ChannelsFirst)
+    else:
+        m = ChannelsFirst(build("groupnorm", c, num_groups=groups))
+    m.load_state_dict({k.replace("norm.", ""): v for k, v in ref.state_dict().items()} if fast_path
+                      else {"norm." + k: v for k, v in ref.state_dict().items()})
+    x = torch.randn(4, c, 6, 5)
+    torch.testing.assert_close(m(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["groupnorm", "instancenorm"])
+def test_group_statistics_stay_accurate_with_a_large_mean(name):
+    # torch's CPU kernel for channels_last-strided maps loses ~1% here; both layouts must stay exact
+    x = torch.from_numpy(randn(2, 4, 5, 64, seed=24, shift=200.0)).float()  # NHWC
+    kw = {"num_groups": 8} if name == "groupnorm" else {}
+    groups = 8 if name == "groupnorm" else 64
+    expect = np.moveaxis(np_groupnorm(np.moveaxis(x.double().numpy(), -1, 1), groups), 1, -1)
+    np.testing.assert_allclose(build(name, 64, **kw)(x).detach().double().numpy(), expect, atol=2e-4)
+    nchw_cl = x.movedim(-1, 1)  # an NCHW tensor in channels_last memory format
+    y = build(name, 64, layout="channels_first", **kw)(nchw_cl)
+    np.testing.assert_allclose(y.detach().double().numpy(), np.moveaxis(expect, -1, 1), atol=2e-4)
+
+
+def test_groupnorm_error_lists_valid_group_counts():
+    with pytest.raises(normlight.PluginOptionError, match=r"num_groups=32 does not divide num_features=48.*\[1, 2, 3, 4, 6, 8, 12, 16, 24, 48\]"):
+        build("groupnorm", 48)
+
+
+@pytest.mark.parametrize("fast_path", [False, True])
+def test_instancenorm_equals_numpy_and_torch_instancenorm2d(fast_path):
+    c = 6
+    x = torch.randn(3, c, 5, 4, dtype=torch.float64)
+    m = (build("instancenorm", c, layout="channels_first") if fast_path
+         else ChannelsFirst(build("instancenorm", c))).double()
+    expect = np_groupnorm(x.numpy(), c, 1e-5)  # one group per channel
+    np.testing.assert_allclose(m(x).numpy(), expect, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(m(x), torch.nn.InstanceNorm2d(c)(x))
+    assert len(list(m.parameters())) == 0
+
+
+def test_instancenorm_rejects_running_stats_and_missing_positions():
+    with pytest.raises(normlight.PluginOptionError, match="no running statistics"):
+        build("instancenorm", 4, track_running_stats=True)
+    with pytest.raises(ValueError, match="needs position dims"):
+        build("instancenorm", 4)(torch.randn(2, 4))

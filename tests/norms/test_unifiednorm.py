@@ -1,0 +1,78 @@
+"""Unified Normalization (Yang et al. 2022, norms.md 4): geometric-mean window, gradient compensation, vs numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import normlight
+from normlight.norms.unifiednorm import UnifiedNorm
+from tests.norms.reference import NumpyUN, rand
+
+
+def test_unifiednorm_geometric_mean_window_and_eval_running_var():
+    C = 3
+    m = normlight.create_norm("unifiednorm", C, warmup_iters=0)
+    assert (m.window, m.warmup_iters, m.outlier_filtration, m.momentum, m.eps) == ((4, 4), 0, False, 0.9, 1e-5)
+    signs = torch.tensor([[1.0, -1.0, 1.0], [-1.0, 1.0, 1.0]])  # second moment of every channel = 1
+    rv = np.ones(C)
+    for t, s in enumerate([1, 4, 16, 64, 1, 4, 16], start=1):
+        x = signs * np.sqrt(s)
+        y = m(x)
+        want_var = s if t <= 4 else 8.0  # geometric mean of {1, 4, 16, 64}; arithmetic would be 21.25
+        torch.testing.assert_close(y, x / np.sqrt(want_var + 1e-5))
+        rv = 0.9 * rv + 0.1 * want_var
+    np.testing.assert_allclose(m.running_var.numpy(), rv, rtol=1e-6)
+    m.eval()
+    x = rand(4, C, seed=190)
+    np.testing.assert_allclose(m(x).detach().numpy(), x.double().numpy() / np.sqrt(rv + 1e-5), rtol=1e-5)
+
+
+@pytest.mark.parametrize("outlier", [False, True])
+def test_unifiednorm_forward_backward_buffers_match_numpy(outlier):
+    C, W, t0 = 4, 3, 997  # start near t=1000 so the gradient-compensation ratio r becomes active
+    m = UnifiedNorm(C, window_size=W, warmup_iters=0, outlier_filtration=outlier)
+    ref = NumpyUN(C, W, 0, outlier, t0=t0)
+    with torch.no_grad():
+        m.iters.fill_(t0)
+        m.weight.copy_(rand(C, seed=200) + 1)
+        m.bias.copy_(rand(C, seed=201))
+        m.buffer_x2.fill_(1.0)
+        m.running_var.fill_(1.0)
+    ref.bx2[:] = 1.0
+    w, b = m.weight.detach().double().numpy(), m.bias.detach().double().numpy()
+    scales = [1.0, 1.2, 0.8, 1.1, 30.0, 0.9, 1.0, 0.05]  # a spike (30x) and a dip: outliers, r clamps
+    for k, s in enumerate(scales):
+        x = (rand(5, C, seed=210 + k) * s).double().float().requires_grad_()
+        dy = rand(5, C, seed=230 + k)
+        m.zero_grad()
+        y = m(x)
+        (y * dy).sum().backward()
+        yn, dx, dw, var = ref.step(x.detach().double().numpy(), dy.double().numpy(), w, b)
+        np.testing.assert_allclose(y.detach().numpy(), yn, rtol=2e-5, atol=1e-5)
+        np.testing.assert_allclose(x.grad.numpy(), dx, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(m.weight.grad.numpy(), dw, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(m.running_var.numpy(), ref.rv, rtol=1e-5)
+        np.testing.assert_allclose(m.ema_gz.numpy(), ref.ema, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(m.buffer_x2.numpy(), ref.bx2, rtol=1e-5)
+    assert int(m.skip_counter) == ref.skips
+    assert (ref.skips > 0) == outlier  # the spike is filtered only with outlier filtration
+
+
+def test_unifiednorm_mask_and_bf16():
+    x = rand(2, 5, 4, seed=240)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    mask[1, 2:] = False
+    garbage = x.clone()
+    garbage[~mask] = 77.0
+    m1, m2 = UnifiedNorm(4, warmup_iters=0), UnifiedNorm(4, warmup_iters=0)
+    dy = rand(2, 5, 4, seed=241)
+    y1, y2 = m1(x, mask=mask), m2(garbage, mask=mask)
+    torch.testing.assert_close(y1[mask], y2[mask])
+    (y1 * dy).sum().backward(), (y2 * dy).sum().backward()
+    torch.testing.assert_close(m1.ema_gz, m2.ema_gz)
+    np.testing.assert_allclose(m1.batch_stat.numpy(), (x[mask].double().numpy() ** 2).mean(0), rtol=1e-5)
+    assert m1(x.bfloat16()).dtype == torch.bfloat16 and torch.isfinite(m1.running_var).all()
+    m64 = UnifiedNorm(4, dtype=torch.float64).eval()  # the eval path uses autograd: exact gradient
+    assert torch.autograd.gradcheck(m64, (x.double().requires_grad_(),))

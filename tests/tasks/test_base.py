@@ -1,0 +1,64 @@
+"""NormTask: placement hooks and recommended defaults, AGC wiring."""
+
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch import Trainer
+
+from normlight.blocks.placements.standard import PreNormBlock
+from normlight.data import (
+    PydocTextDataModule,
+)
+from normlight.tasks import CausalLanguageModeling, ImageClassification
+
+# ---------------------------------------------------------------- data
+
+
+class CountingBlock(PreNormBlock):
+    """A pre-norm block that recommends hyperparameters and counts optimizer steps (test placement)."""
+
+    recommended_defaults = {"weight_decay": 0.0, "warmup_steps": 0}
+    calls = 0
+
+    @staticmethod
+    def after_optimizer_step(model):
+        CountingBlock.calls += 1
+
+
+def test_placement_hooks_and_recommended_defaults(tmp_path):
+    task = CausalLanguageModeling(model="gpt-nano", placement=CountingBlock, model_kwargs={"depth": 1},
+                                  sample_tokens=0, lr=1e-3)
+    assert task.applied_defaults == {"weight_decay": 0.0, "warmup_steps": 0}
+    assert task.weight_decay == 0.0 and task.warmup_steps == 0
+    explicit = CausalLanguageModeling(model="gpt-nano", placement=CountingBlock, model_kwargs={"depth": 1},
+                                      weight_decay=0.2)
+    assert explicit.weight_decay == 0.2 and explicit.applied_defaults == {"warmup_steps": 0}
+    CountingBlock.calls = 0
+    dm = PydocTextDataModule(block_size=16, batch_size=2)
+    trainer = Trainer(max_steps=3, accumulate_grad_batches=2, limit_val_batches=0, logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                      default_root_dir=tmp_path, accelerator="cpu", devices=1)
+    trainer.fit(task, dm)
+    assert CountingBlock.calls == 3  # once per optimizer step, not per micro-batch
+
+
+def test_agc_option_clips_unit_wise_before_the_step():
+    task = ImageClassification(model="resnet20", model_kwargs={"img_size": 16, "in_chans": 1}, agc_clipping=0.01)
+    torch.manual_seed(0)
+    for p in task.model.parameters():
+        p.grad = torch.randn_like(p) * 10.0  # far above 1% of any weight norm
+    task.on_before_optimizer_step(None)
+    for name, p in task.model.named_parameters():
+        w, g = p.detach().double(), p.grad.double()
+        if p.ndim > 1:
+            w_n, g_n = w.flatten(1).norm(dim=1), g.flatten(1).norm(dim=1)
+        else:
+            w_n, g_n = w.norm()[None], g.norm()[None]
+        limit = 0.01 * torch.clamp(w_n, min=1e-3)
+        assert torch.all(g_n <= limit * (1 + 1e-4)), name
+    off = ImageClassification(model="resnet20", model_kwargs={"img_size": 16, "in_chans": 1})
+    for p in off.model.parameters():
+        p.grad = torch.ones_like(p) * 10.0
+    off.on_before_optimizer_step(None)
+    assert all(torch.all(p.grad == 10.0) for p in off.model.parameters())
