@@ -90,9 +90,11 @@ class StepTimer(Callback):
 def spread_note(result: dict) -> str:
     """How noisy the machine was: the range of 25-step block means in both arms."""
     means = [b[k] for b in result["block_means_ms"] for k in ("with", "without")]
-    return (f"Block means ranged from {min(means)} to {max(means)} ms/step across blocks of the same arm, i.e. the "
-            "load of other processes moves a block by far more than the diagnostics cost; on such a machine the "
-            "self-timed ratio is the precise number and the A/B ratios only bound it.")
+    return (
+        f"Block means ranged from {min(means)} to {max(means)} ms/step across blocks of the same arm, i.e. the "
+        "load of other processes moves a block by far more than the diagnostics cost; on such a machine the "
+        "self-timed ratio is the precise number and the A/B ratios only bound it."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,9 +114,20 @@ def main(argv: list[str] | None = None) -> int:
         logger = MLFlowLogger(experiment_name="bench-diagnostics", tracking_uri=f"sqlite:///{tmp}/mlflow.db")
         task = CausalLanguageModeling("gpt-tiny", lr=1e-3, warmup_steps=10, sample_tokens=0)
         data = PydocTextDataModule(block_size=args.block_size, batch_size=args.batch_size)
-        trainer = pl.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=logger, callbacks=[timer, Gate(diag, args.period)],
-                             limit_val_batches=0, gradient_clip_val=1.0, log_every_n_steps=10, enable_checkpointing=False,
-                             enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp)
+        trainer = pl.Trainer(
+            max_steps=steps,
+            accelerator="cpu",
+            devices=1,
+            logger=logger,
+            callbacks=[timer, Gate(diag, args.period)],
+            limit_val_batches=0,
+            gradient_clip_val=1.0,
+            log_every_n_steps=10,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=tmp,
+        )
         trainer.fit(task, data)
 
     blocks: dict[int, list] = {}
@@ -129,16 +142,23 @@ def main(argv: list[str] | None = None) -> int:
     for b in range(2, 2 * (args.pairs + 1), 2):  # blocks 0/1 are warm-up
         on, off = blocks.get(b, []), blocks.get(b + 1, [])
         if len(on) == args.period and len(off) == args.period:
-            pairs.append({k: (statistics.fmean(x[i] for x in on), statistics.fmean(x[i] for x in off))
-                          for i, k in enumerate(("wall", "cpu"))})
+            pairs.append(
+                {
+                    k: (statistics.fmean(x[i] for x in on), statistics.fmean(x[i] for x in off))
+                    for i, k in enumerate(("wall", "cpu"))
+                }
+            )
     if not pairs:
         print("not enough steps measured", file=sys.stderr)
         return 1
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}, threads {torch.get_num_threads()}",
-        "model": "gpt-tiny (6 x 256, 4.87M params)", "batch": f"{args.batch_size} x {args.block_size} tokens",
-        "every_n_steps": args.period, "measured_pairs": len(pairs), "diagnostic_steps_logged": sum(1 for s, m in diag.logged if "diag/grad_norm" in m),
+        "model": "gpt-tiny (6 x 256, 4.87M params)",
+        "batch": f"{args.batch_size} x {args.block_size} tokens",
+        "every_n_steps": args.period,
+        "measured_pairs": len(pairs),
+        "diagnostic_steps_logged": sum(1 for s, m in diag.logged if "diag/grad_norm" in m),
     }
     for k in ("wall", "cpu"):
         on = statistics.fmean(p_[k][0] for p_ in pairs)
@@ -148,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         result[f"{k}_ratio"] = round(on / off, 4)
         result[f"{k}_ratio_median_of_pairs"] = round(statistics.median(p_[k][0] / p_[k][1] for p_ in pairs), 4)
     result["robust_ratio"] = result["wall_ratio_median_of_pairs"]
-    result["block_means_ms"] = [{"with": round(1000 * p_["wall"][0], 1), "without": round(1000 * p_["wall"][1], 1)} for p_ in pairs]
+    result["block_means_ms"] = [
+        {"with": round(1000 * p_["wall"][0], 1), "without": round(1000 * p_["wall"][1], 1)} for p_ in pairs
+    ]
     result["median_ms_ordinary_step_off"] = round(1000 * statistics.median(off_steps), 1)
     result["median_ms_ordinary_step_on"] = round(1000 * statistics.median(on_plain), 1)
     result["median_ms_diagnostic_step"] = round(1000 * statistics.median(on_diag), 1)
@@ -156,29 +178,43 @@ def main(argv: list[str] | None = None) -> int:
     result["self_timed_ratio"] = round(1 + diag.seconds / (on_time - diag.seconds), 4)
     result["ok"] = result["robust_ratio"] <= 1.05 and result["self_timed_ratio"] <= 1.05
     print(json.dumps(result, indent=2))
-    print(f"\nstep time with / without default diagnostics: mean wall {result['wall_ratio']:.3f}, "
-          f"mean cpu {result['cpu_ratio']:.3f}, robust (median of pairs) {result['robust_ratio']:.3f}, "
-          f"self-timed {result['self_timed_ratio']:.3f}  (requirement <= 1.05: {'OK' if result['ok'] else 'FAILED'})")
+    print(
+        f"\nstep time with / without default diagnostics: mean wall {result['wall_ratio']:.3f}, "
+        f"mean cpu {result['cpu_ratio']:.3f}, robust (median of pairs) {result['robust_ratio']:.3f}, "
+        f"self-timed {result['self_timed_ratio']:.3f}  (requirement <= 1.05: {'OK' if result['ok'] else 'FAILED'})"
+    )
     if not args.no_write:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "diagnostics.json").write_text(json.dumps(result, indent=2) + "\n")
-        md = ["# Cost of the default stability diagnostics (gpt-tiny)", "",
-              f"{result['date']}, {result['machine']}; {result['model']}, batch {result['batch']}; "
-              f"{result['measured_pairs']} alternating pairs of {args.period}-step blocks with/without "
-              f"`StabilityDiagnostics()` (every_n_steps={args.period}).", "",
-              "| measure | with diagnostics (ms/step) | without (ms/step) | ratio | median of per-pair ratios |",
-              "|---|---|---|---|---|"]
+        md = [
+            "# Cost of the default stability diagnostics (gpt-tiny)",
+            "",
+            f"{result['date']}, {result['machine']}; {result['model']}, batch {result['batch']}; "
+            f"{result['measured_pairs']} alternating pairs of {args.period}-step blocks with/without "
+            f"`StabilityDiagnostics()` (every_n_steps={args.period}).",
+            "",
+            "| measure | with diagnostics (ms/step) | without (ms/step) | ratio | median of per-pair ratios |",
+            "|---|---|---|---|---|",
+        ]
         for k in ("wall", "cpu"):
-            md.append(f"| {k} | {result[f'{k}_ms_per_step_with']} | {result[f'{k}_ms_per_step_without']} | "
-                      f"**{result[f'{k}_ratio']}** | {result[f'{k}_ratio_median_of_pairs']} |")
-        md += ["", f"Robust ratio (median over pairs of the per-pair wall ratio): **{result['robust_ratio']}** (median ordinary step "
-               f"{result['median_ms_ordinary_step_off']} ms without, {result['median_ms_ordinary_step_on']} ms with; "
-               f"median diagnostic step {result['median_ms_diagnostic_step']} ms).",
-               f"Self-timed: the callback spent {result['diagnostics_seconds']} s in its hooks -> ratio "
-               f"**{result['self_timed_ratio']}**.", "",
-               f"Requirement: ratio <= 1.05 (robust and self-timed) -> {'met' if result['ok'] else 'NOT met'}. "
-               "The mean ratios include whatever load other processes put on the machine during each block.",
-               "", spread_note(result), ""]
+            md.append(
+                f"| {k} | {result[f'{k}_ms_per_step_with']} | {result[f'{k}_ms_per_step_without']} | "
+                f"**{result[f'{k}_ratio']}** | {result[f'{k}_ratio_median_of_pairs']} |"
+            )
+        md += [
+            "",
+            f"Robust ratio (median over pairs of the per-pair wall ratio): **{result['robust_ratio']}** (median ordinary step "
+            f"{result['median_ms_ordinary_step_off']} ms without, {result['median_ms_ordinary_step_on']} ms with; "
+            f"median diagnostic step {result['median_ms_diagnostic_step']} ms).",
+            f"Self-timed: the callback spent {result['diagnostics_seconds']} s in its hooks -> ratio "
+            f"**{result['self_timed_ratio']}**.",
+            "",
+            f"Requirement: ratio <= 1.05 (robust and self-timed) -> {'met' if result['ok'] else 'NOT met'}. "
+            "The mean ratios include whatever load other processes put on the machine during each block.",
+            "",
+            spread_note(result),
+            "",
+        ]
         (RESULTS / "diagnostics.md").write_text("\n".join(md))
     return 0 if result["ok"] else 1
 

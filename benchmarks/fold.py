@@ -32,7 +32,12 @@ from normlight.models.fold import is_batch_stat_norm
 RESULTS = Path(__file__).parent / "results"
 CASES = [  # (label, model name, kwargs, input shape)
     ("resnet20 batchnorm", "resnet20", dict(norm="batchnorm"), (8, 3, 32, 32)),
-    ("resnet20 batchnorm + WS", "resnet20", dict(norm="batchnorm", weight_standardization=True, norm_kwargs={"momentum": None}), (8, 3, 32, 32)),
+    (
+        "resnet20 batchnorm + WS",
+        "resnet20",
+        dict(norm="batchnorm", weight_standardization=True, norm_kwargs={"momentum": None}),
+        (8, 3, 32, 32),
+    ),
     ("resnet18 batchnorm", "resnet18", dict(norm="batchnorm", num_classes=10), (8, 3, 64, 64)),
     ("resnet50 batchnorm", "resnet50", dict(norm="batchnorm", num_classes=10), (4, 3, 64, 64)),
     ("vit-tiny repbn", "vit-tiny", dict(norm="repbn"), (8, 3, 32, 32)),
@@ -76,37 +81,69 @@ def run(repeats: int) -> list[dict]:
                 times["folded"].append(timed(folded, x))
         before, after = min(times["unfolded"]), min(times["folded"])
         med_before, med_after = statistics.median(times["unfolded"]), statistics.median(times["folded"])
-        rows.append(dict(model=label, batch=shape[0], input=list(shape[1:]),
-                         norms=count_norms(model),
-                         folded=len(folded.folded_norms), unfolded_ms=before * 1e3, folded_ms=after * 1e3,
-                         speedup=before / after, unfolded_median_ms=med_before * 1e3, folded_median_ms=med_after * 1e3,
-                         speedup_median=med_before / med_after, max_abs_diff=diff))
-        print(f"{label:28s} folded {len(folded.folded_norms):3d}  unfolded {before * 1e3:8.2f} ms  "
-              f"folded {after * 1e3:8.2f} ms  speedup x{before / after:5.2f}  max|diff| {diff:.2e}", flush=True)
+        rows.append(
+            dict(
+                model=label,
+                batch=shape[0],
+                input=list(shape[1:]),
+                norms=count_norms(model),
+                folded=len(folded.folded_norms),
+                unfolded_ms=before * 1e3,
+                folded_ms=after * 1e3,
+                speedup=before / after,
+                unfolded_median_ms=med_before * 1e3,
+                folded_median_ms=med_after * 1e3,
+                speedup_median=med_before / med_after,
+                max_abs_diff=diff,
+            )
+        )
+        print(
+            f"{label:28s} folded {len(folded.folded_norms):3d}  unfolded {before * 1e3:8.2f} ms  "
+            f"folded {after * 1e3:8.2f} ms  speedup x{before / after:5.2f}  max|diff| {diff:.2e}",
+            flush=True,
+        )
     return rows
 
 
 def write(rows: list[dict], repeats: int) -> None:
     """benchmarks/results/fold.json and fold.md."""
-    meta = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                torch=torch.__version__, normlight=normlight.__version__, machine=platform.machine(),
-                processor=platform.processor(), threads=torch.get_num_threads(), repeats=repeats, device="cpu",
-                dtype="float32", load_average=[round(v, 1) for v in os.getloadavg()], cpus=os.cpu_count())
+    meta = dict(
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        torch=torch.__version__,
+        normlight=normlight.__version__,
+        machine=platform.machine(),
+        processor=platform.processor(),
+        threads=torch.get_num_threads(),
+        repeats=repeats,
+        device="cpu",
+        dtype="float32",
+        load_average=[round(v, 1) for v in os.getloadavg()],
+        cpus=os.cpu_count(),
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "fold.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=2) + "\n")
-    lines = ["# Eval latency before / after `normlight.fold`", "",
-             f"{meta['date']}, torch {meta['torch']}, CPU ({meta['machine']}, {meta['cpus']} cores, load average "
-             f"{meta['load_average'][0]} at the end: shared machine, absolute times are inflated, ratios are what counts), "
-             f"{meta['threads']} thread, float32, {repeats} round-robin rounds of 3 forwards; `benchmarks/fold.py`.", "",
-             "| model | batch x input | batch-stat norms | folded | unfolded ms (best) | folded ms (best) | speedup (best) "
-             "| speedup (median) | max abs diff |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Eval latency before / after `normlight.fold`",
+        "",
+        f"{meta['date']}, torch {meta['torch']}, CPU ({meta['machine']}, {meta['cpus']} cores, load average "
+        f"{meta['load_average'][0]} at the end: shared machine, absolute times are inflated, ratios are what counts), "
+        f"{meta['threads']} thread, float32, {repeats} round-robin rounds of 3 forwards; `benchmarks/fold.py`.",
+        "",
+        "| model | batch x input | batch-stat norms | folded | unfolded ms (best) | folded ms (best) | speedup (best) "
+        "| speedup (median) | max abs diff |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['batch']} x {'x'.join(map(str, r['input']))} | {r['norms']} | {r['folded']} | "
-                     f"{r['unfolded_ms']:.2f} | {r['folded_ms']:.2f} | x{r['speedup']:.2f} | x{r['speedup_median']:.2f} | "
-                     f"{r['max_abs_diff']:.1e} |")
-    lines += ["", "Speedup = unfolded / folded time. In vit-tiny the final norm reads the residual stream and stays; "
-              "the block norms fold into the qkv and fc1 linears that read them. Folding saves one per-channel pass per norm (and, with WS, the per-forward kernel standardization); convolutions dominate CPU time, so the gain is modest."]
+        lines.append(
+            f"| {r['model']} | {r['batch']} x {'x'.join(map(str, r['input']))} | {r['norms']} | {r['folded']} | "
+            f"{r['unfolded_ms']:.2f} | {r['folded_ms']:.2f} | x{r['speedup']:.2f} | x{r['speedup_median']:.2f} | "
+            f"{r['max_abs_diff']:.1e} |"
+        )
+    lines += [
+        "",
+        "Speedup = unfolded / folded time. In vit-tiny the final norm reads the residual stream and stays; "
+        "the block norms fold into the qkv and fc1 linears that read them. Folding saves one per-channel pass per norm (and, with WS, the per-forward kernel standardization); convolutions dominate CPU time, so the gain is modest.",
+    ]
     (RESULTS / "fold.md").write_text("\n".join(lines) + "\n")
 
 

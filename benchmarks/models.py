@@ -117,26 +117,38 @@ def make_step(model, batch, targets):
 def compare(label, ours, ref, batch, targets, warmup, rounds):
     """Time both models in alternating rounds; one result row with medians and the median ratio."""
     n_ours, n_ref = (sum(p.numel() for p in m.parameters()) for m in (ours, ref))
-    assert n_ours == n_ref, f"{label}: parameter counts differ ({n_ours} vs {n_ref}); the reference is not the same shape"
+    assert n_ours == n_ref, (
+        f"{label}: parameter counts differ ({n_ours} vs {n_ref}); the reference is not the same shape"
+    )
     steps = {"reference": make_step(ref, batch, targets), "normlight": make_step(ours, batch, targets)}
     for _ in range(warmup):
         for s in steps.values():
             s()
     wall, cpu = {k: [] for k in steps}, {k: [] for k in steps}
     for i in range(rounds):
-        for k in (list(steps) if i % 2 == 0 else list(steps)[::-1]):  # ABBA order cancels order effects
+        for k in list(steps) if i % 2 == 0 else list(steps)[::-1]:  # ABBA order cancels order effects
             w, c = steps[k]()
             wall[k].append(w)
             cpu[k].append(c)
     ratio = lambda t: statistics.median(o / r for o, r in zip(t["normlight"], t["reference"]))
-    row = {"model": label, "params": n_ours, "batch_shape": list(batch.shape),
-           "reference_cpu_s": statistics.median(cpu["reference"]), "normlight_cpu_s": statistics.median(cpu["normlight"]),
-           "ratio": ratio(cpu), "wall_ratio": ratio(wall),
-           "reference_wall_s": statistics.median(wall["reference"]), "normlight_wall_s": statistics.median(wall["normlight"]),
-           "cpu_times": cpu, "wall_times": wall}
-    print(f"{label:28s} params {n_ours / 1e6:7.2f}M  CPU s/step: reference {row['reference_cpu_s']:.3f} "
-          f"normlight {row['normlight_cpu_s']:.3f} ratio {row['ratio']:.3f} | wall ratio {row['wall_ratio']:.3f}",
-          flush=True)
+    row = {
+        "model": label,
+        "params": n_ours,
+        "batch_shape": list(batch.shape),
+        "reference_cpu_s": statistics.median(cpu["reference"]),
+        "normlight_cpu_s": statistics.median(cpu["normlight"]),
+        "ratio": ratio(cpu),
+        "wall_ratio": ratio(wall),
+        "reference_wall_s": statistics.median(wall["reference"]),
+        "normlight_wall_s": statistics.median(wall["normlight"]),
+        "cpu_times": cpu,
+        "wall_times": wall,
+    }
+    print(
+        f"{label:28s} params {n_ours / 1e6:7.2f}M  CPU s/step: reference {row['reference_cpu_s']:.3f} "
+        f"normlight {row['normlight_cpu_s']:.3f} ratio {row['ratio']:.3f} | wall ratio {row['wall_ratio']:.3f}",
+        flush=True,
+    )
     return row
 
 
@@ -168,32 +180,58 @@ def main() -> int:
     ours = normlight.create_model(vit["preset"], norm="layernorm", placement="pre")
     ref = RefViT(vit["img"], vit["patch"], vit["classes"], vit["depth"], vit["d"], vit["h"])
     img = torch.randn(vit["batch"], 3, vit["img"], vit["img"])
-    rows.append(compare(f"{vit['preset']} pre/layernorm", ours, ref, img, torch.randint(0, vit["classes"], (vit["batch"],)),
-                        warmup, rounds))
+    rows.append(
+        compare(
+            f"{vit['preset']} pre/layernorm",
+            ours,
+            ref,
+            img,
+            torch.randint(0, vit["classes"], (vit["batch"],)),
+            warmup,
+            rounds,
+        )
+    )
 
     ok = all(r["ratio"] <= LIMIT for r in rows)
-    meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
-            "processor": platform.processor() or platform.platform(), "quick": args.quick, "warmup": warmup,
-            "rounds": rounds, "limit": LIMIT, "all_within_limit": ok}
+    meta = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.platform(),
+        "quick": args.quick,
+        "warmup": warmup,
+        "rounds": rounds,
+        "limit": LIMIT,
+        "all_within_limit": ok,
+    }
     if not args.quick:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "models.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-        lines = ["# normlight models vs plain reference: training-step time (CPU, float32)", "",
-                 f"{meta['date']}, torch {meta['torch']}, {meta['threads']} threads, {rounds} round-robin rounds after "
-                 f"{warmup} warmup steps; one step = forward + cross-entropy + backward + AdamW. Produced by "
-                 "`benchmarks/models.py`.", "",
-                 "| model | params | batch | reference CPU s/step | normlight CPU s/step | ratio (CPU, median of rounds) "
-                 "| <= 1.10 | wall ratio (noisy) |",
-                 "|---|---|---|---|---|---|---|---|"]
+        lines = [
+            "# normlight models vs plain reference: training-step time (CPU, float32)",
+            "",
+            f"{meta['date']}, torch {meta['torch']}, {meta['threads']} threads, {rounds} round-robin rounds after "
+            f"{warmup} warmup steps; one step = forward + cross-entropy + backward + AdamW. Produced by "
+            "`benchmarks/models.py`.",
+            "",
+            "| model | params | batch | reference CPU s/step | normlight CPU s/step | ratio (CPU, median of rounds) "
+            "| <= 1.10 | wall ratio (noisy) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in rows:
-            lines.append(f"| {r['model']} | {r['params']:,} | {'x'.join(map(str, r['batch_shape']))} | "
-                         f"{r['reference_cpu_s']:.3f} | {r['normlight_cpu_s']:.3f} | {r['ratio']:.3f} | "
-                         f"{'yes' if r['ratio'] <= LIMIT else 'NO'} | {r['wall_ratio']:.3f} |")
-        lines += ["", "gpt-small runs at batch 2 x 128 tokens instead of its 1024 context to keep a CPU step short; "
-                  "the reference is the plain nanoGPT-style model in the script, same parameters. CPU time of the process is "
-                  "the checked clock because wall time on the shared 2-core machine varied by up to 2x between rounds "
-                  f"(load average {os.getloadavg()[0]:.1f} at the end of the run)."]
+            lines.append(
+                f"| {r['model']} | {r['params']:,} | {'x'.join(map(str, r['batch_shape']))} | "
+                f"{r['reference_cpu_s']:.3f} | {r['normlight_cpu_s']:.3f} | {r['ratio']:.3f} | "
+                f"{'yes' if r['ratio'] <= LIMIT else 'NO'} | {r['wall_ratio']:.3f} |"
+            )
+        lines += [
+            "",
+            "gpt-small runs at batch 2 x 128 tokens instead of its 1024 context to keep a CPU step short; "
+            "the reference is the plain nanoGPT-style model in the script, same parameters. CPU time of the process is "
+            "the checked clock because wall time on the shared 2-core machine varied by up to 2x between rounds "
+            f"(load average {os.getloadavg()[0]:.1f} at the end of the run).",
+        ]
         (RESULTS / "models.md").write_text("\n".join(lines) + "\n")
     print("all within", LIMIT, ":", ok)
     return 0 if ok else 1

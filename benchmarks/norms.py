@@ -60,13 +60,13 @@ NOTES = {
     "dyt": "tanh, scalar multiply, per-channel affine: 4 elementwise passes forward and their backward, unfused (no statistics).",
     "grn": "a reduction over positions, a mean over channels, then gamma*(x*N)+beta+x: ~6 eager passes and their backward.",
     "groupnorm": "torch's group_norm kernel, fed a contiguous (N, C, *positions) copy of channels-last input: torch's "
-                 "no-copy channels_last kernel takes the variance in one pass and loses ~1% at |mean|/std ~ 200 (tested), "
-                 "so the copy there and back (2 extra passes each way) buys accurate statistics.",
+    "no-copy channels_last kernel takes the variance in one pass and loses ~1% at |mean|/std ~ 200 (tested), "
+    "so the copy there and back (2 extra passes each way) buys accurate statistics.",
     "instancenorm": "as groupnorm (C groups): a contiguous (N, C, *positions) copy for accurate statistics, 2 extra passes each way.",
     "rmsnorm": "the same cost as torch.nn.RMSNorm (same fused call; see vs torch): torch's CPU rms_norm is slower than its "
-               "layer_norm kernel in this build (float32), not an extra pass of ours.",
+    "layer_norm kernel in this build (float32), not an extra pass of ours.",
     "powernorm": "group scaling (a per-token RMS over channel groups) before the batch quadratic mean, running-statistic "
-                 "bookkeeping, and the paper's approximate backward as a custom autograd function (extra passes for ema_gz).",
+    "bookkeeping, and the paper's approximate backward as a custom autograd function (extra passes for ema_gz).",
     "unifiednorm": "windowed geometric mean of the quadratic means and gradient compensation in a custom backward (extra passes).",
     "repbn": "BatchNorm over all non-feature dims plus alpha * x: a BN pass and an extra elementwise pass each way.",
     "prepbn": "LayerNorm AND RepBN both computed and blended while the schedule runs: two norms per call.",
@@ -86,9 +86,13 @@ def machine() -> dict:
     except (OSError, StopIteration):
         pass
     return {
-        "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "python": platform.python_version(), "torch": torch.__version__, "normlight": normlight.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "normlight": normlight.__version__,
         "platform": platform.platform(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
@@ -215,6 +219,7 @@ def bench_shape(label, shape, cnn, dtype, device, repeats, warmup, pair_repeats)
         for name, m in mods.items():
             fwd[name].append(timed(lambda: run_fwd(m), device))
             bwd[name].append(timed(lambda: run_bwd(m), device))
+
     def ratio(num, den):  # median of per-round ratios: entries of one round saw the same machine load
         return round(statistics.median(a / b for a, b in zip(num, den)), 3)
 
@@ -236,35 +241,51 @@ def bench_shape(label, shape, cnn, dtype, device, repeats, warmup, pair_repeats)
     for name in mods:
         f, b = statistics.median(fwd[name]), statistics.median(bwd[name])
         ref = {"layernorm": "torch.nn.LayerNorm", "rmsnorm": "torch.nn.RMSNorm"}.get(name)
-        rows.append({
-            "shape": label, "dims": list(shape), "layout": "channels_first" if cnn else "channels_last",
-            "dtype": str(dtype).replace("torch.", ""), "device": device.type, "name": name,
-            "reference": name not in norms,
-            "fwd_ms": round(f, 3), "fwd_bwd_ms": round(b, 3),
-            "memory_mb": round(mem[name] / 2 ** 20, 2),
-            "memory_kind": "cuda_peak_above_input" if device.type == "cuda" else "saved_for_backward",
-            "fwd_ms_min": round(min(fwd[name]), 3), "fwd_bwd_ms_min": round(min(bwd[name]), 3),
-            "x_ln": ratio(bwd[name], ln),
-            "vs_torch_fwd": pairs[(name, "fwd")]["median"] if ref else None,
-            "vs_torch_fwd_bwd": pairs[(name, "fwd_bwd")]["median"] if ref else None,
-            "vs_torch_fwd_min": pairs[(name, "fwd")]["min"] if ref else None,
-            "vs_torch_fwd_bwd_min": pairs[(name, "fwd_bwd")]["min"] if ref else None,
-        })
-    return rows, [{"shape": label, "dtype": str(dtype).replace("torch.", ""), "name": n, "reason": r} for n, r in skipped]
+        rows.append(
+            {
+                "shape": label,
+                "dims": list(shape),
+                "layout": "channels_first" if cnn else "channels_last",
+                "dtype": str(dtype).replace("torch.", ""),
+                "device": device.type,
+                "name": name,
+                "reference": name not in norms,
+                "fwd_ms": round(f, 3),
+                "fwd_bwd_ms": round(b, 3),
+                "memory_mb": round(mem[name] / 2**20, 2),
+                "memory_kind": "cuda_peak_above_input" if device.type == "cuda" else "saved_for_backward",
+                "fwd_ms_min": round(min(fwd[name]), 3),
+                "fwd_bwd_ms_min": round(min(bwd[name]), 3),
+                "x_ln": ratio(bwd[name], ln),
+                "vs_torch_fwd": pairs[(name, "fwd")]["median"] if ref else None,
+                "vs_torch_fwd_bwd": pairs[(name, "fwd_bwd")]["median"] if ref else None,
+                "vs_torch_fwd_min": pairs[(name, "fwd")]["min"] if ref else None,
+                "vs_torch_fwd_bwd_min": pairs[(name, "fwd_bwd")]["min"] if ref else None,
+            }
+        )
+    return rows, [
+        {"shape": label, "dtype": str(dtype).replace("torch.", ""), "name": n, "reason": r} for n, r in skipped
+    ]
 
 
 def markdown(report: dict) -> str:
     """The results as markdown tables (one per shape/dtype/device) with the machine and notes."""
     m = report["machine"]
     lines = [
-        "# Norm benchmark", "",
-        f"Generated by `benchmarks/norms.py` on {m['date']}.", "",
+        "# Norm benchmark",
+        "",
+        f"Generated by `benchmarks/norms.py` on {m['date']}.",
+        "",
         f"- machine: {m['cpu']}, {m['cpu_count']} CPUs, torch threads {m['torch_threads']}, GPU: {m['gpu'] or 'none'}",
         f"- software: torch {m['torch']}, Python {m['python']}, normlight {m['normlight']}, {m['platform']}",
         f"- clock: {report['clock']} ("
-        + ("CPU time of the calling thread, torch on 1 thread: on a machine shared with other jobs, elapsed time "
-           "mostly measures the other jobs, CPU time measures the work" if report["clock"] == "cpu"
-           else "elapsed time, CUDA synchronized") + ").",
+        + (
+            "CPU time of the calling thread, torch on 1 thread: on a machine shared with other jobs, elapsed time "
+            "mostly measures the other jobs, CPU time measures the work"
+            if report["clock"] == "cpu"
+            else "elapsed time, CUDA synchronized"
+        )
+        + ").",
         f"- method: median of {report['repeats']} round-robin repeats after {report['warmup']} warmup call(s); "
         "forward under no_grad, fwd+bwd = forward + `backward(dy)`, training mode. Ratios are medians of "
         "per-round ratios (entries of one round share the machine's load).",
@@ -276,31 +297,41 @@ def markdown(report: dict) -> str:
         "back to back: the median of the per-round ratios / the ratio of the minimum times (the minimum is the "
         "least disturbed by other jobs). `x LN` = fwd+bwd time / `torch.nn.LayerNorm` fwd+bwd.",
         "- the machine is shared with other jobs (load average "
-        f"{report['load_average']}): expect a few percent of noise even on the CPU clock.", "",
+        f"{report['load_average']}): expect a few percent of noise even on the CPU clock.",
+        "",
     ]
     groups = {}
     for r in report["results"]:
         groups.setdefault((r["shape"], r["dtype"], r["device"]), []).append(r)
     over = []
     for (shape, dtype, device), rows in groups.items():
-        lines += [f"## {shape}, {dtype}, {device}", "",
-                  "| norm | fwd ms | fwd+bwd ms | x LN (fwd+bwd) | vs torch fwd (median / min) | vs torch fwd+bwd (median / min) | memory MB |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"## {shape}, {dtype}, {device}",
+            "",
+            "| norm | fwd ms | fwd+bwd ms | x LN (fwd+bwd) | vs torch fwd (median / min) | vs torch fwd+bwd (median / min) | memory MB |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in rows:
             name = f"*{r['name']}*" if r["reference"] else r["name"]
             vs = lambda a, b: "" if a is None else f"{a:.2f} / {b:.2f}"
-            lines.append(f"| {name} | {r['fwd_ms']:.2f} | {r['fwd_bwd_ms']:.2f} | {r['x_ln']:.2f} | "
-                         f"{vs(r['vs_torch_fwd'], r['vs_torch_fwd_min'])} | "
-                         f"{vs(r['vs_torch_fwd_bwd'], r['vs_torch_fwd_bwd_min'])} | {r['memory_mb']:.1f} |")
+            lines.append(
+                f"| {name} | {r['fwd_ms']:.2f} | {r['fwd_bwd_ms']:.2f} | {r['x_ln']:.2f} | "
+                f"{vs(r['vs_torch_fwd'], r['vs_torch_fwd_min'])} | "
+                f"{vs(r['vs_torch_fwd_bwd'], r['vs_torch_fwd_bwd_min'])} | {r['memory_mb']:.1f} |"
+            )
             if not r["reference"] and r["x_ln"] > 3:
                 over.append((r["name"], shape, r["x_ln"]))
         lines.append("")
-    lines += ["## Norms above 3x torch LayerNorm (fwd+bwd) and why", "",
-              "layernorm and rmsnorm make exactly torch's fused call (`F.layer_norm` / `F.rms_norm` on the same tensors, "
-              "weights and eps), so their true ratio to torch is 1; a value off 1 in one run is machine noise (re-run to "
-              "check). torch's fused LayerNorm costs about one tensor copy (compare the `copy` row), while a norm "
-              "written from eager ops pays roughly one memory pass per op forward and more backward, so formulas "
-              "without a fused kernel cross the 3x line, most on the tokens shape where LayerNorm is cheapest:", ""]
+    lines += [
+        "## Norms above 3x torch LayerNorm (fwd+bwd) and why",
+        "",
+        "layernorm and rmsnorm make exactly torch's fused call (`F.layer_norm` / `F.rms_norm` on the same tensors, "
+        "weights and eps), so their true ratio to torch is 1; a value off 1 in one run is machine noise (re-run to "
+        "check). torch's fused LayerNorm costs about one tensor copy (compare the `copy` row), while a norm "
+        "written from eager ops pays roughly one memory pass per op forward and more backward, so formulas "
+        "without a fused kernel cross the 3x line, most on the tokens shape where LayerNorm is cheapest:",
+        "",
+    ]
     if not over:
         lines.append("None.")
     for name, shape, ratio in over:
@@ -316,9 +347,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=5, help="timed round-robin rounds per entry (median reported)")
     p.add_argument("--pair-repeats", type=int, default=25, help="A-B-B-A rounds of layernorm/rmsnorm vs torch")
-    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall" if torch.cuda.is_available() else "cpu",
-                   help="cpu: CPU time of one torch thread (default on CPU: robust on a shared machine); wall: elapsed time")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads for --clock wall (default: torch's choice)")
+    p.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall" if torch.cuda.is_available() else "cpu",
+        help="cpu: CPU time of one torch thread (default on CPU: robust on a shared machine); wall: elapsed time",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads for --clock wall (default: torch's choice)"
+    )
     p.add_argument("--warmup", type=int, default=1, help="untimed calls per entry first")
     p.add_argument("--quick", action="store_true", help="small shapes and 2 repeats, to check the script quickly")
     p.add_argument("--out", type=Path, default=RESULTS, help="directory for norms.json and norms.md")
@@ -337,8 +374,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     dtypes = [torch.float32] + ([torch.bfloat16] if device.type == "cuda" else [])
-    report = {"machine": machine(), "clock": args.clock, "repeats": args.repeats, "warmup": args.warmup, "pair_repeats": args.pair_repeats,
-              "load_average": " / ".join(f"{v:.1f}" for v in os.getloadavg()), "results": [], "skipped": []}
+    report = {
+        "machine": machine(),
+        "clock": args.clock,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "pair_repeats": args.pair_repeats,
+        "load_average": " / ".join(f"{v:.1f}" for v in os.getloadavg()),
+        "results": [],
+        "skipped": [],
+    }
     t0 = time.perf_counter()
     for label, shape, cnn in shapes:
         for dtype in dtypes:
@@ -351,7 +396,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "norms.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "norms.md").write_text(md)
-    print(f"wrote {args.out / 'norms.json'} and {args.out / 'norms.md'} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    print(
+        f"wrote {args.out / 'norms.json'} and {args.out / 'norms.md'} in {time.perf_counter() - t0:.0f} s",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -104,8 +104,14 @@ def train_throughput(norm: str, args, device: torch.device, dtype: torch.dtype) 
     model = opt = step = None  # free device memory before the next norm
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return {"tokens_per_s": args.batch_size * seq / t, "step_ms": 1e3 * t, "peak_mem_mib": peak,
-            "final_loss": loss, "params": n_params, "seq_len": seq}
+    return {
+        "tokens_per_s": args.batch_size * seq / t,
+        "step_ms": 1e3 * t,
+        "peak_mem_mib": peak,
+        "final_loss": loss,
+        "params": n_params,
+        "seq_len": seq,
+    }
 
 
 def norm_efficiency(norm: str, args, device: torch.device, dtype: torch.dtype, dim: int, rows: int, bw: float) -> dict:
@@ -135,19 +141,25 @@ def norm_efficiency(norm: str, args, device: torch.device, dtype: torch.dtype, d
 def markdown(meta: dict, rows: list[dict]) -> str:
     """The side-by-side table written to scale.md."""
     base = next((r["tokens_per_s"] for r in rows if r["norm"] == "layernorm" and "tokens_per_s" in r), None)
-    lines = [f"# {meta['model']} per norm on {meta['device_name']} ({meta['dtype']} autocast)", "",
-             f"{meta['model']}, batch {meta['batch_size']} x {meta['seq_len']} tokens, AdamW; norm alone on "
-             f"x[{meta['norm_rows']}, {meta['dim']}]; copy bandwidth {meta['copy_bandwidth_gbs']:.0f} GB/s. "
-             f"Written {meta['date']} by benchmarks/scale.py.", "",
-             "| norm | tokens/s | vs layernorm | peak MiB | norm fwd us | fwd eff | norm fwd+bwd us | fwd+bwd eff |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# {meta['model']} per norm on {meta['device_name']} ({meta['dtype']} autocast)",
+        "",
+        f"{meta['model']}, batch {meta['batch_size']} x {meta['seq_len']} tokens, AdamW; norm alone on "
+        f"x[{meta['norm_rows']}, {meta['dim']}]; copy bandwidth {meta['copy_bandwidth_gbs']:.0f} GB/s. "
+        f"Written {meta['date']} by benchmarks/scale.py.",
+        "",
+        "| norm | tokens/s | vs layernorm | peak MiB | norm fwd us | fwd eff | norm fwd+bwd us | fwd+bwd eff |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['norm']} | failed: {r['error']} | | | | | | |")
             continue
         rel = f"{r['tokens_per_s'] / base:.2f}" if base else "n/a"
-        lines.append(f"| {r['norm']} | {r['tokens_per_s']:.0f} | {rel} | {r['peak_mem_mib']:.0f} | {r['fwd_us']:.1f} | "
-                     f"{100 * r['fwd_eff']:.0f}% | {r['fwd_bwd_us']:.1f} | {100 * r['fwd_bwd_eff']:.0f}% |")
+        lines.append(
+            f"| {r['norm']} | {r['tokens_per_s']:.0f} | {rel} | {r['peak_mem_mib']:.0f} | {r['fwd_us']:.1f} | "
+            f"{100 * r['fwd_eff']:.0f}% | {r['fwd_bwd_us']:.1f} | {100 * r['fwd_bwd_eff']:.0f}% |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -163,8 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--norm-reps", type=int, default=50)
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--check-on-cpu", action="store_true",
-                    help="run gpt-nano shapes on CPU to check this script; prints the table, writes nothing")
+    ap.add_argument(
+        "--check-on-cpu",
+        action="store_true",
+        help="run gpt-nano shapes on CPU to check this script; prints the table, writes nothing",
+    )
     args = ap.parse_args(argv)
 
     if args.check_on_cpu:
@@ -174,10 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     elif torch.cuda.is_available():
         device = torch.device("cuda", torch.cuda.current_device())
     else:
-        print("benchmarks/scale.py needs a GPU: torch.cuda.is_available() is False on this machine. It measures "
-              "GPU tokens/s, peak GPU memory and memory-bandwidth efficiency, which mean nothing on a CPU. Run it "
-              "on a CUDA machine (see docs/scale-out.md), or pass --check-on-cpu to check the script itself.",
-              file=sys.stderr)
+        print(
+            "benchmarks/scale.py needs a GPU: torch.cuda.is_available() is False on this machine. It measures "
+            "GPU tokens/s, peak GPU memory and memory-bandwidth efficiency, which mean nothing on a CPU. Run it "
+            "on a CUDA machine (see docs/scale-out.md), or pass --check-on-cpu to check the script itself.",
+            file=sys.stderr,
+        )
         return 2
     dtype = DTYPES[args.dtype]
     norms = args.norms or normlight.list_norms()
@@ -186,11 +203,20 @@ def main(argv: list[str] | None = None) -> int:
     del probe
     rows_n = args.batch_size * seq
     bw = copy_bandwidth(device, max(rows_n * dim, 2**24), dtype)
-    meta = {"model": args.model, "batch_size": args.batch_size, "seq_len": seq, "dim": dim, "norm_rows": rows_n,
-            "dtype": args.dtype, "copy_bandwidth_gbs": bw / 1e9, "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-            "torch": torch.__version__, "normlight": normlight.__version__,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    meta = {
+        "model": args.model,
+        "batch_size": args.batch_size,
+        "seq_len": seq,
+        "dim": dim,
+        "norm_rows": rows_n,
+        "dtype": args.dtype,
+        "copy_bandwidth_gbs": bw / 1e9,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "normlight": normlight.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
     rows = []
     for name in norms:
         row = {"norm": name}

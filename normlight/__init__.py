@@ -34,7 +34,18 @@ except _md.PackageNotFoundError:  # running from a source tree that was never in
 
 
 __all__ = [
-    "AmbiguousNameError", "NormlightError", "PluginError", "PluginOptionError", "UnknownNameError",
-    "create_model", "create_norm", "fold", "get_placement", "list_models", "list_norms",
-    "list_placements", "normalize_name", "__version__",
+    "AmbiguousNameError",
+    "NormlightError",
+    "PluginError",
+    "PluginOptionError",
+    "UnknownNameError",
+    "create_model",
+    "create_norm",
+    "fold",
+    "get_placement",
+    "list_models",
+    "list_norms",
+    "list_placements",
+    "normalize_name",
+    "__version__",
 ]

@@ -87,7 +87,9 @@ def data_parallel_mesh(device_mesh):
         return device_mesh["data_parallel"]
     if device_mesh.ndim == 1:
         return device_mesh
-    raise NormlightError(f"cannot find the data-parallel dimension of a device mesh with dims {names}; {FSDP2_CONFIG_HINT}.")
+    raise NormlightError(
+        f"cannot find the data-parallel dimension of a device mesh with dims {names}; {FSDP2_CONFIG_HINT}."
+    )
 
 
 def check_batch_stat_norms_for_fsdp(model: nn.Module) -> None:
@@ -103,7 +105,9 @@ def check_batch_stat_norms_for_fsdp(model: nn.Module) -> None:
             )
 
 
-def fsdp2_shard(model: nn.Module, device_mesh, *, mp_policy=None, reshard_after_forward: bool | None = None) -> nn.Module:
+def fsdp2_shard(
+    model: nn.Module, device_mesh, *, mp_policy=None, reshard_after_forward: bool | None = None
+) -> nn.Module:
     """Shard ``model`` with FSDP2: ``fully_shard`` on each of ``model.blocks`` in depth order, then on the root.
 
     Call it from ``LightningModule.configure_model()`` under ``ModelParallelStrategy`` (the task base
@@ -144,7 +148,11 @@ def _reduce_device(group=None) -> torch.device:
 
 def distributed_ready() -> bool:
     """True when ``torch.distributed`` is initialized with more than one rank."""
-    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+    return (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and torch.distributed.get_world_size() > 1
+    )
 
 
 def gather(value: float, group=None) -> list[float]:
@@ -169,8 +177,7 @@ def aggregate(value: float, op: str = "mean", group=None) -> float:
 # ---- synchronized batch statistics -------------------------------------------------------------
 def sync_active(sync_stats: bool, training: bool) -> bool:
     """True when statistics must be summed across ranks: enabled, training, and world size > 1."""
-    return bool(sync_stats and training and dist.is_available() and dist.is_initialized()
-                and dist.get_world_size() > 1)
+    return bool(sync_stats and training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)
 
 
 class _AllReduceSum(torch.autograd.Function):

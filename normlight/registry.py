@@ -48,7 +48,8 @@ def lookup(kind: str, name: str) -> plugins.PluginEntry:
         raise AmbiguousNameError(
             f"{what} name {name!r} is registered by several distributions: "
             + "; ".join(e.provenance for e in matches)
-            + ". Select one explicitly as " + " or ".join(repr(e.qualified) for e in matches)
+            + ". Select one explicitly as "
+            + " or ".join(repr(e.qualified) for e in matches)
         )
     return matches[0]
 

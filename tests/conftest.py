@@ -48,8 +48,14 @@ def start_mlflow_server():
     def start(tracking_uri: str, cwd) -> tuple[str, subprocess.Popen]:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-        proc = subprocess.Popen([sys.executable, "-m", "normlight", "ui", "--port", str(port), "--tracking-uri", tracking_uri],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "normlight", "ui", "--port", str(port), "--tracking-uri", tracking_uri],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=cwd,
+        )
         procs.append(proc)
         base = f"http://127.0.0.1:{port}"
         deadline = time.time() + 150
@@ -78,8 +84,19 @@ FIXTURES = Path(__file__).parent / "fixtures"
 def fixture_site(tmp_path_factory) -> Path:
     """A directory holding the installed fixture distributions (add it to sys.path or PYTHONPATH)."""
     target = tmp_path_factory.mktemp("fixture_site")
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-           "--target", str(target), str(FIXTURES / "normlight-fixture-plugins"), str(FIXTURES / "normlight-fixture-dup")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-deps",
+        "--no-build-isolation",
+        "--target",
+        str(target),
+        str(FIXTURES / "normlight-fixture-plugins"),
+        str(FIXTURES / "normlight-fixture-dup"),
+    ]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return target
 

@@ -21,16 +21,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_launch(cmd: list, cwd: Path, timeout: float = 240, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+def run_launch(
+    cmd: list, cwd: Path, timeout: float = 240, extra_env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run one multi-process launch; on failure show the tail of its output so the cause is visible."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    )
     env.pop("MLFLOW_TRACKING_URI", None)
     env.update(extra_env or {})
     proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        pytest.fail(f"{' '.join(map(str, cmd))} exited {proc.returncode}\n--- stdout ---\n{proc.stdout[-4000:]}"
-                    f"\n--- stderr ---\n{proc.stderr[-6000:]}")
+        pytest.fail(
+            f"{' '.join(map(str, cmd))} exited {proc.returncode}\n--- stdout ---\n{proc.stdout[-4000:]}"
+            f"\n--- stderr ---\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 

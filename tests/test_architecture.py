@@ -61,7 +61,9 @@ def imports_in(source: str, package: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             for a in node.names:  # `from normlight.x import y` imports the module normlight.x.y if there is one
                 found.add(f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base)
     return found
@@ -113,7 +115,7 @@ def test_no_import_cycles():
             if m in FACADE:
                 continue
             if state.get(m) == 1:
-                cycle = stack[stack.index(m):] + [m]
+                cycle = stack[stack.index(m) :] + [m]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if m not in state:
                 visit(m)

@@ -23,18 +23,27 @@ BIG = {"gpt-tiny", "gpt-small", "gpt-medium", "vit-tiny", "vit-small", "vit-base
 
 def test_every_family_has_configs():
     names = {str(p.relative_to(CONFIGS)) for p in RUNNABLE}
-    for required in ("gpt/nano.yaml", "gpt/tiny.yaml", "gpt/small.yaml", "vit/tiny.yaml", "vit/small.yaml",
-                     "resnet/resnet20.yaml", "resnet/resnet18.yaml"):
+    for required in (
+        "gpt/nano.yaml",
+        "gpt/tiny.yaml",
+        "gpt/small.yaml",
+        "vit/tiny.yaml",
+        "vit/small.yaml",
+        "resnet/resnet20.yaml",
+        "resnet/resnet18.yaml",
+    ):
         assert required in names
 
 
 @pytest.fixture(scope="module")
 def datafiles(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    return {"FashionMNISTDataModule": ["--data.root", str(fakedata.write_idx_dir(root / "fmnist"))],
-            "MNISTDataModule": ["--data.root", str(fakedata.write_idx_dir(root / "mnist"))],
-            "CIFAR10DataModule": ["--data.root", str(fakedata.write_cifar_dir(root / "cifar"))],
-            "TextFilesDataModule": ["--data.paths", str(fakedata.write_text_dir(root / "text"))]}
+    return {
+        "FashionMNISTDataModule": ["--data.root", str(fakedata.write_idx_dir(root / "fmnist"))],
+        "MNISTDataModule": ["--data.root", str(fakedata.write_idx_dir(root / "mnist"))],
+        "CIFAR10DataModule": ["--data.root", str(fakedata.write_cifar_dir(root / "cifar"))],
+        "TextFilesDataModule": ["--data.paths", str(fakedata.write_text_dir(root / "text"))],
+    }
 
 
 @pytest.mark.parametrize("path", RUNNABLE, ids=lambda p: str(p.relative_to(CONFIGS)))
@@ -44,10 +53,27 @@ def test_config_runs_one_step(path, datafiles, tmp_path, monkeypatch):
     cfg = yaml.safe_load(path.read_text())
     model_args = cfg["model"]["init_args"]
     data_cls = cfg["data"]["class_path"].rsplit(".", 1)[-1]
-    args = ["fit", "--config", str(path), "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1",
-            "--trainer.val_check_interval", "1", "--trainer.num_sanity_val_steps", "0",
-            "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.log_every_n_steps", "1",
-            "--diagnostics.every_n_steps", "1"]
+    args = [
+        "fit",
+        "--config",
+        str(path),
+        "--trainer.max_steps",
+        "1",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.val_check_interval",
+        "1",
+        "--trainer.num_sanity_val_steps",
+        "0",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--diagnostics.every_n_steps",
+        "1",
+    ]
     if model_args["model"] in BIG:
         args += ["--model.model_kwargs", json.dumps({**(model_args.get("model_kwargs") or {}), "depth": 1})]
     if "block_size" in cfg["data"]["init_args"]:

@@ -18,8 +18,17 @@ from tests.helpers import ROOT, free_port, torchrun
 from tests.workers.fsdp2_worker import batch, build, loss_fn
 
 WORKERS = ROOT / "tests" / "workers"
-SYNC_CASES = {"batchnorm", "batchnorm_masked", "batchnorm_2d", "powernorm", "unifiednorm", "bcn", "repbn", "evonorm_b0",
-            "fsdp2_batchnorm"}
+SYNC_CASES = {
+    "batchnorm",
+    "batchnorm_masked",
+    "batchnorm_2d",
+    "powernorm",
+    "unifiednorm",
+    "bcn",
+    "repbn",
+    "evonorm_b0",
+    "fsdp2_batchnorm",
+}
 
 pytestmark = pytest.mark.distributed
 
@@ -85,15 +94,31 @@ def test_sharded_step_matches_full_batch(launched, case):
         assert ref_buffers, f"{case}: expected running statistics buffers"
     for k, ref in ref_buffers.items():  # running statistics: synced, so both ranks hold the full-batch values
         for r in (0, 1):
-            torch.testing.assert_close(ranks[r]["buffers"][k], ref, rtol=1e-5, atol=1e-6, msg=lambda m: f"{case} rank{r} {k}: {m}")
+            torch.testing.assert_close(
+                ranks[r]["buffers"][k], ref, rtol=1e-5, atol=1e-6, msg=lambda m: f"{case} rank{r} {k}: {m}"
+            )
 
 
 @pytest.mark.timeout(240)
 def test_two_gloo_ranks_on_half_batches_match_full_batch():
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE="2",
-               OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    procs = [subprocess.Popen([sys.executable, str(WORKERS / "sync_worker.py")], env=dict(env, RANK=str(r)), text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in (0, 1)]
+    env = dict(
+        os.environ,
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(free_port()),
+        WORLD_SIZE="2",
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WORKERS / "sync_worker.py")],
+            env=dict(env, RANK=str(r)),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for r in (0, 1)
+    ]
     outs = []
     try:
         for p in procs:
@@ -102,7 +127,9 @@ def test_two_gloo_ranks_on_half_batches_match_full_batch():
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    report = "\n".join(f"rank {r} rc={p.returncode}\n{o}\n{e[-3000:]}" for r, (p, (o, e)) in enumerate(zip(procs, outs)))
+    report = "\n".join(
+        f"rank {r} rc={p.returncode}\n{o}\n{e[-3000:]}" for r, (p, (o, e)) in enumerate(zip(procs, outs))
+    )
     results = [json.loads(line) for line in outs[0][0].splitlines() if line.startswith("{")]
     print(report)  # the measured max differences, shown with -s or on failure
     assert {r["case"] for r in results} == SYNC_CASES, report

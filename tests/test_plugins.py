@@ -1,6 +1,5 @@
 """Discovery through real entry points of real (fixture) distributions: listing, selection, errors."""
 
-
 import sys
 
 import pytest
@@ -20,7 +19,11 @@ def test_listing_is_lazy_and_shows_fixture_distributions(with_fixture_plugins):
     assert "fixture_dup" not in names
     assert not any(m.startswith("nl_fixture") for m in sys.modules), "listing must not import plugin code"
     entry = next(e for e in plugins.entries("norms") if e.name == "fixture_good")
-    assert (entry.dist, entry.version, entry.value) == ("normlight-fixture-plugins", "0.3.1", "nl_fixture.norms:CenteredScale")
+    assert (entry.dist, entry.version, entry.value) == (
+        "normlight-fixture-plugins",
+        "0.3.1",
+        "nl_fixture.norms:CenteredScale",
+    )
 
 
 def test_good_plugin_works_beside_broken_one(with_fixture_plugins):
@@ -41,11 +44,17 @@ def test_selecting_a_broken_placement_raises_plugin_error(with_fixture_plugins):
         normlight.get_placement("fixture_broken_block")
 
 
-@pytest.mark.parametrize("name, fault", [
-    ("fixture_wrongshape", "returned (2, 3, 7) for an input of shape (2, 3, 8); a norm must return the input's shape"),
-    ("fixture_nonfinite", "returned non-finite values"),
-    ("fixture_notmodule", "returned function; a norm factory must return a torch.nn.Module"),
-])
+@pytest.mark.parametrize(
+    "name, fault",
+    [
+        (
+            "fixture_wrongshape",
+            "returned (2, 3, 7) for an input of shape (2, 3, 8); a norm must return the input's shape",
+        ),
+        ("fixture_nonfinite", "returned non-finite values"),
+        ("fixture_notmodule", "returned function; a norm factory must return a torch.nn.Module"),
+    ],
+)
 def test_contract_violations_name_plugin_and_distribution(with_fixture_plugins, name, fault):
     with pytest.raises(PluginError) as err:
         normlight.create_norm(name, 8)

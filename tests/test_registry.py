@@ -1,6 +1,5 @@
 """Unit tests of the registry: name normalization, spec kinds, context by signature, suggestions."""
 
-
 import functools
 
 import pytest

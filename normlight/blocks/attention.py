@@ -43,10 +43,23 @@ class RotaryEmbedding(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention; ``qkv`` is one fused projection whose rows are [q; k; v]."""
 
-    def __init__(self, dim: int, num_heads: int, *, causal: bool = False, bias: bool = True, dropout: float = 0.0,
-                 rope: bool = False, max_seq_len: int = 1024, q_norm: nn.Module | None = None,
-                 k_norm: nn.Module | None = None, v_norm: nn.Module | None = None,
-                 inner_norm: nn.Module | None = None, head_scale: bool = False, scale: float | None = None):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        causal: bool = False,
+        bias: bool = True,
+        dropout: float = 0.0,
+        rope: bool = False,
+        max_seq_len: int = 1024,
+        q_norm: nn.Module | None = None,
+        k_norm: nn.Module | None = None,
+        v_norm: nn.Module | None = None,
+        inner_norm: nn.Module | None = None,
+        head_scale: bool = False,
+        scale: float | None = None,
+    ):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")

@@ -31,16 +31,32 @@ class Block(nn.Module):
     allows_weight_tying: bool = True
     recommended_defaults: dict = {}
 
-    def __init__(self, dim: int, num_heads: int, *, layer_idx: int = 0, num_layers: int = 1,
-                 norm: Any = "layernorm", norm_kwargs: dict | None = None, qk_norm: Any = None,
-                 qk_norm_kwargs: dict | None = None, mlp: str = "gelu", mlp_ratio: float = 4.0,
-                 causal: bool = False, dropout: float = 0.0, bias: bool = True, rope: bool = False,
-                 max_seq_len: int = 1024, **placement_kwargs: Any):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        layer_idx: int = 0,
+        num_layers: int = 1,
+        norm: Any = "layernorm",
+        norm_kwargs: dict | None = None,
+        qk_norm: Any = None,
+        qk_norm_kwargs: dict | None = None,
+        mlp: str = "gelu",
+        mlp_ratio: float = 4.0,
+        causal: bool = False,
+        dropout: float = 0.0,
+        bias: bool = True,
+        rope: bool = False,
+        max_seq_len: int = 1024,
+        **placement_kwargs: Any,
+    ):
         super().__init__()
         if placement_kwargs:
             raise PluginOptionError(
                 f"placement {type(self).__name__} does not accept option(s) {sorted(placement_kwargs)}; "
-                f"see its class docstring for the options it takes")
+                f"see its class docstring for the options it takes"
+            )
         if not 0 <= layer_idx < num_layers:
             raise ValueError(f"layer_idx {layer_idx} is outside [0, num_layers={num_layers})")
         self.dim, self.num_heads = dim, num_heads
@@ -57,8 +73,9 @@ class Block(nn.Module):
         """A norm from the block's spec (or ``spec``) over ``size`` features (default dim) at ``site``."""
         spec = self.norm_spec if spec is None else spec
         kwargs = self.norm_kwargs if kwargs is None else kwargs
-        return create_norm(spec, size or self.dim, site=site, layer_idx=self.layer_idx,
-                           num_layers=self.num_layers, **kwargs)
+        return create_norm(
+            spec, size or self.dim, site=site, layer_idx=self.layer_idx, num_layers=self.num_layers, **kwargs
+        )
 
     def make_qk_norm(self) -> nn.Module:
         """Per-head norm over head_dim for q or k (site "qk") from the ``qk_norm`` spec."""

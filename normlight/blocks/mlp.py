@@ -16,8 +16,16 @@ ACTIVATIONS = ("gelu", "relu", "swiglu")
 class MLP(nn.Module):
     """Two-layer feed-forward network of width ``hidden``."""
 
-    def __init__(self, dim: int, hidden: int, *, act: str = "gelu", bias: bool = True, dropout: float = 0.0,
-                 mid_norm: nn.Module | None = None):
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        *,
+        act: str = "gelu",
+        bias: bool = True,
+        dropout: float = 0.0,
+        mid_norm: nn.Module | None = None,
+    ):
         super().__init__()
         if act not in ACTIVATIONS:
             raise ValueError(f"unknown mlp activation {act!r}; choose one of {', '.join(ACTIVATIONS)}")

@@ -16,16 +16,28 @@ from normlight.tracking.mlflow_utils import default_tracking_uri
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``normlight compare``."""
-    p = argparse.ArgumentParser(prog="normlight compare", description="Compare the finished runs of an MLflow experiment.")
+    p = argparse.ArgumentParser(
+        prog="normlight compare", description="Compare the finished runs of an MLflow experiment."
+    )
     p.add_argument("--experiment", required=True, help="MLflow experiment name")
-    p.add_argument("--group-by", default=None, help="comma-separated fields (tags/params), default: the sweep's varying keys except the seed")
+    p.add_argument(
+        "--group-by",
+        default=None,
+        help="comma-separated fields (tags/params), default: the sweep's varying keys except the seed",
+    )
     p.add_argument("--metric", default="val/loss", help="metric to compare (default val/loss)")
     p.add_argument("--lr-key", default="lr", help="field holding the learning rate (default lr)")
-    p.add_argument("--stable-tolerance", type=float, default=0.1,
-                   help="an LR is stable if no seed diverged and its final metric is within this fraction of the best (default 0.1)")
+    p.add_argument(
+        "--stable-tolerance",
+        type=float,
+        default=0.1,
+        help="an LR is stable if no seed diverged and its final metric is within this fraction of the best (default 0.1)",
+    )
     p.add_argument("--sweep", default=None, help="only runs of this sweep (tag 'sweep')")
     p.add_argument("--out", default=None, help="output folder (default runs/compare/<experiment>)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow store (default: MLFLOW_TRACKING_URI or sqlite:///<cwd>/mlflow.db)")
+    p.add_argument(
+        "--tracking-uri", default=None, help="MLflow store (default: MLFLOW_TRACKING_URI or sqlite:///<cwd>/mlflow.db)"
+    )
     p.add_argument("--no-log", action="store_true", help="do not log the outputs to MLflow")
     return p
 
@@ -38,7 +50,9 @@ def main(argv: list[str]) -> int:
     out = Path(args.out or Path("runs") / "compare" / args.experiment)
     group_by = [g.strip() for g in args.group_by.split(",") if g.strip()] if args.group_by else None
     try:
-        result = compare(client, args.experiment, group_by, args.metric, out, args.lr_key, args.sweep, args.stable_tolerance)
+        result = compare(
+            client, args.experiment, group_by, args.metric, out, args.lr_key, args.sweep, args.stable_tolerance
+        )
     except CompareError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

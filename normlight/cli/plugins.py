@@ -23,19 +23,27 @@ _DIST_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]*[A-Za-z0-9]$")
 def _names(dist: str, norm: str | None) -> dict:
     """Distribution, import package, entry-point name and class name derived from the arguments."""
     if not _DIST_RE.match(dist):
-        raise ValueError(f"NAME {dist!r} is not a valid distribution name: use letters, digits, '-', '_' or '.', "
-                         "starting with a letter (e.g. normlight-centered-rms)")
+        raise ValueError(
+            f"NAME {dist!r} is not a valid distribution name: use letters, digits, '-', '_' or '.', "
+            "starting with a letter (e.g. normlight-centered-rms)"
+        )
     package = re.sub(r"[-.]+", "_", dist).lower()
     norm = norm or re.sub(r"^normlight_", "", package)
     if not norm.isidentifier() or keyword.iskeyword(norm) or not package.isidentifier() or keyword.iskeyword(package):
-        raise ValueError(f"cannot derive a Python name from {dist!r} / norm {norm!r}; pass --norm with a "
-                         "lower_case identifier")
+        raise ValueError(
+            f"cannot derive a Python name from {dist!r} / norm {norm!r}; pass --norm with a lower_case identifier"
+        )
     cls = "".join(part.capitalize() for part in norm.split("_") if part) or "Norm"
-    return {"dist": dist, "package": package, "norm": norm, "cls": cls,
-            "normlight_min": ".".join(__version__.split(".")[:2])}
+    return {
+        "dist": dist,
+        "package": package,
+        "norm": norm,
+        "cls": cls,
+        "normlight_min": ".".join(__version__.split(".")[:2]),
+    }
 
 
-PYPROJECT = '''\
+PYPROJECT = """\
 [build-system]
 requires = ["setuptools>=69"]
 build-backend = "setuptools.build_meta"
@@ -60,7 +68,7 @@ packages = ["{package}"]
 
 [tool.pytest.ini_options]
 testpaths = ["tests"]
-'''
+"""
 
 INIT = '''\
 """{dist}: the `{norm}` norm plugin for normlight (registered in pyproject.toml)."""
@@ -141,7 +149,7 @@ class TestConformance(NormPluginConformance):
     # distributed = True      # opt in for a norm with uses_batch_statistics (2 gloo ranks, a few seconds)
 '''
 
-README = '''\
+README = """\
 # {dist}
 
 A normalization plugin for [normlight](https://pypi.org/project/normlight/): the `{norm}` norm.
@@ -169,7 +177,7 @@ run `python -m pytest -q` (the package must be installed: the tests resolve the 
 python -m build                 # dist/{package}-0.1.0-py3-none-any.whl and the sdist
 python -m twine upload dist/*   # or install the wheel directly: pip install dist/*.whl
 ```
-'''
+"""
 
 
 def scaffold(dist: str, directory: str | Path = ".", norm: str | None = None) -> Path:
@@ -177,14 +185,19 @@ def scaffold(dist: str, directory: str | Path = ".", norm: str | None = None) ->
     names = _names(dist, norm)
     taken = {registry.normalize_name(n.rpartition(":")[2]) for n in registry.list_norms()}
     if registry.normalize_name(names["norm"]) in taken:
-        raise ValueError(f"a norm named {names['norm']!r} is already registered (see `normlight plugins list`); "
-                         "pass --norm with a new name")
+        raise ValueError(
+            f"a norm named {names['norm']!r} is already registered (see `normlight plugins list`); "
+            "pass --norm with a new name"
+        )
     root = Path(directory) / dist
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} already exists and is not empty; choose another --dir or NAME")
     files = {
-        "pyproject.toml": PYPROJECT, "README.md": README, f"{names['package']}/__init__.py": INIT,
-        f"{names['package']}/norms.py": NORMS, f"tests/test_{names['norm']}.py": TEST,
+        "pyproject.toml": PYPROJECT,
+        "README.md": README,
+        f"{names['package']}/__init__.py": INIT,
+        f"{names['package']}/norms.py": NORMS,
+        f"tests/test_{names['norm']}.py": TEST,
     }
     for rel, template in files.items():
         path = root / rel
@@ -203,15 +216,29 @@ def _plugin_rows(kind: str | None, load: bool) -> list[dict]:
                     e.load()
                 except NormlightError:
                     pass  # recorded on the entry as broken; shown below
-            twins = [o for o in pool if o is not e and registry.normalize_name(o.name) == registry.normalize_name(e.name)]
+            twins = [
+                o for o in pool if o is not e and registry.normalize_name(o.name) == registry.normalize_name(e.name)
+            ]
             obj = e.obj if e.loaded else None
-            doc = (getattr(obj, "description", None) or (getattr(obj, "__doc__", None) or "").strip().split("\n")[0]) if obj else ""
-            rows.append({
-                "kind": k[:-1], "name": e.name, "distribution": e.dist, "version": e.version,
-                "entry_point": e.value, "status": e.status, "error": e.error,
-                "description": doc, "paper": getattr(obj, "paper", "") if obj else "",
-                "duplicate_of": [o.qualified for o in twins],
-            })
+            doc = (
+                (getattr(obj, "description", None) or (getattr(obj, "__doc__", None) or "").strip().split("\n")[0])
+                if obj
+                else ""
+            )
+            rows.append(
+                {
+                    "kind": k[:-1],
+                    "name": e.name,
+                    "distribution": e.dist,
+                    "version": e.version,
+                    "entry_point": e.value,
+                    "status": e.status,
+                    "error": e.error,
+                    "description": doc,
+                    "paper": getattr(obj, "paper", "") if obj else "",
+                    "duplicate_of": [o.qualified for o in twins],
+                }
+            )
     return rows
 
 
@@ -225,16 +252,26 @@ def plugins_list(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"normlight {__version__} plugins" + ("" if args.load else " (not imported; --load checks each)"))
+    table = Table(
+        title=f"normlight {__version__} plugins" + ("" if args.load else " (not imported; --load checks each)")
+    )
     for col in ("kind", "name", "distribution", "status", "description / problem"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        note = f"{r['error']} (entry point {r['entry_point']})" if r["error"] else " ".join(x for x in (r["description"], f"[{r['paper']}]" if r["paper"] else "") if x)
+        note = (
+            f"{r['error']} (entry point {r['entry_point']})"
+            if r["error"]
+            else " ".join(x for x in (r["description"], f"[{r['paper']}]" if r["paper"] else "") if x)
+        )
         if r["duplicate_of"]:
-            note += f" (name also registered by {', '.join(r['duplicate_of'])}; select as {r['distribution']}:{r['name']})"
+            note += (
+                f" (name also registered by {', '.join(r['duplicate_of'])}; select as {r['distribution']}:{r['name']})"
+            )
         style = "red" if r["status"] == "broken" else None
         # plugin text is data, not markup: "[lowercase ...]" would otherwise vanish
-        table.add_row(r["kind"], r["name"], f"{r['distribution']} {r['version']}", r["status"], escape(note), style=style)
+        table.add_row(
+            r["kind"], r["name"], f"{r['distribution']} {r['version']}", r["status"], escape(note), style=style
+        )
     Console().print(table)
     return 0
 
@@ -247,9 +284,11 @@ def plugins_new(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     names = _names(args.name, args.norm)
-    print(f"created {root}  (norm {names['norm']!r}: class {names['package']}.norms.{names['cls']})\n"
-          f"next:\n  pip install -e {root}\n  cd {root} && python -m pytest -q\n"
-          f"  normlight plugins list --kind norms --load\n  see docs/plugins.md to publish it")
+    print(
+        f"created {root}  (norm {names['norm']!r}: class {names['package']}.norms.{names['cls']})\n"
+        f"next:\n  pip install -e {root}\n  cd {root} && python -m pytest -q\n"
+        f"  normlight plugins list --kind norms --load\n  see docs/plugins.md to publish it"
+    )
     return 0
 
 

@@ -22,8 +22,14 @@ from normlight.tracking import results
 from normlight.tracking.mlflow_utils import default_tracking_uri
 
 DEFAULT_PLAN = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
-TRAINER = {"accelerator": "cpu", "devices": 1, "log_every_n_steps": 10, "default_root_dir": "runs",
-           "enable_progress_bar": False, "enable_model_summary": False}
+TRAINER = {
+    "accelerator": "cpu",
+    "devices": 1,
+    "log_every_n_steps": 10,
+    "default_root_dir": "runs",
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+}
 
 
 def load_plan(path: Path) -> dict:
@@ -42,7 +48,9 @@ def norm_choice(item: str | dict) -> tuple[str, dict]:
         return item, {}
     if isinstance(item, dict) and isinstance(item.get("norm"), str):
         return item["norm"], dict(item.get("norm_kwargs") or {})
-    raise NormlightError(f"quickstart plan: a norms item must be a name or {{norm: NAME, norm_kwargs: {{...}}}}, got {item!r}")
+    raise NormlightError(
+        f"quickstart plan: a norms item must be a name or {{norm: NAME, norm_kwargs: {{...}}}}, got {item!r}"
+    )
 
 
 def run_config(entry: dict, norm: str | dict, experiment: str, tracking_uri: str | None) -> dict:
@@ -55,8 +63,11 @@ def run_config(entry: dict, norm: str | dict, experiment: str, tracking_uri: str
     logger_args = {"experiment_name": experiment}
     if tracking_uri:
         logger_args["tracking_uri"] = tracking_uri
-    cfg["trainer"] = {**TRAINER, **cfg.get("trainer", {}),
-                      "logger": {"class_path": "normlight.tracking.mlflow_utils.MLFlowLogger", "init_args": logger_args}}
+    cfg["trainer"] = {
+        **TRAINER,
+        **cfg.get("trainer", {}),
+        "logger": {"class_path": "normlight.tracking.mlflow_utils.MLFlowLogger", "init_args": logger_args},
+    }
     return cfg
 
 
@@ -71,14 +82,24 @@ def print_table(rows: list[dict], wall: dict[str, float], tracking_uri: str, exp
     for r in rows:
         v = r["value"]
         shown = "-" if v is None else (f"ppl {v:.2f}" if r["metric"] == "val/ppl" else f"acc {100 * v:.1f}%")
-        table.add_row(r["family"], r["norm"], shown, "-" if r["val_loss"] is None else f"{r['val_loss']:.3f}",
-                      f"{r['params']:,}", f"{r['throughput']:,.0f} {r['unit']}/s", f"{wall.get(r['run'], 0):.0f}",
-                      "diverged" if r["diverged"] else r["status"].lower())
+        table.add_row(
+            r["family"],
+            r["norm"],
+            shown,
+            "-" if r["val_loss"] is None else f"{r['val_loss']:.3f}",
+            f"{r['params']:,}",
+            f"{r['throughput']:,.0f} {r['unit']}/s",
+            f"{wall.get(r['run'], 0):.0f}",
+            "diverged" if r["diverged"] else r["status"].lower(),
+        )
     console = Console(width=120)
     console.print(table)
     # plain print: a long store path must stay one copy-pasteable line
-    print(f"Open these runs in the MLflow UI:\n  normlight ui --tracking-uri {tracking_uri}\nthen browse "
-          "http://127.0.0.1:5000", flush=True)
+    print(
+        f"Open these runs in the MLflow UI:\n  normlight ui --tracking-uri {tracking_uri}\nthen browse "
+        "http://127.0.0.1:5000",
+        flush=True,
+    )
 
 
 def train_all(plan: dict, experiment: str, tracking_uri: str | None, client) -> tuple[list[str], dict[str, float]]:
@@ -103,7 +124,9 @@ def train_all(plan: dict, experiment: str, tracking_uri: str | None, client) -> 
 def main(argv: list[str]) -> int:
     """Train the plan's runs in-process, then print the table. Returns 0 if every run finished."""
     p = argparse.ArgumentParser(prog="normlight quickstart", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", type=Path, default=DEFAULT_PLAN, help="quickstart plan YAML (default: configs/quickstart.yaml)")
+    p.add_argument(
+        "--config", type=Path, default=DEFAULT_PLAN, help="quickstart plan YAML (default: configs/quickstart.yaml)"
+    )
     p.add_argument("--tracking-uri", default=None, help="MLflow store (default: sqlite:///<cwd>/mlflow.db)")
     args = p.parse_args(argv[1:] if argv and argv[0] == "quickstart" else argv)
     plan = load_plan(args.config)

@@ -60,12 +60,18 @@ class SaveOnInterrupt(Callback):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         """Save only for interruptions, never for crashes (the state may be broken then)."""
-        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) and trainer.world_size == 1 \
-                and trainer.state.fn == TrainerFn.FITTING and trainer.global_step > 0:
+        if (
+            isinstance(exception, (KeyboardInterrupt, SIGTERMException))
+            and trainer.world_size == 1
+            and trainer.state.fn == TrainerFn.FITTING
+            and trainer.global_step > 0
+        ):
             path = Path(self.dirpath) / "last.ckpt"
             trainer.save_checkpoint(path)
-            print(f"normlight: interrupted at step {trainer.global_step}; saved {path} "
-                  "(continue with --ckpt_path last)", flush=True)
+            print(
+                f"normlight: interrupted at step {trainer.global_step}; saved {path} (continue with --ckpt_path last)",
+                flush=True,
+            )
             mlflow_utils.mark_killed(trainer)
 
 
@@ -92,18 +98,29 @@ class NormlightCLI(LightningCLI):
                 model.check_data(dm)
         logger = mlflow_utils.mlflow_logger(trainer)
         run_name = (logger._run_name if logger is not None else None) or (
-            model.run_name() if isinstance(model, NormTask) else type(model).__name__)
+            model.run_name() if isinstance(model, NormTask) else type(model).__name__
+        )
         # 2. stable checkpoint directory: same config -> same directory, so `--ckpt_path last` finds it
         cb = trainer.checkpoint_callback
         if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
-            key = json.dumps({"model": self._section("model"), "data": self._section("data"),
-                              "seed": self.config[sub].get("seed_everything") if sub else None},
-                             sort_keys=True, default=str)
+            key = json.dumps(
+                {
+                    "model": self._section("model"),
+                    "data": self._section("data"),
+                    "seed": self.config[sub].get("seed_everything") if sub else None,
+                },
+                sort_keys=True,
+                default=str,
+            )
             digest = hashlib.sha1(key.encode()).hexdigest()[:8]
             exp = getattr(logger, "_experiment_name", None) or "default"
             slug = re.sub(r"[^A-Za-z0-9._-]+", "_", run_name)
-            cb.dirpath = str(Path(trainer.default_root_dir) / "checkpoints" / re.sub(r"[^A-Za-z0-9._-]+", "_", exp)
-                             / f"{slug}-{digest}")
+            cb.dirpath = str(
+                Path(trainer.default_root_dir)
+                / "checkpoints"
+                / re.sub(r"[^A-Za-z0-9._-]+", "_", exp)
+                / f"{slug}-{digest}"
+            )
             if cb.save_last is None:
                 cb.save_last = True
             if sub == "fit" and not any(isinstance(c, SaveOnInterrupt) for c in trainer.callbacks):
@@ -138,9 +155,11 @@ class NormlightCLI(LightningCLI):
         """Say where the run is recorded."""
         logger = mlflow_utils.mlflow_logger(self.trainer)
         if logger is not None and self.trainer.is_global_zero and logger._initialized:
-            print(f"normlight: MLflow run {logger.run_id} ({logger._run_name}) in {logger._tracking_uri}; "
-                  f"checkpoints in {getattr(self.trainer.checkpoint_callback, 'dirpath', None)}; "
-                  "browse with `normlight ui`")
+            print(
+                f"normlight: MLflow run {logger.run_id} ({logger._run_name}) in {logger._tracking_uri}; "
+                f"checkpoints in {getattr(self.trainer.checkpoint_callback, 'dirpath', None)}; "
+                "browse with `normlight ui`"
+            )
 
 
 def _normlight_cause(exc: BaseException) -> NormlightError | None:
@@ -178,8 +197,10 @@ def _run(argv: list[str]) -> None:
         # args= is how we pass argv; sys.argv must stay intact because DDP re-executes it for the other ranks
         warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
         NormlightCLI(
-            NormTask, LightningDataModule,
-            subclass_mode_model=True, subclass_mode_data=True,
+            NormTask,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
             save_config_callback=MLflowConfigCallback,
             save_config_kwargs={"save_to_log_dir": False, "overwrite": True},
             trainer_defaults=TRAINER_DEFAULTS,

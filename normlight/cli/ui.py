@@ -16,17 +16,23 @@ from normlight.tracking.ui import server_command, stop_group
 
 def main(argv: list[str]) -> int:
     """Start the UI server, print its URL, and wait; stop it cleanly on Ctrl-C / SIGTERM."""
-    p = argparse.ArgumentParser(prog="normlight ui", description="Start the MLflow UI on this project's store, bound to 127.0.0.1.")
+    p = argparse.ArgumentParser(
+        prog="normlight ui", description="Start the MLflow UI on this project's store, bound to 127.0.0.1."
+    )
     p.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///<cwd>/mlflow.db)")
+    p.add_argument(
+        "--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///<cwd>/mlflow.db)"
+    )
     args = p.parse_args(argv[1:] if argv and argv[0] == "ui" else argv)
     uri = args.tracking_uri or default_tracking_uri()
     if uri.startswith("sqlite:///"):
         db = Path(urlparse(uri).path)
         if not db.exists():
-            print(f"error: no MLflow store at {db}; train something first (normlight fit ... or normlight "
-                  "quickstart) in this directory, or pass --tracking-uri", file=sys.stderr)
+            print(
+                f"error: no MLflow store at {db}; train something first (normlight fit ... or normlight "
+                "quickstart) in this directory, or pass --tracking-uri",
+                file=sys.stderr,
+            )
             return 1
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     # own process group: stopping it reaches the uvicorn worker too, so nothing is left behind

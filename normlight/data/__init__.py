@@ -20,6 +20,12 @@ from normlight.data.vision import (
 )
 
 __all__ = [
-    "CIFAR10DataModule", "DataError", "DigitsDataModule", "FashionMNISTDataModule", "ImageFolderDataModule",
-    "MNISTDataModule", "PydocTextDataModule", "TextFilesDataModule",
+    "CIFAR10DataModule",
+    "DataError",
+    "DigitsDataModule",
+    "FashionMNISTDataModule",
+    "ImageFolderDataModule",
+    "MNISTDataModule",
+    "PydocTextDataModule",
+    "TextFilesDataModule",
 ]

@@ -42,9 +42,14 @@ class BaseDataModule(LightningDataModule):
         self.check()
 
     def _loader(self, ds: Dataset, train: bool) -> DataLoader:
-        return DataLoader(ds, batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
-                          drop_last=train and len(ds) >= self.batch_size, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=train and len(ds) >= self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (the shuffle follows the global seed set by ``seed_everything``)."""

@@ -36,15 +36,16 @@ class TokenBlocks(Dataset):
         return max(0, (len(self.tokens) - 1) // self.block_size)
 
     def __getitem__(self, i: int):
-        chunk = self.tokens[i * self.block_size: (i + 1) * self.block_size + 1]
+        chunk = self.tokens[i * self.block_size : (i + 1) * self.block_size + 1]
         return chunk[:-1], chunk[1:]
 
 
 class _ByteText(BaseDataModule):
     vocab_size = 256
 
-    def __init__(self, block_size: int, batch_size: int, val_fraction: float, num_workers: int,
-                 eval_batch_size: int | None):
+    def __init__(
+        self, block_size: int, batch_size: int, val_fraction: float, num_workers: int, eval_batch_size: int | None
+    ):
         super().__init__(batch_size, num_workers, eval_batch_size)
         if block_size < 2:
             raise DataError(f"block_size must be >= 2, got {block_size}")
@@ -64,8 +65,10 @@ class _ByteText(BaseDataModule):
         tokens = encode(self.text())
         n_val = int(len(tokens) * self.val_fraction)
         if n_val < self.block_size + 1 or len(tokens) - n_val < self.block_size + 1:
-            raise DataError(f"{type(self).__name__}: the corpus has {len(tokens)} bytes, too few for a validation split of "
-                            f"{self.val_fraction} with block_size={self.block_size}")
+            raise DataError(
+                f"{type(self).__name__}: the corpus has {len(tokens)} bytes, too few for a validation split of "
+                f"{self.val_fraction} with block_size={self.block_size}"
+            )
         self.train_set = TokenBlocks(tokens[:-n_val], self.block_size)
         self.val_set = TokenBlocks(tokens[-n_val:], self.block_size)
         self.test_set = self.val_set
@@ -74,8 +77,14 @@ class _ByteText(BaseDataModule):
 class PydocTextDataModule(_ByteText):
     """CPython's bundled documentation text (``pydoc_data.topics``, ~465k characters of real English)."""
 
-    def __init__(self, block_size: int = 128, batch_size: int = 16, val_fraction: float = 0.1,
-                 num_workers: int = 0, eval_batch_size: int | None = None):
+    def __init__(
+        self,
+        block_size: int = 128,
+        batch_size: int = 16,
+        val_fraction: float = 0.1,
+        num_workers: int = 0,
+        eval_batch_size: int | None = None,
+    ):
         super().__init__(block_size, batch_size, val_fraction, num_workers, eval_batch_size)
 
     def text(self) -> str:
@@ -91,8 +100,15 @@ class TextFilesDataModule(_ByteText):
     Files are read in sorted path order and joined with blank lines.
     """
 
-    def __init__(self, paths: str | list[str], block_size: int = 128, batch_size: int = 16,
-                 val_fraction: float = 0.1, num_workers: int = 0, eval_batch_size: int | None = None):
+    def __init__(
+        self,
+        paths: str | list[str],
+        block_size: int = 128,
+        batch_size: int = 16,
+        val_fraction: float = 0.1,
+        num_workers: int = 0,
+        eval_batch_size: int | None = None,
+    ):
         super().__init__(block_size, batch_size, val_fraction, num_workers, eval_batch_size)
         self.paths = [paths] if isinstance(paths, str) else list(paths)
 
@@ -108,8 +124,10 @@ class TextFilesDataModule(_ByteText):
             else:
                 found = sorted(Path(f) for f in glob.glob(str(path), recursive=True) if Path(f).is_file())
             if not found:
-                raise DataError(f"TextFilesDataModule: {p} matches no file; give data.paths as existing text files, "
-                                "directories or glob patterns (e.g. 'corpus/**/*.txt')")
+                raise DataError(
+                    f"TextFilesDataModule: {p} matches no file; give data.paths as existing text files, "
+                    "directories or glob patterns (e.g. 'corpus/**/*.txt')"
+                )
             out += found
         return sorted(set(out))
 

@@ -22,8 +22,17 @@ from normlight.data.common import BaseDataModule, DataError, split_indices
 class ImageTensorDataset(Dataset):
     """uint8 images (N, C, H, W) + labels -> resized, channel-matched, normalized floats; optional crop/flip."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, img_size: int, in_chans: int,
-                 mean: float, std: float, augment: bool = False, max_value: float = 255.0):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        img_size: int,
+        in_chans: int,
+        mean: float,
+        std: float,
+        augment: bool = False,
+        max_value: float = 255.0,
+    ):
         self.images, self.labels = images, labels
         self.img_size, self.in_chans, self.augment = img_size, in_chans, augment
         self.mean, self.std, self.max_value = mean, std, max_value
@@ -42,7 +51,7 @@ class ImageTensorDataset(Dataset):
             pad = max(1, self.img_size // 8)
             x = F.pad(x, (pad, pad, pad, pad))
             dy, dx = torch.randint(0, 2 * pad + 1, (2,)).tolist()
-            x = x[:, dy:dy + self.img_size, dx:dx + self.img_size]
+            x = x[:, dy : dy + self.img_size, dx : dx + self.img_size]
             if torch.rand(()) < 0.5:
                 x = x.flip(-1)
         return x, self.labels[i]
@@ -55,12 +64,23 @@ class _InMemoryVision(BaseDataModule):
     native_size = 28
     mean, std = 0.5, 0.5
 
-    def __init__(self, img_size: int, in_chans: int, batch_size: int, val_fraction: float, split_seed: int,
-                 augment: bool, num_workers: int, eval_batch_size: int | None = None):
+    def __init__(
+        self,
+        img_size: int,
+        in_chans: int,
+        batch_size: int,
+        val_fraction: float,
+        split_seed: int,
+        augment: bool,
+        num_workers: int,
+        eval_batch_size: int | None = None,
+    ):
         super().__init__(batch_size, num_workers, eval_batch_size)
         if img_size < 4 or in_chans not in (1, 3):
-            raise DataError(f"{type(self).__name__}: img_size must be >= 4 and in_chans 1 or 3, "
-                            f"got img_size={img_size}, in_chans={in_chans}")
+            raise DataError(
+                f"{type(self).__name__}: img_size must be >= 4 and in_chans 1 or 3, "
+                f"got img_size={img_size}, in_chans={in_chans}"
+            )
         self.img_size, self.in_chans = img_size, in_chans
         self.val_fraction, self.split_seed, self.augment = val_fraction, split_seed, augment
         self.max_value = 255.0
@@ -76,7 +96,9 @@ class _InMemoryVision(BaseDataModule):
         self.check()
         xtr, ytr, xte, yte = self.load()
         tr, va = split_indices(len(ytr), self.val_fraction, self.split_seed)
-        kw = dict(img_size=self.img_size, in_chans=self.in_chans, mean=self.mean, std=self.std, max_value=self.max_value)
+        kw = dict(
+            img_size=self.img_size, in_chans=self.in_chans, mean=self.mean, std=self.std, max_value=self.max_value
+        )
         self.train_set = ImageTensorDataset(xtr[tr], ytr[tr], augment=self.augment, **kw)
         self.val_set = ImageTensorDataset(xtr[va], ytr[va], **kw)
         self.test_set = ImageTensorDataset(xte, yte, **kw) if xte is not None else self.val_set
@@ -88,8 +110,16 @@ class DigitsDataModule(_InMemoryVision):
     Needs no download. The seeded split holds out ``val_fraction`` for validation; test = validation.
     """
 
-    def __init__(self, img_size: int = 16, in_chans: int = 1, batch_size: int = 64, val_fraction: float = 0.2,
-                 split_seed: int = 0, num_workers: int = 0, eval_batch_size: int | None = None):
+    def __init__(
+        self,
+        img_size: int = 16,
+        in_chans: int = 1,
+        batch_size: int = 64,
+        val_fraction: float = 0.2,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        eval_batch_size: int | None = None,
+    ):
         super().__init__(img_size, in_chans, batch_size, val_fraction, split_seed, False, num_workers, eval_batch_size)
         self.max_value = 16.0  # digits pixels are 0..16
         self.mean, self.std = 0.30, 0.38  # of the 0..1-scaled digits
@@ -112,11 +142,11 @@ def read_idx(path: Path) -> torch.Tensor:
         zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
         if zero != 0 or dtype != 0x08:
             raise ValueError(f"magic bytes {raw[:4].hex()} are not an unsigned-byte IDX header")
-        dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+        dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
         n = 1
         for d in dims:
             n *= d
-        body = raw[4 + 4 * ndim:]
+        body = raw[4 + 4 * ndim :]
         if len(body) != n:
             raise ValueError(f"header announces {dims} = {n} bytes but the file holds {len(body)}")
     except (OSError, ValueError, struct.error, EOFError) as exc:
@@ -132,14 +162,24 @@ class MNISTDataModule(_InMemoryVision):
     """
 
     default_root: str | None = None
-    how_to_get = ("download the four IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
-                  "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) into that directory")
+    how_to_get = (
+        "download the four IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+        "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) into that directory"
+    )
     files = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
     mean, std = 0.13, 0.31
 
-    def __init__(self, root: str | None = None, img_size: int = 28, in_chans: int = 1, batch_size: int = 128,
-                 val_fraction: float = 1 / 12, split_seed: int = 0, num_workers: int = 0,
-                 eval_batch_size: int | None = None):
+    def __init__(
+        self,
+        root: str | None = None,
+        img_size: int = 28,
+        in_chans: int = 1,
+        batch_size: int = 128,
+        val_fraction: float = 1 / 12,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        eval_batch_size: int | None = None,
+    ):
         super().__init__(img_size, in_chans, batch_size, val_fraction, split_seed, False, num_workers, eval_batch_size)
         root = root or self.default_root
         if root is None:
@@ -157,16 +197,19 @@ class MNISTDataModule(_InMemoryVision):
         """Every one of the four IDX files must exist under ``root`` (or ``root/raw``)."""
         missing = [s for s in self.files if self._find(s) is None]
         if missing:
-            raise DataError(f"{type(self).__name__}: {self.root} lacks {', '.join(f + '[.gz]' for f in missing)}; "
-                            f"{self.how_to_get}")
+            raise DataError(
+                f"{type(self).__name__}: {self.root} lacks {', '.join(f + '[.gz]' for f in missing)}; {self.how_to_get}"
+            )
 
     def load(self):
         """The four IDX arrays as tensors; shapes are checked against each other."""
         xtr, ytr, xte, yte = (read_idx(self._find(s)) for s in self.files)
         for x, y, s in ((xtr, ytr, self.files[0]), (xte, yte, self.files[2])):
             if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-                raise DataError(f"malformed IDX files under {self.root}: {s} has shape {tuple(x.shape)} but its "
-                                f"labels have shape {tuple(y.shape)}")
+                raise DataError(
+                    f"malformed IDX files under {self.root}: {s} has shape {tuple(x.shape)} but its "
+                    f"labels have shape {tuple(y.shape)}"
+                )
         return xtr[:, None], ytr.long(), xte[:, None], yte.long()
 
 
@@ -174,9 +217,11 @@ class FashionMNISTDataModule(MNISTDataModule):
     """Fashion-MNIST IDX files; by default where Debian's ``dataset-fashion-mnist`` package puts them."""
 
     default_root = "/usr/share/datasets/fashion-mnist"
-    how_to_get = ("install them with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu, puts the files in "
-                  "/usr/share/datasets/fashion-mnist) or download the four IDX .gz files from "
-                  "https://github.com/zalandoresearch/fashion-mnist into that directory")
+    how_to_get = (
+        "install them with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu, puts the files in "
+        "/usr/share/datasets/fashion-mnist) or download the four IDX .gz files from "
+        "https://github.com/zalandoresearch/fashion-mnist into that directory"
+    )
     mean, std = 0.29, 0.35
 
 
@@ -186,14 +231,27 @@ class CIFAR10DataModule(_InMemoryVision):
     ``root`` is the ``cifar-10-batches-py`` directory or its parent. Training uses crop + flip augmentation.
     """
 
-    how_to_get = ("download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and "
-                  "extract it there (tar xzf cifar-10-python.tar.gz)")
+    how_to_get = (
+        "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and "
+        "extract it there (tar xzf cifar-10-python.tar.gz)"
+    )
     mean, std = 0.47, 0.25
 
-    def __init__(self, root: str, img_size: int = 32, in_chans: int = 3, batch_size: int = 128,
-                 val_fraction: float = 0.1, split_seed: int = 0, augment: bool = True, num_workers: int = 0,
-                 eval_batch_size: int | None = None):
-        super().__init__(img_size, in_chans, batch_size, val_fraction, split_seed, augment, num_workers, eval_batch_size)
+    def __init__(
+        self,
+        root: str,
+        img_size: int = 32,
+        in_chans: int = 3,
+        batch_size: int = 128,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        augment: bool = True,
+        num_workers: int = 0,
+        eval_batch_size: int | None = None,
+    ):
+        super().__init__(
+            img_size, in_chans, batch_size, val_fraction, split_seed, augment, num_workers, eval_batch_size
+        )
         root = Path(root).expanduser()
         self.root = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
 
@@ -212,7 +270,9 @@ class CIFAR10DataModule(_InMemoryVision):
             x = torch.as_tensor(d[b"data"], dtype=torch.uint8).reshape(-1, 3, 32, 32)
             y = torch.as_tensor(d[b"labels"], dtype=torch.long)
         except (OSError, pickle.UnpicklingError, KeyError, TypeError, ValueError, RuntimeError, EOFError) as exc:
-            raise DataError(f"malformed CIFAR-10 batch {path} ({type(exc).__name__}: {exc}); {self.how_to_get}") from exc
+            raise DataError(
+                f"malformed CIFAR-10 batch {path} ({type(exc).__name__}: {exc}); {self.how_to_get}"
+            ) from exc
         if len(x) != len(y):
             raise DataError(f"malformed CIFAR-10 batch {path}: {len(x)} images but {len(y)} labels")
         return x, y
@@ -231,9 +291,17 @@ class ImageFolderDataModule(BaseDataModule):
     ``img_size`` (shorter side) and center-cropped; training adds horizontal flips.
     """
 
-    def __init__(self, root: str, img_size: int = 32, in_chans: int = 3, batch_size: int = 64,
-                 val_fraction: float = 0.1, split_seed: int = 0, num_workers: int = 0,
-                 eval_batch_size: int | None = None):
+    def __init__(
+        self,
+        root: str,
+        img_size: int = 32,
+        in_chans: int = 3,
+        batch_size: int = 64,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        eval_batch_size: int | None = None,
+    ):
         super().__init__(batch_size, num_workers, eval_batch_size)
         self.root = Path(root).expanduser()
         self.img_size, self.in_chans = img_size, in_chans
@@ -253,11 +321,15 @@ class ImageFolderDataModule(BaseDataModule):
     def check(self) -> None:
         """``root`` must exist and hold at least two class sub-folders."""
         if not self.root.is_dir():
-            raise DataError(f"ImageFolderDataModule: image folder {self.root} does not exist; point data.root at a "
-                            "directory laid out as <root>/<class_name>/<image files> (optionally with train/ and val/)")
+            raise DataError(
+                f"ImageFolderDataModule: image folder {self.root} does not exist; point data.root at a "
+                "directory laid out as <root>/<class_name>/<image files> (optionally with train/ and val/)"
+            )
         if sum(1 for e in os.scandir(self.train_root) if e.is_dir()) < 2:
-            raise DataError(f"ImageFolderDataModule: {self.train_root} needs at least two class sub-folders "
-                            "(<root>/<class_name>/<image files>)")
+            raise DataError(
+                f"ImageFolderDataModule: {self.train_root} needs at least two class sub-folders "
+                "(<root>/<class_name>/<image files>)"
+            )
 
     def setup(self, stage: str | None = None) -> None:
         """Index the image files and build the datasets (images are decoded lazily, per item)."""
@@ -267,8 +339,13 @@ class ImageFolderDataModule(BaseDataModule):
         from torchvision import datasets, transforms
 
         norm = transforms.Normalize([0.5] * self.in_chans, [0.5] * self.in_chans)
-        base = [transforms.Grayscale(self.in_chans) if self.in_chans == 1 else transforms.Lambda(lambda im: im.convert("RGB")),
-                transforms.Resize(self.img_size), transforms.CenterCrop(self.img_size)]
+        base = [
+            transforms.Grayscale(self.in_chans)
+            if self.in_chans == 1
+            else transforms.Lambda(lambda im: im.convert("RGB")),
+            transforms.Resize(self.img_size),
+            transforms.CenterCrop(self.img_size),
+        ]
         t_eval = transforms.Compose(base + [transforms.ToTensor(), norm])
         t_train = transforms.Compose(base + [transforms.RandomHorizontalFlip(), transforms.ToTensor(), norm])
         if (self.root / "val").is_dir():

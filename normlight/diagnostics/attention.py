@@ -59,6 +59,7 @@ class AttentionRecorder:
             logit = getattr(attn, "last_max_logit", None)
             if logit is not None:
                 self.max_logit[idx] = float(logit)
+
         return hook
 
     def remove(self) -> dict[str, list[float]]:

@@ -33,6 +33,7 @@ def probe_block_influence(model: torch.nn.Module, blocks, inputs) -> list[float]
             h_in, h_out = (args[0] if args else None), first_tensor(out)
             if isinstance(h_in, torch.Tensor) and h_out is not None:
                 values[idx] = block_influence(h_in, h_out)
+
         return fn
 
     handles = [b.register_forward_hook(hook(i)) for i, b in enumerate(blocks)]

@@ -43,6 +43,7 @@ def _model_input(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _timed(hook):
     """Adds the wall time spent in a hook to ``self.seconds`` (the diagnostics' own cost, logged at the end)."""
+
     @functools.wraps(hook)
     def wrapper(self, *args, **kwargs):
         t0 = time.perf_counter()
@@ -50,6 +51,7 @@ def _timed(hook):
             return hook(self, *args, **kwargs)
         finally:
             self.seconds += time.perf_counter() - t0
+
     return wrapper
 
 
@@ -101,8 +103,13 @@ class StabilityDiagnostics(Callback):
             raise ValueError(f"diagnostics.every_n_steps must be >= 1, got {every_n_steps}")
         self.every_n_steps = every_n_steps
         self.enabled = {
-            "grad_norm": grad_norm, "loss_spikes": loss_spikes, "residual": residual, "attention": attention,
-            "block_influence": block_influence, "batch_stats": batch_stats, "throughput": throughput,
+            "grad_norm": grad_norm,
+            "loss_spikes": loss_spikes,
+            "residual": residual,
+            "attention": attention,
+            "block_influence": block_influence,
+            "batch_stats": batch_stats,
+            "throughput": throughput,
         }
         self.divergence_guard = divergence_guard
         self.probe_size = probe_size
@@ -144,7 +151,9 @@ class StabilityDiagnostics(Callback):
     def _diverge(self, trainer, value: float, what: str) -> None:
         if self.guard.check(value, self._step, what):
             trainer.should_stop = True
-            self._tags(trainer, {"diverged": "true", "diverged_step": self.guard.step, "diverged_reason": self.guard.reason})
+            self._tags(
+                trainer, {"diverged": "true", "diverged_step": self.guard.step, "diverged_reason": self.guard.reason}
+            )
 
     # ------------------------------------------------------------------ training hooks
     def on_train_start(self, trainer, pl_module):
@@ -265,7 +274,9 @@ class StabilityDiagnostics(Callback):
             m["diag/loss_zscore"] = self.spikes.last_z
         if self.enabled["throughput"]:
             items, dt = self.meter.read()
-            rate = torch.tensor(items / dt if dt > 0 else 0.0, dtype=torch.float64, device=pl_module.device)  # NCCL reduces only CUDA tensors
+            rate = torch.tensor(
+                items / dt if dt > 0 else 0.0, dtype=torch.float64, device=pl_module.device
+            )  # NCCL reduces only CUDA tensors
             rate = trainer.strategy.reduce(rate, reduce_op="sum")  # all ranks -> one number
             m[f"diag/{self.meter.unit}_per_sec"] = float(rate)
             m["diag/peak_mem_mb"] = peak_memory_mb(pl_module.device)
@@ -291,7 +302,9 @@ class StabilityDiagnostics(Callback):
             was_training = model.training
             model.eval()
             try:
-                bi = block_influence.probe_block_influence(model, blocks, _model_input(model, self._probe.to(pl_module.device)))
+                bi = block_influence.probe_block_influence(
+                    model, blocks, _model_input(model, self._probe.to(pl_module.device))
+                )
             finally:
                 model.train(was_training)
             out = _per_layer("diag/block_influence", bi)
@@ -304,7 +317,9 @@ class StabilityDiagnostics(Callback):
     # ------------------------------------------------------------------ end of run
     def summary_metrics(self, pl_module=None) -> dict[str, float]:
         """The run-level ``summary/...`` metrics as they stand now."""
-        out = self.summary.metrics(diverged=self.guard.diverged, diverged_step=self.guard.step, spikes=self.spikes.count)
+        out = self.summary.metrics(
+            diverged=self.guard.diverged, diverged_step=self.guard.step, spikes=self.spikes.count
+        )
         if self.enabled["throughput"] and self.meter.total_time > 0:
             out[f"summary/{self.meter.unit}_per_sec"] = self.meter.total_items / self.meter.total_time
         if pl_module is not None:
@@ -319,7 +334,13 @@ class StabilityDiagnostics(Callback):
         if self.enabled["throughput"]:
             key = f"summary/{self.meter.unit}_per_sec"
             if key in out:
-                out[key] = float(trainer.strategy.reduce(torch.tensor(out[key], dtype=torch.float64, device=pl_module.device), reduce_op="sum"))
+                out[key] = float(
+                    trainer.strategy.reduce(
+                        torch.tensor(out[key], dtype=torch.float64, device=pl_module.device), reduce_op="sum"
+                    )
+                )
         self._log(trainer, out, trainer.global_step)
         if self.guard.diverged:
-            self._tags(trainer, {"diverged": "true", "diverged_step": self.guard.step, "diverged_reason": self.guard.reason})
+            self._tags(
+                trainer, {"diverged": "true", "diverged_step": self.guard.step, "diverged_reason": self.guard.reason}
+            )

@@ -60,6 +60,7 @@ class ResidualRecorder:
             if h is not None:
                 self.stats[idx] = stream_stats(h)
             self.seconds += time.perf_counter() - t0
+
         return hook
 
     def remove(self) -> dict[str, list[float]]:

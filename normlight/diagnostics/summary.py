@@ -35,7 +35,11 @@ class RunSummary:
         if self.steps_to_target is None and self.target_value is not None:
             v = metrics.get(self.target_metric)
             if v is not None and math.isfinite(float(v)):
-                hit = float(v) >= self.target_value if higher_is_better(self.target_metric) else float(v) <= self.target_value
+                hit = (
+                    float(v) >= self.target_value
+                    if higher_is_better(self.target_metric)
+                    else float(v) <= self.target_value
+                )
                 if hit:
                     self.steps_to_target = int(step)
 

@@ -31,7 +31,9 @@ class WSConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Convolve ``x`` with the standardized kernel."""
-        return self._conv_forward(x, self.standardized_weight().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+        return self._conv_forward(
+            x, self.standardized_weight().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype)
+        )
 
 
 class ScaledWSConv2d(nn.Conv2d):
@@ -43,15 +45,36 @@ class ScaledWSConv2d(nn.Conv2d):
     Each standardized filter therefore has mean 0 and L2 norm ``gain``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, eps: float = 1e-4, device=None, dtype=None):
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
-                         groups=groups, bias=True, device=device, dtype=dtype)
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        eps: float = 1e-4,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=True,
+            device=device,
+            dtype=dtype,
+        )
         self.gain = nn.Parameter(torch.ones(out_channels, 1, 1, 1, device=device, dtype=dtype))
         self.eps = eps
         fan_in = self.weight[0].numel()
         with torch.no_grad():
-            self.weight.normal_(0.0, fan_in ** -0.5)
+            self.weight.normal_(0.0, fan_in**-0.5)
             self.bias.zero_()
 
     def standardized_weight(self) -> torch.Tensor:
@@ -70,9 +93,19 @@ class ScaledWSConv2d(nn.Conv2d):
 
 def conv_with_same_weights(conv: nn.Conv2d) -> nn.Conv2d:
     """A plain ``nn.Conv2d`` computing what ``conv`` computes (WS kernels materialized); used by folding."""
-    plain = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
-                      dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
-                      padding_mode=conv.padding_mode, device=conv.weight.device, dtype=conv.weight.dtype)
+    plain = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=conv.bias is not None,
+        padding_mode=conv.padding_mode,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
+    )
     with torch.no_grad():
         w = conv.standardized_weight() if hasattr(conv, "standardized_weight") else conv.weight
         plain.weight.copy_(w)

@@ -44,8 +44,9 @@ def _check(model: nn.Module) -> None:
         raise ValueError(f"convert: only GPT and ViT models convert, got {what}")
     if model.placement_cls is not get_placement("pre"):
         raise ValueError(f"convert: needs placement 'pre', got {model.placement_cls.__name__} in {what}")
-    norms = [("final norm", model.norm)] + [(f"blocks[{i}].{n}", getattr(b, n)) for i, b in enumerate(model.blocks)
-                                            for n in ("norm1", "norm2")]
+    norms = [("final norm", model.norm)] + [
+        (f"blocks[{i}].{n}", getattr(b, n)) for i, b in enumerate(model.blocks) for n in ("norm1", "norm2")
+    ]
     for where, norm in norms:
         if not isinstance(norm, (nn.LayerNorm, LayerNorm)) or norm.weight is None:
             raise ValueError(f"convert: {where} is {type(norm).__name__}; needs an affine LayerNorm (norm='layernorm')")
@@ -83,8 +84,13 @@ def _center_writer(lin: nn.Linear, compress: bool) -> nn.Linear:
 @torch.no_grad()
 def _compress_reader(lin: nn.Linear) -> nn.Linear:
     """A reader of the compressed stream: ``W_c = W[:, :-1] - W[:, -1:]`` (bias unchanged)."""
-    out = nn.Linear(lin.in_features - 1, lin.out_features, bias=lin.bias is not None,
-                    device=lin.weight.device, dtype=lin.weight.dtype)
+    out = nn.Linear(
+        lin.in_features - 1,
+        lin.out_features,
+        bias=lin.bias is not None,
+        device=lin.weight.device,
+        dtype=lin.weight.dtype,
+    )
     out.weight.copy_(lin.weight[:, :-1] - lin.weight[:, -1:])
     if lin.bias is not None:
         out.bias.copy_(lin.bias)
@@ -103,8 +109,11 @@ def _convert(model: nn.Module, compress: bool) -> nn.Module:
     m = copy.deepcopy(model)
     dim = m.norm.weight.numel()
     eps = m.norm.eps
-    new_norm = (lambda: create_norm("crmsnorm", dim - 1, eps=eps)) if compress else (
-        lambda: create_norm("rmsnorm", dim, eps=eps, elementwise_affine=False))
+    new_norm = (
+        (lambda: create_norm("crmsnorm", dim - 1, eps=eps))
+        if compress
+        else (lambda: create_norm("rmsnorm", dim, eps=eps, elementwise_affine=False))
+    )
     reader = _compress_reader if compress else (lambda lin: lin)
 
     for blk in m.blocks:
@@ -126,14 +135,25 @@ def _convert(model: nn.Module, compress: bool) -> nn.Module:
         w = conv.weight.double() - conv.weight.double().mean(dim=0, keepdim=True)
         b = conv.bias.double() - conv.bias.double().mean()
         keep = conv.out_channels - 1 if compress else conv.out_channels
-        new = nn.Conv2d(conv.in_channels, keep, conv.kernel_size, stride=conv.stride,
-                        device=conv.weight.device, dtype=conv.weight.dtype)
+        new = nn.Conv2d(
+            conv.in_channels,
+            keep,
+            conv.kernel_size,
+            stride=conv.stride,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+        )
         new.weight.copy_(w[:keep])
         new.bias.copy_(b[:keep])
         m.patch_embed.proj = new
         m.pos_emb = _center_param(m.pos_emb, compress)
         if m.cls_token is not None:
             m.cls_token = _center_param(m.cls_token, compress)
-    m.spec = {**m.spec, "norm": "crmsnorm" if compress else "rmsnorm", "norm_kwargs": {"eps": eps},
-              "converted_from": m.spec.get("norm"), "tie_weights": False}
+    m.spec = {
+        **m.spec,
+        "norm": "crmsnorm" if compress else "rmsnorm",
+        "norm_kwargs": {"eps": eps},
+        "converted_from": m.spec.get("norm"),
+        "tie_weights": False,
+    }
     return m

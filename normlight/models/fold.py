@@ -62,8 +62,10 @@ def make_example_input(model: nn.Module) -> torch.Tensor:
         size = model.img_size if isinstance(model.img_size, (tuple, list)) else (model.img_size, model.img_size)
         dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
         return torch.randn(2, model.in_chans, *size, device=device, dtype=dtype)
-    raise NormlightError(f"fold: cannot make an example input for {type(model).__name__} (it has no family/img_size/"
-                         "vocab_size attributes); pass example_input=")
+    raise NormlightError(
+        f"fold: cannot make an example input for {type(model).__name__} (it has no family/img_size/"
+        "vocab_size attributes); pass example_input="
+    )
 
 
 def record(model: nn.Module, x) -> tuple[dict[str, Call], torch.Tensor]:
@@ -81,8 +83,11 @@ def record(model: nn.Module, x) -> tuple[dict[str, Call], torch.Tensor]:
         extra = len(args) != 1 or any(v is not None for v in kwargs.values())
         calls[name] = Call(name, args[0], args[0]._version, out, out._version, out.grad_fn, extra_args=extra)
 
-    handles = [m.register_forward_hook(hook, with_kwargs=True) for n, m in model.named_modules()
-               if n in outer or (isinstance(m, LAYERS) and not any(n.startswith(o + ".") for o in outer))]
+    handles = [
+        m.register_forward_hook(hook, with_kwargs=True)
+        for n, m in model.named_modules()
+        if n in outer or (isinstance(m, LAYERS) and not any(n.startswith(o + ".") for o in outer))
+    ]
     flags = {p: p.requires_grad for p in model.parameters()}
     try:
         for p in model.parameters():
@@ -146,7 +151,10 @@ def per_channel_affine(norm: nn.Module, sample: torch.Tensor, channel_dim: int):
         a_full = norm(torch.ones_like(sample)) - b_full
         rows = lambda t: t.movedim(channel_dim, -1).reshape(-1, t.shape[channel_dim])  # noqa: E731
         a, b = rows(a_full)[0], rows(b_full)[0]
-        if not (torch.allclose(rows(a_full), a.expand_as(rows(a_full))) and torch.allclose(rows(b_full), b.expand_as(rows(b_full)))):
+        if not (
+            torch.allclose(rows(a_full), a.expand_as(rows(a_full)))
+            and torch.allclose(rows(b_full), b.expand_as(rows(b_full)))
+        ):
             return None
         shape = [1] * sample.ndim
         shape[channel_dim] = -1
@@ -214,9 +222,16 @@ def fold(model: nn.Module, example_input: torch.Tensor | None = None) -> nn.Modu
             continue
         own = inside(readers, call.out_node, call.inp.grad_fn)
         src = layer_calls.get(call.inp.grad_fn)
-        if (src is not None and src.count == 1 and src.out is call.inp and src.out_version == call.inp_version
-                and all(r in own for r in readers.get(src.out_node, []))):
-            affine = per_channel_affine(norm, call.inp.detach(), 1 if not isinstance(modules[src.name], nn.Linear) else -1)
+        if (
+            src is not None
+            and src.count == 1
+            and src.out is call.inp
+            and src.out_version == call.inp_version
+            and all(r in own for r in readers.get(src.out_node, []))
+        ):
+            affine = per_channel_affine(
+                norm, call.inp.detach(), 1 if not isinstance(modules[src.name], nn.Linear) else -1
+            )
             if affine is not None:
                 _into_preceding(folded, src.name, modules[src.name], *affine)
                 _set(folded, name, nn.Identity())
@@ -224,7 +239,9 @@ def fold(model: nn.Module, example_input: torch.Tensor | None = None) -> nn.Modu
                 continue
         # following linears: every reader of the norm's output belongs to a linear whose input it is
         nexts = [c for c in calls.values() if c.inp is call.out and type(modules[c.name]).forward is nn.Linear.forward]
-        if not nexts or any(c.count != 1 or c.inp_version != call.out_version or not untied(modules[c.name]) for c in nexts):
+        if not nexts or any(
+            c.count != 1 or c.inp_version != call.out_version or not untied(modules[c.name]) for c in nexts
+        ):
             continue
         owned = set().union(*(inside(readers, c.out_node, call.out_node) for c in nexts))
         if not all(r in owned for r in readers.get(call.out_node, [])):
@@ -241,8 +258,10 @@ def fold(model: nn.Module, example_input: torch.Tensor | None = None) -> nn.Modu
         got = folded(x)
     for r, g in zip(_flatten(reference), _flatten(got)):
         if r.is_floating_point() and not torch.allclose(r, g, rtol=1e-4, atol=1e-5 * max(1.0, r.abs().max().item())):
-            raise NormlightError(f"fold: the folded {type(model).__name__} differs from the original by "
-                                 f"{(r - g).abs().max().item():.3g}; please report this model")
+            raise NormlightError(
+                f"fold: the folded {type(model).__name__} differs from the original by "
+                f"{(r - g).abs().max().item():.3g}; please report this model"
+            )
     return folded
 
 

@@ -31,27 +31,76 @@ class GPT(nn.Module):
 
     family = "gpt"
 
-    def __init__(self, *, name: str = "gpt", vocab_size: int = 256, max_seq_len: int = 64, depth: int = 2,
-                 dim: int = 64, num_heads: int = 4, mlp: str = "gelu", mlp_ratio: float = 4.0,
-                 dropout: float = 0.0, bias: bool = True, pos: str = "learned", tie_weights: bool | None = None,
-                 norm: Any = "layernorm", norm_kwargs: dict | None = None, placement: Any = "pre",
-                 placement_kwargs: dict | None = None, qk_norm: Any = None, qk_norm_kwargs: dict | None = None):
+    def __init__(
+        self,
+        *,
+        name: str = "gpt",
+        vocab_size: int = 256,
+        max_seq_len: int = 64,
+        depth: int = 2,
+        dim: int = 64,
+        num_heads: int = 4,
+        mlp: str = "gelu",
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        bias: bool = True,
+        pos: str = "learned",
+        tie_weights: bool | None = None,
+        norm: Any = "layernorm",
+        norm_kwargs: dict | None = None,
+        placement: Any = "pre",
+        placement_kwargs: dict | None = None,
+        qk_norm: Any = None,
+        qk_norm_kwargs: dict | None = None,
+    ):
         super().__init__()
         if pos not in ("learned", "rope"):
             raise ValueError(f"gpt: pos must be 'learned' or 'rope', got {pos!r}")
-        self.spec = {k: spec_value(v) for k, v in dict(
-            name=name, vocab_size=vocab_size, max_seq_len=max_seq_len, depth=depth, dim=dim, num_heads=num_heads,
-            mlp=mlp, mlp_ratio=mlp_ratio, dropout=dropout, bias=bias, pos=pos, tie_weights=tie_weights, norm=norm,
-            norm_kwargs=norm_kwargs or {}, placement=placement, placement_kwargs=placement_kwargs or {},
-            qk_norm=qk_norm, qk_norm_kwargs=qk_norm_kwargs or {}).items()}
+        self.spec = {
+            k: spec_value(v)
+            for k, v in dict(
+                name=name,
+                vocab_size=vocab_size,
+                max_seq_len=max_seq_len,
+                depth=depth,
+                dim=dim,
+                num_heads=num_heads,
+                mlp=mlp,
+                mlp_ratio=mlp_ratio,
+                dropout=dropout,
+                bias=bias,
+                pos=pos,
+                tie_weights=tie_weights,
+                norm=norm,
+                norm_kwargs=norm_kwargs or {},
+                placement=placement,
+                placement_kwargs=placement_kwargs or {},
+                qk_norm=qk_norm,
+                qk_norm_kwargs=qk_norm_kwargs or {},
+            ).items()
+        }
         self.vocab_size, self.max_seq_len = vocab_size, max_seq_len
         self.tok_emb = nn.Embedding(vocab_size, dim)
         self.pos_emb = nn.Embedding(max_seq_len, dim) if pos == "learned" else None
         self.drop = nn.Dropout(dropout)
         self.placement_cls, self.blocks = build_blocks(
-            placement, depth, dim, num_heads, placement_kwargs=placement_kwargs, norm=norm, norm_kwargs=norm_kwargs,
-            qk_norm=qk_norm, qk_norm_kwargs=qk_norm_kwargs, mlp=mlp, mlp_ratio=mlp_ratio, causal=True,
-            dropout=dropout, bias=bias, rope=pos == "rope", max_seq_len=max_seq_len)
+            placement,
+            depth,
+            dim,
+            num_heads,
+            placement_kwargs=placement_kwargs,
+            norm=norm,
+            norm_kwargs=norm_kwargs,
+            qk_norm=qk_norm,
+            qk_norm_kwargs=qk_norm_kwargs,
+            mlp=mlp,
+            mlp_ratio=mlp_ratio,
+            causal=True,
+            dropout=dropout,
+            bias=bias,
+            rope=pos == "rope",
+            max_seq_len=max_seq_len,
+        )
         self.norm = final_norm(self.placement_cls, norm, dim, norm_kwargs, depth)
         self.head = nn.Linear(dim, vocab_size, bias=False)
         self.logit_scale = self.placement_cls.logit_scale(vocab_size)

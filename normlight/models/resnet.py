@@ -62,8 +62,15 @@ class Builder:
 
     def norm_layer(self, channels: int, layer_idx: int) -> nn.Module:
         """The selected norm for a (N, C, H, W) map, built with its depth context."""
-        return create_norm(self.norm, channels, layout="channels_first", site="conv", layer_idx=layer_idx,
-                           num_layers=self.num_layers, **self.norm_kwargs)
+        return create_norm(
+            self.norm,
+            channels,
+            layout="channels_first",
+            site="conv",
+            layer_idx=layer_idx,
+            num_layers=self.num_layers,
+            **self.norm_kwargs,
+        )
 
 
 def act_after(norm: nn.Module) -> nn.Module:
@@ -343,16 +350,27 @@ class NFBlock(nn.Module):
         +-- identity -----+------- or (transition) [avgpool]--conv_shortcut -----+
     """
 
-    def __init__(self, cin: int, planes: int, stride: int, bottleneck: bool, transition: bool, beta: float,
-                 alpha: float = NF_ALPHA):
+    def __init__(
+        self,
+        cin: int,
+        planes: int,
+        stride: int,
+        bottleneck: bool,
+        transition: bool,
+        beta: float,
+        alpha: float = NF_ALPHA,
+    ):
         super().__init__()
         self.expansion = 4 if bottleneck else 1
         cout = planes * self.expansion
         self.beta, self.alpha = beta, alpha
         self.act = GammaReLU()
         if bottleneck:
-            convs = [ScaledWSConv2d(cin, planes, 1), ScaledWSConv2d(planes, planes, 3, stride, padding=1),
-                     ScaledWSConv2d(planes, cout, 1)]
+            convs = [
+                ScaledWSConv2d(cin, planes, 1),
+                ScaledWSConv2d(planes, planes, 3, stride, padding=1),
+                ScaledWSConv2d(planes, cout, 1),
+            ]
         else:
             convs = [ScaledWSConv2d(cin, planes, 3, stride, padding=1), ScaledWSConv2d(planes, planes, 3, padding=1)]
         self.convs = nn.ModuleList(convs)
@@ -390,15 +408,37 @@ class ResNet(nn.Module):
     family = "resnet"
     placement_cls = None
 
-    def __init__(self, stage_depths: list[int], stage_widths: list[int], *, bottleneck: bool, imagenet_stem: bool,
-                 norm: Any = None, norm_kwargs: dict | None = None, variant: str = "standard",
-                 weight_standardization: bool = False, num_classes: int = 10, in_chans: int = 3, img_size: int = 32,
-                 zero_init_last: bool = False, spec: dict | None = None):
+    def __init__(
+        self,
+        stage_depths: list[int],
+        stage_widths: list[int],
+        *,
+        bottleneck: bool,
+        imagenet_stem: bool,
+        norm: Any = None,
+        norm_kwargs: dict | None = None,
+        variant: str = "standard",
+        weight_standardization: bool = False,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        img_size: int = 32,
+        zero_init_last: bool = False,
+        spec: dict | None = None,
+    ):
         super().__init__()
         self.num_classes, self.in_chans, self.img_size, self.variant = num_classes, in_chans, img_size, variant
-        self.spec = dict(spec or {}, norm=norm if not callable(norm) else repr(norm), norm_kwargs=dict(norm_kwargs or {}),
-                         variant=variant, weight_standardization=weight_standardization, num_classes=num_classes,
-                         in_chans=in_chans, img_size=img_size, zero_init_last=zero_init_last, placement=None)
+        self.spec = dict(
+            spec or {},
+            norm=norm if not callable(norm) else repr(norm),
+            norm_kwargs=dict(norm_kwargs or {}),
+            variant=variant,
+            weight_standardization=weight_standardization,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            img_size=img_size,
+            zero_init_last=zero_init_last,
+            placement=None,
+        )
         num_blocks = sum(stage_depths)
         b = Builder(norm, norm_kwargs, weight_standardization, num_blocks)
         k, s = (7, 2) if imagenet_stem else (3, 1)
@@ -428,8 +468,9 @@ class ResNet(nn.Module):
         """Create ``conv1`` and whatever the variant puts after it."""
         raise NotImplementedError
 
-    def build_block(self, b: Builder, cin: int, planes: int, stride: int, bottleneck: bool, idx: int,
-                    first_of_stage: bool) -> nn.Module:
+    def build_block(
+        self, b: Builder, cin: int, planes: int, stride: int, bottleneck: bool, idx: int, first_of_stage: bool
+    ) -> nn.Module:
         """One residual block."""
         raise NotImplementedError
 
@@ -462,10 +503,14 @@ class ResNet(nn.Module):
         if x.ndim != 4 or x.shape[1] != self.in_chans:
             raise ValueError(f"ResNet expects images of shape (N, {self.in_chans}, H, W), got {tuple(x.shape)}")
         if self.training and x.shape[0] == 1 and self.has_batch_stat_norm():
-            warnings.warn("ResNet trains with batch size 1 and a batch-statistic norm "
-                          f"({self.spec['norm']}): each sample is normalized by its own statistics and the running "
-                          "estimates will not match eval. Use a larger batch, or groupnorm with "
-                          "weight_standardization=True, evonorm_s0, or variant='nf'.", UserWarning, stacklevel=3)
+            warnings.warn(
+                "ResNet trains with batch size 1 and a batch-statistic norm "
+                f"({self.spec['norm']}): each sample is normalized by its own statistics and the running "
+                "estimates will not match eval. Use a larger batch, or groupnorm with "
+                "weight_standardization=True, evonorm_s0, or variant='nf'.",
+                UserWarning,
+                stacklevel=3,
+            )
         x = self.maxpool(self.stem(self.conv1(x)))
         for name in self.stage_names:
             x = getattr(self, name)(x)
@@ -477,8 +522,10 @@ class ResNet(nn.Module):
 
     def has_batch_stat_norm(self) -> bool:
         """True if any norm in the network normalizes with statistics across the batch."""
-        return any(getattr(m, "uses_batch_statistics", False) or isinstance(m, nn.modules.batchnorm._BatchNorm)
-                   for m in self.modules())
+        return any(
+            getattr(m, "uses_batch_statistics", False) or isinstance(m, nn.modules.batchnorm._BatchNorm)
+            for m in self.modules()
+        )
 
 
 class NormedResNet(ResNet):
@@ -493,8 +540,12 @@ class NormedResNet(ResNet):
 
     def build_block(self, b, cin, planes, stride, bottleneck, idx, first_of_stage):
         """Post- or pre-activation basic/bottleneck block."""
-        cls = {("standard", False): BasicBlock, ("standard", True): Bottleneck,
-               ("preact", False): PreActBasicBlock, ("preact", True): PreActBottleneck}[self.variant, bottleneck]
+        cls = {
+            ("standard", False): BasicBlock,
+            ("standard", True): Bottleneck,
+            ("preact", False): PreActBasicBlock,
+            ("preact", True): PreActBottleneck,
+        }[self.variant, bottleneck]
         return cls(b, cin, planes, stride, idx)
 
     def build_ending(self, b: Builder, channels: int, num_blocks: int) -> None:
@@ -536,7 +587,7 @@ class NormFreeResNet(ResNet):
         if self.variant == "fixup":
             return (FixupBottleneck if bottleneck else FixupBasicBlock)(b, cin, planes, stride, idx)
         blk = NFBlock(cin, planes, stride, bottleneck, transition=first_of_stage, beta=1.0 / self.expected_std)
-        self.expected_std = math.sqrt((1.0 if first_of_stage else self.expected_std) ** 2 + NF_ALPHA ** 2)
+        self.expected_std = math.sqrt((1.0 if first_of_stage else self.expected_std) ** 2 + NF_ALPHA**2)
         return blk
 
     def build_ending(self, b: Builder, channels: int, num_blocks: int) -> None:
@@ -573,21 +624,38 @@ class NormFreeResNet(ResNet):
         return x + self.bias2 if self.variant == "fixup" else x
 
 
-def build_resnet(stage_depths: list[int], stage_widths: list[int], *, variant: str = "standard", norm: Any = None,
-                 weight_standardization: bool = False, **kwargs: Any) -> ResNet:
+def build_resnet(
+    stage_depths: list[int],
+    stage_widths: list[int],
+    *,
+    variant: str = "standard",
+    norm: Any = None,
+    weight_standardization: bool = False,
+    **kwargs: Any,
+) -> ResNet:
     """Check the variant's options and build it (standard/preact take a norm; fixup/nf are norm-free)."""
     if variant not in VARIANTS:
         raise PluginOptionError(f"ResNet variant {variant!r} is unknown; choose one of {', '.join(VARIANTS)}")
     if variant in ("fixup", "nf"):
         if norm not in (None, "identity", "none"):
-            raise PluginOptionError(f"ResNet variant {variant!r} is normalization-free and takes no norm "
-                                    f"(got norm={norm!r}); use variant='standard' or 'preact' to pick a norm")
+            raise PluginOptionError(
+                f"ResNet variant {variant!r} is normalization-free and takes no norm "
+                f"(got norm={norm!r}); use variant='standard' or 'preact' to pick a norm"
+            )
         if weight_standardization:
-            raise PluginOptionError(f"ResNet variant {variant!r} takes no weight_standardization (nf has its own "
-                                    "Scaled WS convs; WS would undo Fixup's init scaling)")
+            raise PluginOptionError(
+                f"ResNet variant {variant!r} takes no weight_standardization (nf has its own "
+                "Scaled WS convs; WS would undo Fixup's init scaling)"
+            )
         return NormFreeResNet(stage_depths, stage_widths, variant=variant, norm=norm, **kwargs)
-    return NormedResNet(stage_depths, stage_widths, variant=variant, norm="batchnorm" if norm is None else norm,
-                        weight_standardization=weight_standardization, **kwargs)
+    return NormedResNet(
+        stage_depths,
+        stage_widths,
+        variant=variant,
+        norm="batchnorm" if norm is None else norm,
+        weight_standardization=weight_standardization,
+        **kwargs,
+    )
 
 
 def cifar_resnet(depth: int, *, bottleneck: bool = False, width: float = 1.0, **kwargs: Any) -> ResNet:

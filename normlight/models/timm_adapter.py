@@ -69,14 +69,18 @@ def _build(timm, name: str, kwargs: dict) -> nn.Module:
     except TypeError as exc:
         bad = [k for k in kwargs if f"'{k}'" in str(exc)]
         if bad:
-            raise PluginOptionError(f"timm model {name!r} does not accept {', '.join(bad)} ({exc}); "
-                                    f"{'it cannot take a normlight norm' if 'norm_layer' in bad else 'drop that option'}") from exc
+            raise PluginOptionError(
+                f"timm model {name!r} does not accept {', '.join(bad)} ({exc}); "
+                f"{'it cannot take a normlight norm' if 'norm_layer' in bad else 'drop that option'}"
+            ) from exc
         raise
     except AssertionError as exc:
         if "norm_layer" in kwargs:
-            raise PluginOptionError(f"timm model {name!r} rejected a custom norm_layer: {exc or 'assertion failed'}. "
-                                    "Pass the model option it asks for (e.g. conv_mlp=True for ConvNeXt), "
-                                    "or pick a model that builds its norms from norm_layer") from exc
+            raise PluginOptionError(
+                f"timm model {name!r} rejected a custom norm_layer: {exc or 'assertion failed'}. "
+                "Pass the model option it asks for (e.g. conv_mlp=True for ConvNeXt), "
+                "or pick a model that builds its norms from norm_layer"
+            ) from exc
         raise
 
 
@@ -120,8 +124,15 @@ def depth_index(model: nn.Module, norms: list[nn.Module]) -> dict[int, int]:
     return out
 
 
-def create_timm_model(name: str, norm: Any = None, norm_kwargs: dict | None = None, num_classes: int | None = None,
-                      img_size: int | None = None, in_chans: int | None = None, **kwargs: Any) -> nn.Module:
+def create_timm_model(
+    name: str,
+    norm: Any = None,
+    norm_kwargs: dict | None = None,
+    num_classes: int | None = None,
+    img_size: int | None = None,
+    in_chans: int | None = None,
+    **kwargs: Any,
+) -> nn.Module:
     """Build timm model ``name`` (no pretrained weights) with every norm replaced by the plugin ``norm``.
 
     ``norm=None`` keeps timm's own norms. ``kwargs`` go to the timm model (``depth``, ``conv_mlp``, ...).
@@ -159,19 +170,29 @@ def create_timm_model(name: str, norm: Any = None, norm_kwargs: dict | None = No
     model.in_chans, model.img_size = in_chans, size
     if not isinstance(getattr(model, "blocks", None), (nn.Sequential, nn.ModuleList)):
         model.blocks = residual_blocks(model)  # a plain list: nothing is registered twice
-    model.spec = dict(name=f"timm:{name}", norm=norm if norm is None or isinstance(norm, str) else repr(norm),
-                      norm_kwargs=dict(norm_kwargs or {}), num_classes=model.num_classes, img_size=size,
-                      in_chans=in_chans, placement=None, **{k: v for k, v in kwargs.items()})
+    model.spec = dict(
+        name=f"timm:{name}",
+        norm=norm if norm is None or isinstance(norm, str) else repr(norm),
+        norm_kwargs=dict(norm_kwargs or {}),
+        num_classes=model.num_classes,
+        img_size=size,
+        in_chans=in_chans,
+        placement=None,
+        **{k: v for k, v in kwargs.items()},
+    )
     return model
 
 
-def _swap_norms(model: nn.Module, name: str, made: list, norm: Any, norm_kwargs: dict, in_chans: int, size: int) -> None:
+def _swap_norms(
+    model: nn.Module, name: str, made: list, norm: Any, norm_kwargs: dict, in_chans: int, size: int
+) -> None:
     """Run the placeholder model once, then put the plugin norm, built for the seen layout, in each place."""
     placed = {id(m): q for q, m in model.named_modules()}
     used = [m for m in made if id(m) in placed]
     if not used:
-        raise PluginOptionError(f"timm model {name!r} accepts norm_layer but builds no norm with it; "
-                                "it cannot take a normlight norm")
+        raise PluginOptionError(
+            f"timm model {name!r} accepts norm_layer but builds no norm with it; it cannot take a normlight norm"
+        )
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -187,9 +208,20 @@ def _swap_norms(model: nn.Module, name: str, made: list, norm: Any, norm_kwargs:
             opts["eps"] = ph.eps  # like-for-like with timm's own choice at that site
         layout = layout_of(ph.seen, ph.num_features)
         try:
-            real = create_norm(norm, ph.num_features, layout=layout, site="conv" if layout else None,
-                               layer_idx=depth[id(ph)], num_layers=num_layers, device=ph.device_, dtype=ph.dtype_, **opts)
+            real = create_norm(
+                norm,
+                ph.num_features,
+                layout=layout,
+                site="conv" if layout else None,
+                layer_idx=depth[id(ph)],
+                num_layers=num_layers,
+                device=ph.device_,
+                dtype=ph.dtype_,
+                **opts,
+            )
         except (PluginError, PluginOptionError) as exc:
-            raise PluginOptionError(f"timm model {name!r}: norm {norm!r} could not be built for "
-                                    f"{ph.num_features} features at {placed[id(ph)]}: {exc}") from exc
+            raise PluginOptionError(
+                f"timm model {name!r}: norm {norm!r} could not be built for "
+                f"{ph.num_features} features at {placed[id(ph)]}: {exc}"
+            ) from exc
         _set(model, placed[id(ph)], real)

@@ -23,15 +23,17 @@ def spec_value(v: Any) -> Any:
     return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', repr(target))}"
 
 
-def build_blocks(placement: Any, depth: int, dim: int, num_heads: int, *, placement_kwargs: dict | None,
-                 **block_kwargs: Any) -> tuple[type, nn.ModuleList]:
+def build_blocks(
+    placement: Any, depth: int, dim: int, num_heads: int, *, placement_kwargs: dict | None, **block_kwargs: Any
+) -> tuple[type, nn.ModuleList]:
     """The placement class and ``depth`` blocks of it, each told its layer index and the depth."""
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
     cls = get_placement(placement)
     blocks = nn.ModuleList(
         cls(dim, num_heads, layer_idx=i, num_layers=depth, **block_kwargs, **(placement_kwargs or {}))
-        for i in range(depth))
+        for i in range(depth)
+    )
     return cls, blocks
 
 
@@ -53,8 +55,12 @@ def init_gpt2(blocks: nn.ModuleList, others: list[nn.Module], std: float = 0.02)
                 if getattr(sub, "bias", None) is not None:
                     nn.init.zeros_(sub.bias)
     for blk in blocks:
-        for lin, s in ((blk.attn.qkv, std), (blk.mlp.fc1, std),
-                       (blk.attn.out_proj, std / math.sqrt(2 * depth)), (blk.mlp.fc2, std / math.sqrt(2 * depth))):
+        for lin, s in (
+            (blk.attn.qkv, std),
+            (blk.mlp.fc1, std),
+            (blk.attn.out_proj, std / math.sqrt(2 * depth)),
+            (blk.mlp.fc2, std / math.sqrt(2 * depth)),
+        ):
             nn.init.normal_(lin.weight, std=s)
             if lin.bias is not None:
                 nn.init.zeros_(lin.bias)

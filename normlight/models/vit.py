@@ -45,8 +45,17 @@ class GeM(nn.Module):
 class PatchEmbed(nn.Module):
     """Images to patch tokens (B, N, D): conv, or Dual PatchNorm's LN -> Linear -> LN."""
 
-    def __init__(self, img_size: int, patch_size: int, in_chans: int, dim: int, *, dual_patchnorm: bool,
-                 norm: Any, norm_kwargs: dict | None):
+    def __init__(
+        self,
+        img_size: int,
+        patch_size: int,
+        in_chans: int,
+        dim: int,
+        *,
+        dual_patchnorm: bool,
+        norm: Any,
+        norm_kwargs: dict | None,
+    ):
         super().__init__()
         self.patch_size, self.dual = patch_size, dual_patchnorm
         if dual_patchnorm:
@@ -72,38 +81,97 @@ class ViT(nn.Module):
 
     family = "vit"
 
-    def __init__(self, *, name: str = "vit", img_size: int = 32, patch_size: int = 4, in_chans: int = 3,
-                 num_classes: int = 10, depth: int = 6, dim: int = 192, num_heads: int = 3, mlp: str = "gelu",
-                 mlp_ratio: float = 4.0, dropout: float = 0.0, bias: bool = True, pool: str = "cls",
-                 dual_patchnorm: bool = False, lape: bool = False, norm: Any = "layernorm",
-                 norm_kwargs: dict | None = None, placement: Any = "pre", placement_kwargs: dict | None = None,
-                 qk_norm: Any = None, qk_norm_kwargs: dict | None = None):
+    def __init__(
+        self,
+        *,
+        name: str = "vit",
+        img_size: int = 32,
+        patch_size: int = 4,
+        in_chans: int = 3,
+        num_classes: int = 10,
+        depth: int = 6,
+        dim: int = 192,
+        num_heads: int = 3,
+        mlp: str = "gelu",
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        bias: bool = True,
+        pool: str = "cls",
+        dual_patchnorm: bool = False,
+        lape: bool = False,
+        norm: Any = "layernorm",
+        norm_kwargs: dict | None = None,
+        placement: Any = "pre",
+        placement_kwargs: dict | None = None,
+        qk_norm: Any = None,
+        qk_norm_kwargs: dict | None = None,
+    ):
         super().__init__()
         if img_size % patch_size:
-            raise ValueError(f"vit: img_size {img_size} is not divisible by patch_size {patch_size}; "
-                             f"choose a patch size that divides the image side")
+            raise ValueError(
+                f"vit: img_size {img_size} is not divisible by patch_size {patch_size}; "
+                f"choose a patch size that divides the image side"
+            )
         if pool not in ("cls", "mean", "gem"):
             raise ValueError(f"vit: pool must be 'cls', 'mean' or 'gem', got {pool!r}")
-        self.spec = {k: spec_value(v) for k, v in dict(
-            name=name, img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
-            depth=depth, dim=dim, num_heads=num_heads, mlp=mlp, mlp_ratio=mlp_ratio, dropout=dropout, bias=bias,
-            pool=pool, dual_patchnorm=dual_patchnorm, lape=lape, norm=norm, norm_kwargs=norm_kwargs or {},
-            placement=placement, placement_kwargs=placement_kwargs or {}, qk_norm=qk_norm,
-            qk_norm_kwargs=qk_norm_kwargs or {}).items()}
+        self.spec = {
+            k: spec_value(v)
+            for k, v in dict(
+                name=name,
+                img_size=img_size,
+                patch_size=patch_size,
+                in_chans=in_chans,
+                num_classes=num_classes,
+                depth=depth,
+                dim=dim,
+                num_heads=num_heads,
+                mlp=mlp,
+                mlp_ratio=mlp_ratio,
+                dropout=dropout,
+                bias=bias,
+                pool=pool,
+                dual_patchnorm=dual_patchnorm,
+                lape=lape,
+                norm=norm,
+                norm_kwargs=norm_kwargs or {},
+                placement=placement,
+                placement_kwargs=placement_kwargs or {},
+                qk_norm=qk_norm,
+                qk_norm_kwargs=qk_norm_kwargs or {},
+            ).items()
+        }
         self.img_size, self.in_chans, self.num_classes, self.pool = img_size, in_chans, num_classes, pool
-        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, dim, dual_patchnorm=dual_patchnorm,
-                                      norm=norm, norm_kwargs=norm_kwargs)
+        self.patch_embed = PatchEmbed(
+            img_size, patch_size, in_chans, dim, dual_patchnorm=dual_patchnorm, norm=norm, norm_kwargs=norm_kwargs
+        )
         num_tokens = (img_size // patch_size) ** 2 + (pool == "cls")
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
         self.pos_emb = nn.Parameter(torch.zeros(1, num_tokens, dim))
         self.drop = nn.Dropout(dropout)
         self.placement_cls, self.blocks = build_blocks(
-            placement, depth, dim, num_heads, placement_kwargs=placement_kwargs, norm=norm, norm_kwargs=norm_kwargs,
-            qk_norm=qk_norm, qk_norm_kwargs=qk_norm_kwargs, mlp=mlp, mlp_ratio=mlp_ratio, causal=False,
-            dropout=dropout, bias=bias)
-        self.pe_norms = nn.ModuleList(
-            create_norm(norm, dim, site="pos", layer_idx=i, num_layers=depth, **(norm_kwargs or {}))
-            for i in range(depth)) if lape else None
+            placement,
+            depth,
+            dim,
+            num_heads,
+            placement_kwargs=placement_kwargs,
+            norm=norm,
+            norm_kwargs=norm_kwargs,
+            qk_norm=qk_norm,
+            qk_norm_kwargs=qk_norm_kwargs,
+            mlp=mlp,
+            mlp_ratio=mlp_ratio,
+            causal=False,
+            dropout=dropout,
+            bias=bias,
+        )
+        self.pe_norms = (
+            nn.ModuleList(
+                create_norm(norm, dim, site="pos", layer_idx=i, num_layers=depth, **(norm_kwargs or {}))
+                for i in range(depth)
+            )
+            if lape
+            else None
+        )
         self.norm = final_norm(self.placement_cls, norm, dim, norm_kwargs, depth)
         self.gem = GeM() if pool == "gem" else None
         self.head = nn.Linear(dim, num_classes)
@@ -117,8 +185,10 @@ class ViT(nn.Module):
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         """Logits (B, num_classes) for images (B, in_chans, img_size, img_size)."""
         if img.shape[1:] != (self.in_chans, self.img_size, self.img_size):
-            raise ValueError(f"vit expects images of shape (B, {self.in_chans}, {self.img_size}, {self.img_size}), "
-                             f"got {tuple(img.shape)}")
+            raise ValueError(
+                f"vit expects images of shape (B, {self.in_chans}, {self.img_size}, {self.img_size}), "
+                f"got {tuple(img.shape)}"
+            )
         x = self.patch_embed(img)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
@@ -142,17 +212,32 @@ class ViT(nn.Module):
 
 def vit_tiny(**kwargs: Any) -> ViT:
     """CIFAR-sized ViT: 32 px, patch 4, depth 6, dim 192, 3 heads, 10 classes (2,693,578 params)."""
-    return ViT(**{"name": "vit-tiny", **dict(img_size=32, patch_size=4, depth=6, dim=192, num_heads=3,
-                                             num_classes=10), **kwargs})
+    return ViT(
+        **{
+            "name": "vit-tiny",
+            **dict(img_size=32, patch_size=4, depth=6, dim=192, num_heads=3, num_classes=10),
+            **kwargs,
+        }
+    )
 
 
 def vit_small(**kwargs: Any) -> ViT:
     """ViT-S/16: 224 px, patch 16, depth 12, dim 384, 6 heads, 1000 classes (22,050,664 params)."""
-    return ViT(**{"name": "vit-small", **dict(img_size=224, patch_size=16, depth=12, dim=384, num_heads=6,
-                                              num_classes=1000), **kwargs})
+    return ViT(
+        **{
+            "name": "vit-small",
+            **dict(img_size=224, patch_size=16, depth=12, dim=384, num_heads=6, num_classes=1000),
+            **kwargs,
+        }
+    )
 
 
 def vit_base(**kwargs: Any) -> ViT:
     """ViT-B/16: 224 px, patch 16, depth 12, dim 768, 12 heads, 1000 classes (86,567,656 params)."""
-    return ViT(**{"name": "vit-base", **dict(img_size=224, patch_size=16, depth=12, dim=768, num_heads=12,
-                                             num_classes=1000), **kwargs})
+    return ViT(
+        **{
+            "name": "vit-base",
+            **dict(img_size=224, patch_size=16, depth=12, dim=768, num_heads=12, num_classes=1000),
+            **kwargs,
+        }
+    )

@@ -13,8 +13,10 @@ import torch
 
 from normlight import distributed
 
-MICRO_BATCH_HINT = ("use a larger batch, or a norm meant for micro-batches such as groupnorm, bcn "
-                    "(batch-channel norm), evonorm_s0, or a normalization-free (nf) model")
+MICRO_BATCH_HINT = (
+    "use a larger batch, or a norm meant for micro-batches such as groupnorm, bcn "
+    "(batch-channel norm), evonorm_s0, or a normalization-free (nf) model"
+)
 
 
 def micro_batch_hint(name: str) -> str:
@@ -29,8 +31,9 @@ def stat_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
 
 
-def check_input(name: str, x: torch.Tensor, num_features: int, mask: torch.Tensor | None,
-                channels_first: bool = False) -> torch.Tensor | None:
+def check_input(
+    name: str, x: torch.Tensor, num_features: int, mask: torch.Tensor | None, channels_first: bool = False
+) -> torch.Tensor | None:
     """Validate the feature dim and the mask shape; return the mask as bool (or None).
 
     The mask shape is the input shape without the feature dim: ``x.shape[:-1]`` for channels-last,
@@ -44,8 +47,10 @@ def check_input(name: str, x: torch.Tensor, num_features: int, mask: torch.Tenso
         return None
     want = x.shape[:1] + x.shape[2:] if channels_first else x.shape[:-1]
     if tuple(mask.shape) != tuple(want):
-        raise ValueError(f"{name}: mask must have the input's shape without the feature dim, {tuple(want)}, "
-                         f"got {tuple(mask.shape)} (True marks real tokens)")
+        raise ValueError(
+            f"{name}: mask must have the input's shape without the feature dim, {tuple(want)}, "
+            f"got {tuple(mask.shape)} (True marks real tokens)"
+        )
     return mask.to(device=x.device, dtype=torch.bool)
 
 
@@ -58,9 +63,10 @@ def rows(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 def require_values(name: str, n: int) -> None:
     """Clear error when a channel has fewer than two values to take batch statistics from."""
     if n <= 1:
-        raise ValueError(f"{name}: training needs more than 1 value per channel to compute batch statistics, "
-                         f"got {n} (e.g. batch size 1 without positions, or a mask with <= 1 real token); "
-                         + micro_batch_hint(name))
+        raise ValueError(
+            f"{name}: training needs more than 1 value per channel to compute batch statistics, "
+            f"got {n} (e.g. batch size 1 without positions, or a mask with <= 1 real token); " + micro_batch_hint(name)
+        )
 
 
 def moments(name: str, r: torch.Tensor, sync: bool) -> tuple[int, torch.Tensor, torch.Tensor]:

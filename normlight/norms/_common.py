@@ -30,8 +30,10 @@ def cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
 def check_features(x: torch.Tensor, num_features: int, name: str, dim: int = -1) -> None:
     """Raise a clear error if ``x`` does not have ``num_features`` features along ``dim``."""
     if x.ndim == 0 or x.shape[dim] != num_features:
-        raise ValueError(f"{name} was built for {num_features} features but got an input of shape "
-                         f"{tuple(x.shape)} (features are dim {dim}); build it with num_features={x.shape[dim] if x.ndim else '?'}")
+        raise ValueError(
+            f"{name} was built for {num_features} features but got an input of shape "
+            f"{tuple(x.shape)} (features are dim {dim}); build it with num_features={x.shape[dim] if x.ndim else '?'}"
+        )
 
 
 def check_layout(layout: str) -> str:

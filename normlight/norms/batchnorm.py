@@ -34,9 +34,18 @@ class BatchNorm(nn.Module):
     description = "BatchNorm: per-channel batch mean/variance over batch and positions; running estimates in eval"
     paper = "Ioffe & Szegedy 2015, Batch Normalization: Accelerating Deep Network Training by Reducing Internal Covariate Shift"
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, sync_stats: bool = True, layout: str | None = None,
-                 device=None, dtype=None):
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        sync_stats: bool = True,
+        layout: str | None = None,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         if layout not in (None, "channels_last", "channels_first"):
             raise ValueError(f"batchnorm: layout must be 'channels_last' or 'channels_first', got {layout!r}")
@@ -62,9 +71,11 @@ class BatchNorm(nn.Module):
 
     def extra_repr(self) -> str:
         """Options shown in ``print(module)``."""
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}, sync_stats={self.sync_stats}, "
-                f"layout={'channels_first' if self.channels_first else 'channels_last'}")
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+            f"track_running_stats={self.track_running_stats}, sync_stats={self.sync_stats}, "
+            f"layout={'channels_first' if self.channels_first else 'channels_last'}"
+        )
 
     def _factor(self) -> float:
         # torch semantics: count batches, and momentum=None means a cumulative average
@@ -78,8 +89,11 @@ class BatchNorm(nn.Module):
         sync = distributed.sync_active(self.sync_stats, self.training)
         cdt = bs.stat_dtype(x)
         if use_batch and not sync and x.shape[0] == 1 and x.numel() > self.num_features and not self._warned_one_sample:
-            warnings.warn(f"{self.label}: training with batch size 1; the batch statistics come from one sample's "
-                          "positions and are noisy (" + bs.MICRO_BATCH_HINT + ")", stacklevel=2)
+            warnings.warn(
+                f"{self.label}: training with batch size 1; the batch statistics come from one sample's "
+                "positions and are noisy (" + bs.MICRO_BATCH_HINT + ")",
+                stacklevel=2,
+            )
             self._warned_one_sample = True
         ref = self.weight if self.weight is not None else self.running_var
         if (not use_batch or (mask is None and not sync)) and (ref is None or ref.dtype == cdt):
@@ -94,8 +108,9 @@ class BatchNorm(nn.Module):
         # torch's fused kernel: eval, or batch statistics without mask and without sync
         xin = x if self.channels_first else x.reshape(-1, self.num_features)
         if not use_batch:
-            return F.batch_norm(xin, self.running_mean, self.running_var, self.weight, self.bias,
-                                False, 0.0, self.eps).reshape(x.shape)
+            return F.batch_norm(
+                xin, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            ).reshape(x.shape)
         bs.require_values(self.label, x.numel() // self.num_features)
         factor = self._factor() if self.training and self.track_running_stats else 0.0
         running = (self.running_mean, self.running_var) if self.training and self.track_running_stats else (None, None)

@@ -31,20 +31,31 @@ class BatchChannelNorm(bs.InnerBatchStats, nn.Module):
     description = "Batch-Channel Norm: BatchNorm, then GroupNorm with a per-group affine"
     paper = "Qiao et al. 2019, Micro-Batch Training with Batch-Channel Normalization and Weight Standardization"
 
-    def __init__(self, num_features: int, num_groups: int = 32, eps: float = 1e-5, momentum: float | None = 0.1,
-                 sync_stats: bool = True, layout: str | None = None, device=None, dtype=None):
+    def __init__(
+        self,
+        num_features: int,
+        num_groups: int = 32,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        sync_stats: bool = True,
+        layout: str | None = None,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         if num_groups < 1 or num_features % num_groups:
-            raise ValueError(f"bcn: num_groups={num_groups} must be a positive divisor of num_features={num_features}; "
-                             f"pass norm_kwargs={{'num_groups': g}} with g dividing {num_features}")
+            raise ValueError(
+                f"bcn: num_groups={num_groups} must be a positive divisor of num_features={num_features}; "
+                f"pass norm_kwargs={{'num_groups': g}} with g dividing {num_features}"
+            )
         self.num_features, self.num_groups, self.eps = num_features, num_groups, eps
         self.channels_first = layout == "channels_first"
-        self.bn = BatchNorm(num_features, eps=eps, momentum=momentum, sync_stats=sync_stats, layout=layout,
-                            device=device, dtype=dtype)
+        self.bn = BatchNorm(
+            num_features, eps=eps, momentum=momentum, sync_stats=sync_stats, layout=layout, device=device, dtype=dtype
+        )
         self.bn.label = "bcn (BatchNorm stage)"
         self.weight = nn.Parameter(torch.ones(num_groups, device=device, dtype=dtype))
         self.bias = nn.Parameter(torch.zeros(num_groups, device=device, dtype=dtype))
-
 
     def extra_repr(self) -> str:
         """Options shown in ``print(module)``."""

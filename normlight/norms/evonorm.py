@@ -39,8 +39,15 @@ class EvoNormB0(nn.Module):
     description = "EvoNorm-B0: batch-variance / instance-std max-normalizer with built-in nonlinearity"
     paper = "Liu et al. 2020, Evolving Normalization-Activation Layers"
 
-    def __init__(self, num_features: int, eps: float = 1e-3, momentum: float = 0.1, sync_stats: bool = True,
-                 device=None, dtype=None):
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-3,
+        momentum: float = 0.1,
+        sync_stats: bool = True,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         kw = dict(device=device, dtype=dtype)
         self.num_features, self.eps, self.momentum, self.sync_stats = num_features, eps, momentum, sync_stats
@@ -59,8 +66,10 @@ class EvoNormB0(nn.Module):
         """Normalize-and-activate ``(N, *positions, C)``; ``mask`` keeps padding out of both variances."""
         mask = bs.check_input("evonorm_b0", x, self.num_features, mask)
         if x.ndim < 3:
-            raise ValueError(f"evonorm_b0: needs positions (tokens or spatial dims) for its instance variance; "
-                             f"got shape {tuple(x.shape)}, expected (N, *positions, C)")
+            raise ValueError(
+                f"evonorm_b0: needs positions (tokens or spatial dims) for its instance variance; "
+                f"got shape {tuple(x.shape)}, expected (N, *positions, C)"
+            )
         xf = x.to(bs.stat_dtype(x))
         if self.training:
             n, _, var = bs.moments("evonorm_b0", bs.rows(xf, mask), distributed.sync_active(self.sync_stats, True))
@@ -87,8 +96,10 @@ class EvoNormS0(nn.Module):
     def __init__(self, num_features: int, num_groups: int = 32, eps: float = 1e-5, device=None, dtype=None):
         super().__init__()
         if num_groups < 1 or num_features % num_groups:
-            raise ValueError(f"evonorm_s0: num_groups={num_groups} must be a positive divisor of num_features="
-                             f"{num_features}; pass norm_kwargs={{'num_groups': g}} with g dividing {num_features}")
+            raise ValueError(
+                f"evonorm_s0: num_groups={num_groups} must be a positive divisor of num_features="
+                f"{num_features}; pass norm_kwargs={{'num_groups': g}} with g dividing {num_features}"
+            )
         kw = dict(device=device, dtype=dtype)
         self.num_features, self.num_groups, self.eps = num_features, num_groups, eps
         self.weight = nn.Parameter(torch.ones(num_features, **kw))

@@ -31,17 +31,30 @@ def probe_norm(module: Any, num_features: int, label: str, layout: str | None = 
         with torch.no_grad():
             y = copy.deepcopy(module)(x)
     except Exception as exc:
-        raise PluginError(f"{label} failed on a probe input of shape {tuple(shape)}: {type(exc).__name__}: {exc}") from exc
+        raise PluginError(
+            f"{label} failed on a probe input of shape {tuple(shape)}: {type(exc).__name__}: {exc}"
+        ) from exc
     if not isinstance(y, torch.Tensor) or y.shape != x.shape:
         got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-        raise PluginError(f"{label} returned {got} for an input of shape {tuple(shape)}; a norm must return the input's shape")
+        raise PluginError(
+            f"{label} returned {got} for an input of shape {tuple(shape)}; a norm must return the input's shape"
+        )
     if not torch.isfinite(y).all():
         raise PluginError(f"{label} returned non-finite values for a finite probe input of shape {tuple(shape)}")
 
 
-def create_norm(spec: Any, num_features: int, *, layer_idx: int | None = None, num_layers: int | None = None,
-                site: str | None = None, layout: str | None = None, device: Any = None, dtype: Any = None,
-                **options: Any):
+def create_norm(
+    spec: Any,
+    num_features: int,
+    *,
+    layer_idx: int | None = None,
+    num_layers: int | None = None,
+    site: str | None = None,
+    layout: str | None = None,
+    device: Any = None,
+    dtype: Any = None,
+    **options: Any,
+):
     """Build a norm module over the last dim (or over dim 1 with ``layout="channels_first"``).
 
     ``spec`` is a registered name, a class, a callable or a partial. Context keywords are passed only

@@ -20,7 +20,9 @@ class GRN(nn.Module):
     Woo et al. 2023, "ConvNeXt V2: Co-designing and Scaling ConvNets with Masked Autoencoders".
     """
 
-    description = "Global Response Norm: per-channel L2 over positions, divided by its channel mean; residual, zero-init"
+    description = (
+        "Global Response Norm: per-channel L2 over positions, divided by its channel mean; residual, zero-init"
+    )
     paper = "Woo et al. 2023, ConvNeXt V2: Co-designing and Scaling ConvNets with Masked Autoencoders"
 
     def __init__(self, num_features: int, eps: float = 1e-6, layout: str = "channels_last", device=None, dtype=None):
@@ -33,7 +35,9 @@ class GRN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply GRN to ``x`` of shape ``(N, *positions, C)`` (or ``(N, C, *spatial)`` channels-first)."""
         if x.ndim < 3:
-            raise ValueError(f"grn needs position dims: (N, *positions, C) or (N, C, *spatial); got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"grn needs position dims: (N, *positions, C) or (N, C, *spatial); got shape {tuple(x.shape)}"
+            )
         first = self.layout == "channels_first"
         cdim = 1 if first else -1
         pos = tuple(range(2, x.ndim)) if first else tuple(range(1, x.ndim - 1))

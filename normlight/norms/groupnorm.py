@@ -40,13 +40,23 @@ class GroupNorm(nn.Module):
     description = "GroupNorm: per-sample mean/variance over positions within each channel group"
     paper = "Wu & He 2018, Group Normalization"
 
-    def __init__(self, num_features: int, num_groups: int = 32, eps: float = 1e-5, affine: bool = True,
-                 layout: str = "channels_last", device=None, dtype=None):
+    def __init__(
+        self,
+        num_features: int,
+        num_groups: int = 32,
+        eps: float = 1e-5,
+        affine: bool = True,
+        layout: str = "channels_last",
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         if num_groups < 1 or num_features % num_groups:
             valid = [g for g in range(1, num_features + 1) if num_features % g == 0]
-            raise ValueError(f"groupnorm num_groups={num_groups} does not divide num_features={num_features}; "
-                             f"choose num_groups from {valid}")
+            raise ValueError(
+                f"groupnorm num_groups={num_groups} does not divide num_features={num_features}; "
+                f"choose num_groups from {valid}"
+            )
         self.num_features, self.num_groups, self.eps = int(num_features), int(num_groups), float(eps)
         self.layout = check_layout(layout)
         self.affine = affine
@@ -78,12 +88,22 @@ class InstanceNorm(nn.Module):
     description = "InstanceNorm: per-sample, per-channel mean/variance over positions (no running stats)"
     paper = "Ulyanov et al. 2016, Instance Normalization: The Missing Ingredient for Fast Stylization"
 
-    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = False, track_running_stats: bool = False,
-                 layout: str = "channels_last", device=None, dtype=None):
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        affine: bool = False,
+        track_running_stats: bool = False,
+        layout: str = "channels_last",
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         if track_running_stats:
-            raise ValueError("instancenorm keeps no running statistics (track_running_stats=True is not supported); "
-                             "it normalizes every sample by its own statistics in train and eval alike")
+            raise ValueError(
+                "instancenorm keeps no running statistics (track_running_stats=True is not supported); "
+                "it normalizes every sample by its own statistics in train and eval alike"
+            )
         self.num_features, self.eps, self.affine = int(num_features), float(eps), affine
         self.layout = check_layout(layout)
         factory = dict(device=device, dtype=dtype)
@@ -93,8 +113,10 @@ class InstanceNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalize ``x`` of shape ``(N, *positions, C)`` (or ``(N, C, *spatial)`` channels-first)."""
         if x.ndim < 3:
-            raise ValueError(f"instancenorm needs position dims: (N, *positions, C) or (N, C, *spatial); got shape "
-                             f"{tuple(x.shape)}. For a (N, C) input there is nothing to normalize over per channel")
+            raise ValueError(
+                f"instancenorm needs position dims: (N, *positions, C) or (N, C, *spatial); got shape "
+                f"{tuple(x.shape)}. For a (N, C) input there is nothing to normalize over per channel"
+            )
         return _group_norm(x, self.num_features, self.weight, self.bias, self.eps, self.layout == "channels_first")
 
     def extra_repr(self) -> str:

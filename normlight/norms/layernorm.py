@@ -22,8 +22,15 @@ class LayerNorm(nn.Module):
     description = "LayerNorm: center and scale each token by its own mean and (biased) variance"
     paper = "Ba et al. 2016, Layer Normalization"
 
-    def __init__(self, num_features: int, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True,
-                 device=None, dtype=None):
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         self.num_features = int(num_features)
         self.eps = float(eps)

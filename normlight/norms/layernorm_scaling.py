@@ -27,20 +27,32 @@ class LayerNormScaling(nn.Module):
     description = "LayerNorm Scaling: pre-norm output of layer l scaled by 1/sqrt(l) (needs layer_idx)"
     paper = "Sun et al. 2025, The Curse of Depth in Large Language Models"
 
-    def __init__(self, num_features: int, layer_idx: int | None = None, base: str = "layernorm",
-                 eps: float | None = None, elementwise_affine: bool = True, bias: bool | None = None,
-                 device=None, dtype=None):
+    def __init__(
+        self,
+        num_features: int,
+        layer_idx: int | None = None,
+        base: str = "layernorm",
+        eps: float | None = None,
+        elementwise_affine: bool = True,
+        bias: bool | None = None,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         if layer_idx is None:
-            raise ValueError("layernorm_scaling needs the 0-based block index: build it with "
-                             "create_norm('layernorm_scaling', C, layer_idx=i) (models pass layer_idx for block norms)")
+            raise ValueError(
+                "layernorm_scaling needs the 0-based block index: build it with "
+                "create_norm('layernorm_scaling', C, layer_idx=i) (models pass layer_idx for block norms)"
+            )
         if int(layer_idx) < 0:
             raise ValueError(f"layernorm_scaling layer_idx must be >= 0 (0-based), got {layer_idx}")
         bases = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}
         if base not in bases:
             raise ValueError(f"layernorm_scaling base must be one of {sorted(bases)}, got {base!r}")
         options = {k: v for k, v in dict(eps=eps, bias=bias).items() if v is not None}
-        self.norm = bases[base](num_features, elementwise_affine=elementwise_affine, device=device, dtype=dtype, **options)
+        self.norm = bases[base](
+            num_features, elementwise_affine=elementwise_affine, device=device, dtype=dtype, **options
+        )
         self.num_features, self.layer_idx, self.base = int(num_features), int(layer_idx), base
         self.scale = 1.0 / math.sqrt(self.layer_idx + 1)
 

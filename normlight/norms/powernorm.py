@@ -87,11 +87,23 @@ class PowerNorm(nn.Module):
     description = "PowerNorm: quadratic-mean batch statistic, running estimate after warmup, approximate backward"
     paper = "Shen et al. 2020, PowerNorm: Rethinking Batch Normalization in Transformers"
 
-    def __init__(self, num_features: int, group_num: int = 1, warmup_iters: int = 10000, alpha_fwd: float = 0.9,
-                 alpha_bkw: float = 0.9, eps: float = 1e-5, sync_stats: bool = True, device=None, dtype=None):
+    def __init__(
+        self,
+        num_features: int,
+        group_num: int = 1,
+        warmup_iters: int = 10000,
+        alpha_fwd: float = 0.9,
+        alpha_bkw: float = 0.9,
+        eps: float = 1e-5,
+        sync_stats: bool = True,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         if group_num < 1 or num_features % group_num:
-            raise ValueError(f"powernorm: group_num={group_num} must be a positive divisor of num_features={num_features}")
+            raise ValueError(
+                f"powernorm: group_num={group_num} must be a positive divisor of num_features={num_features}"
+            )
         kw = dict(device=device, dtype=dtype)
         self.num_features, self.group_num, self.warmup_iters = num_features, group_num, warmup_iters
         self.alpha_fwd, self.alpha_bkw, self.eps, self.sync_stats = alpha_fwd, alpha_bkw, eps, sync_stats
@@ -109,8 +121,10 @@ class PowerNorm(nn.Module):
 
     def extra_repr(self) -> str:
         """Options shown in ``print(module)``."""
-        return (f"{self.num_features}, group_num={self.group_num}, warmup_iters={self.warmup_iters}, "
-                f"alpha_fwd={self.alpha_fwd}, alpha_bkw={self.alpha_bkw}, eps={self.eps}, sync_stats={self.sync_stats}")
+        return (
+            f"{self.num_features}, group_num={self.group_num}, warmup_iters={self.warmup_iters}, "
+            f"alpha_fwd={self.alpha_fwd}, alpha_bkw={self.alpha_bkw}, eps={self.eps}, sync_stats={self.sync_stats}"
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Normalize ``(..., C)``; ``mask`` (``x.shape[:-1]``, True = real) keeps padding out of the statistics."""
@@ -121,9 +135,15 @@ class PowerNorm(nn.Module):
         if not self.training:
             return (xs * torch.rsqrt(self.running_phi.to(cdt) + self.eps) * w + b).to(x.dtype)
         self.iters.add_(1)  # counted before the call, so t starts at 1
-        state = dict(name="powernorm", eps=self.eps, t=int(self.iters), warmup_iters=self.warmup_iters,
-                     alpha_fwd=self.alpha_fwd, alpha_bkw=self.alpha_bkw,
-                     sync=distributed.sync_active(self.sync_stats, self.training))
+        state = dict(
+            name="powernorm",
+            eps=self.eps,
+            t=int(self.iters),
+            warmup_iters=self.warmup_iters,
+            alpha_fwd=self.alpha_fwd,
+            alpha_bkw=self.alpha_bkw,
+            sync=distributed.sync_active(self.sync_stats, self.training),
+        )
         real = None if mask is None else mask.reshape(-1)
         y = PowerFunction.apply(xs.reshape(-1, self.num_features), w, b, self.running_phi, self.ema_gz, real, state)
         self.batch_stat = state["psi2"].detach().float()

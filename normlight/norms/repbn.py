@@ -32,12 +32,18 @@ class RepBN(bs.InnerBatchStats, nn.Module):
     description = "RepBN: BatchNorm plus a learnable scaled identity (alpha init 1), foldable at inference"
     paper = "Guo et al. 2024, SLAB: Efficient Transformers with Simplified Linear Attention and Progressive Re-parameterized Batch Normalization"
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, sync_stats: bool = True,
-                 device=None, dtype=None):
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        sync_stats: bool = True,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         self.alpha = nn.Parameter(torch.ones(1, device=device, dtype=dtype))
         self.bn = BatchNorm(num_features, eps=eps, momentum=momentum, sync_stats=sync_stats, device=device, dtype=dtype)
-
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``BN(x) + alpha * x`` over ``(..., C)``; ``mask`` keeps padded tokens out of the BN statistics."""
@@ -68,19 +74,30 @@ class PRepBN(bs.InnerBatchStats, nn.Module):
     description = "PRepBN: LayerNorm blended into RepBN linearly over training forward calls (SLAB)"
     paper = RepBN.paper
 
-    def __init__(self, num_features: int, total_steps: int = 60000, warmup_steps: int = 0, r0: float = 1.0,
-                 ln_eps: float = 1e-6, eps: float = 1e-5, momentum: float | None = 0.1, sync_stats: bool = True,
-                 device=None, dtype=None):
+    def __init__(
+        self,
+        num_features: int,
+        total_steps: int = 60000,
+        warmup_steps: int = 0,
+        r0: float = 1.0,
+        ln_eps: float = 1e-6,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        sync_stats: bool = True,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         if total_steps < 1 or warmup_steps < 0:
-            raise ValueError(f"prepbn: total_steps must be >= 1 and warmup_steps >= 0, got {total_steps}, {warmup_steps}")
+            raise ValueError(
+                f"prepbn: total_steps must be >= 1 and warmup_steps >= 0, got {total_steps}, {warmup_steps}"
+            )
         self.r0 = r0
         self.norm1 = nn.LayerNorm(num_features, eps=ln_eps, device=device, dtype=dtype)
         self.norm2 = RepBN(num_features, eps=eps, momentum=momentum, sync_stats=sync_stats, device=device, dtype=dtype)
         self.register_buffer("warm", torch.tensor(warmup_steps, dtype=torch.long, device=device))
         self.register_buffer("iter", torch.tensor(total_steps, dtype=torch.long, device=device))
         self.register_buffer("total_step", torch.tensor(total_steps, dtype=torch.long, device=device))
-
 
     def extra_repr(self) -> str:
         """Schedule state shown in ``print(module)``."""

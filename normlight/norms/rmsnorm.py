@@ -32,8 +32,17 @@ class RMSNorm(nn.Module):
     description = "RMSNorm: scale each token by its root mean square (no centering); partial-p and eps-outside options"
     paper = "Zhang & Sennrich 2019, Root Mean Square Layer Normalization"
 
-    def __init__(self, num_features: int, eps: float | None = None, elementwise_affine: bool = True,
-                 bias: bool = False, p: float | None = -1.0, eps_outside: bool = False, device=None, dtype=None):
+    def __init__(
+        self,
+        num_features: int,
+        eps: float | None = None,
+        elementwise_affine: bool = True,
+        bias: bool = False,
+        p: float | None = -1.0,
+        eps_outside: bool = False,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         self.num_features = int(num_features)
         self.eps = None if eps is None else float(eps)
@@ -42,10 +51,14 @@ class RMSNorm(nn.Module):
         self.k = self.num_features
         if p is not None and p != -1:
             if not 0 < p <= 1:
-                raise ValueError(f"rmsnorm p (partial RMSNorm fraction) must be in (0, 1], or -1/None to disable; got {p}")
+                raise ValueError(
+                    f"rmsnorm p (partial RMSNorm fraction) must be in (0, 1], or -1/None to disable; got {p}"
+                )
             self.k = int(self.num_features * p)
             if self.k < 1:
-                raise ValueError(f"rmsnorm p={p} keeps int({self.num_features} * {p}) = 0 features; use p >= {1 / self.num_features:.3g}")
+                raise ValueError(
+                    f"rmsnorm p={p} keeps int({self.num_features} * {p}) = 0 features; use p >= {1 / self.num_features:.3g}"
+                )
         self.p = p
         factory = dict(device=device, dtype=dtype)
         self.weight = nn.Parameter(torch.ones(self.num_features, **factory)) if elementwise_affine else None
@@ -78,8 +91,10 @@ class RMSNorm(nn.Module):
 
     def extra_repr(self) -> str:
         """``num_features, eps=..., p=..., eps_outside=...`` for ``print(model)``."""
-        return (f"{self.num_features}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
-                f"bias={self.bias is not None}, p={self.p}, eps_outside={self.eps_outside}")
+        return (
+            f"{self.num_features}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
+            f"bias={self.bias is not None}, p={self.p}, eps_outside={self.eps_outside}"
+        )
 
 
 class CRMSNorm(nn.Module):
@@ -107,7 +122,9 @@ class CRMSNorm(nn.Module):
         self.num_features = int(num_features)
         self.eps = float(eps)
         self.elementwise_affine = elementwise_affine
-        self.weight = nn.Parameter(torch.ones(self.num_features, device=device, dtype=dtype)) if elementwise_affine else None
+        self.weight = (
+            nn.Parameter(torch.ones(self.num_features, device=device, dtype=dtype)) if elementwise_affine else None
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Normalize the compressed ``z`` of shape ``(..., num_features)``."""

@@ -105,16 +105,32 @@ class UnifiedNorm(nn.Module):
     description = "Unified Norm: second-moment batch statistic, geometric-mean window smoothing, gradient compensation"
     paper = "Yang et al. 2022, Unified Normalization for Accelerating and Stabilizing Transformers"
 
-    def __init__(self, num_features: int, window_size: int | tuple[int, int] = 4, warmup_iters: int = 4000,
-                 outlier_filtration: bool = False, eps: float = 1e-5, momentum: float = 0.9, sync_stats: bool = True,
-                 device=None, dtype=None):
+    def __init__(
+        self,
+        num_features: int,
+        window_size: int | tuple[int, int] = 4,
+        warmup_iters: int = 4000,
+        outlier_filtration: bool = False,
+        eps: float = 1e-5,
+        momentum: float = 0.9,
+        sync_stats: bool = True,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         window = (window_size, window_size) if isinstance(window_size, int) else tuple(window_size)
         if len(window) != 2 or min(window) < 1:
-            raise ValueError(f"unifiednorm: window_size must be a positive int or a (forward, backward) pair, got {window_size!r}")
+            raise ValueError(
+                f"unifiednorm: window_size must be a positive int or a (forward, backward) pair, got {window_size!r}"
+            )
         kw = dict(device=device, dtype=dtype)
         self.num_features, self.window, self.warmup_iters = num_features, window, warmup_iters
-        self.outlier_filtration, self.eps, self.momentum, self.sync_stats = outlier_filtration, eps, momentum, sync_stats
+        self.outlier_filtration, self.eps, self.momentum, self.sync_stats = (
+            outlier_filtration,
+            eps,
+            momentum,
+            sync_stats,
+        )
         self.weight = nn.Parameter(torch.ones(num_features, **kw))
         self.bias = nn.Parameter(torch.zeros(num_features, **kw))
         self.register_buffer("running_var", torch.ones(num_features, **kw))
@@ -132,8 +148,10 @@ class UnifiedNorm(nn.Module):
 
     def extra_repr(self) -> str:
         """Options shown in ``print(module)``."""
-        return (f"{self.num_features}, window={self.window}, warmup_iters={self.warmup_iters}, "
-                f"outlier_filtration={self.outlier_filtration}, eps={self.eps}, momentum={self.momentum}")
+        return (
+            f"{self.num_features}, window={self.window}, warmup_iters={self.warmup_iters}, "
+            f"outlier_filtration={self.outlier_filtration}, eps={self.eps}, momentum={self.momentum}"
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Normalize ``(..., C)``; ``mask`` (``x.shape[:-1]``, True = real) keeps padding out of the statistics."""
@@ -144,6 +162,13 @@ class UnifiedNorm(nn.Module):
             return (x.to(cdt) * torch.rsqrt(self.running_var.to(cdt) + self.eps) * w + b).to(x.dtype)
         self.iters.add_(1)
         real = None if mask is None else mask.reshape(-1)
-        y = UNFunction.apply(x.to(cdt).reshape(-1, self.num_features), w, b, real, self, int(self.iters),
-                             distributed.sync_active(self.sync_stats, True))
+        y = UNFunction.apply(
+            x.to(cdt).reshape(-1, self.num_features),
+            w,
+            b,
+            real,
+            self,
+            int(self.iters),
+            distributed.sync_active(self.sync_stats, True),
+        )
         return y.reshape(x.shape).to(x.dtype)

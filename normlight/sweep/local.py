@@ -62,7 +62,11 @@ class _Executor:
                 result = "finished"
             else:
                 tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
-                why = f"exit code {rc}" if rc else "exited 0 but never closed its MLflow run (does the base config use normlight's MLflow logger?)"
+                why = (
+                    f"exit code {rc}"
+                    if rc
+                    else "exited 0 but never closed its MLflow run (does the base config use normlight's MLflow logger?)"
+                )
                 sweep_runs.terminate(self.c, run_id, "FAILED", f"{why}\n{tail}", str(log))
                 result = f"failed ({why.split(' (')[0]})"
         print(f"[sweep] {result:>10} {run.name} log={log}", flush=True)
@@ -94,8 +98,16 @@ class _Executor:
                     signal.signal(s, h)
 
 
-def run_sweep(sweep: Sweep, uri: str, *, workers: int = 1, retry_failed: bool = False, max_runs: int | None = None,
-              log_dir: str | os.PathLike | None = None, dry_run: bool = False) -> int:
+def run_sweep(
+    sweep: Sweep,
+    uri: str,
+    *,
+    workers: int = 1,
+    retry_failed: bool = False,
+    max_runs: int | None = None,
+    log_dir: str | os.PathLike | None = None,
+    dry_run: bool = False,
+) -> int:
     """Run the pending points of ``sweep`` into the store at ``uri``; returns the exit code of ``normlight sweep``."""
     runs = plan(sweep)
     c = sweep_runs.client(uri)
@@ -112,9 +124,12 @@ def run_sweep(sweep: Sweep, uri: str, *, workers: int = 1, retry_failed: bool = 
             pending.append(r)
     if max_runs is not None:
         pending = pending[:max_runs]
-    print(f"[sweep] {sweep.name}: {len(runs)} runs in the grid -> {len(skipped)} finished (skipped), "
-          f"{len(held)} failed (kept; --retry-failed re-runs them), {len(pending)} to run; "
-          f"experiment {sweep.experiment!r} at {uri}", flush=True)
+    print(
+        f"[sweep] {sweep.name}: {len(runs)} runs in the grid -> {len(skipped)} finished (skipped), "
+        f"{len(held)} failed (kept; --retry-failed re-runs them), {len(pending)} to run; "
+        f"experiment {sweep.experiment!r} at {uri}",
+        flush=True,
+    )
 
     if dry_run:
         for r in pending:
@@ -131,7 +146,10 @@ def run_sweep(sweep: Sweep, uri: str, *, workers: int = 1, retry_failed: bool = 
     ex = _Executor(sweep, uri, c, exp_id, workers, log_dir)
     ex.run_all(pending)
     bad = {h: res for h, res in ex.results.items() if res != "finished"}
-    print(f"[sweep] done: {len(ex.results) - len(bad)} finished, {len(bad)} not finished, {len(skipped)} skipped", flush=True)
+    print(
+        f"[sweep] done: {len(ex.results) - len(bad)} finished, {len(bad)} not finished, {len(skipped)} skipped",
+        flush=True,
+    )
     if ex.stopping:
         return 130
     return 1 if bad or held else 0

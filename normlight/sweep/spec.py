@@ -74,7 +74,9 @@ class Sweep:
             for key, value in zip(keys, combo):
                 if isinstance(value, dict):  # a bundle axis
                     overrides.update({k: v for k, v in value.items() if k != "label"})
-                    labels[key] = str(value.get("label") or "+".join(cli_value(v) for k, v in value.items() if k != "label"))
+                    labels[key] = str(
+                        value.get("label") or "+".join(cli_value(v) for k, v in value.items() if k != "label")
+                    )
                 else:
                     overrides[key] = value
                     labels[key] = value
@@ -118,8 +120,10 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
             owner[key] = key
             continue
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(key)) or key in TOP_LEVEL:
-            raise SweepError(f"{path}: grid axis {key!r} bundles several keys, so its name must be a plain word "
-                             f"(not a config key such as {sorted(TOP_LEVEL)})")
+            raise SweepError(
+                f"{path}: grid axis {key!r} bundles several keys, so its name must be a plain word "
+                f"(not a config key such as {sorted(TOP_LEVEL)})"
+            )
         for value in bundles:
             for sub in value:
                 if sub == "label":
@@ -135,8 +139,15 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     name = str(raw.get("name") or path.stem)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise SweepError(f"{path}: name {name!r} may only use letters, digits, '_', '.', '-'")
-    return Sweep(path, name, raw["experiment"].strip(), _resolve_base(path, raw["base"]), grid, fixed,
-                 str(raw.get("description") or ""))
+    return Sweep(
+        path,
+        name,
+        raw["experiment"].strip(),
+        _resolve_base(path, raw["base"]),
+        grid,
+        fixed,
+        str(raw.get("description") or ""),
+    )
 
 
 def _check_key(path: Path, section: str, key) -> None:
@@ -205,8 +216,16 @@ class Run:
         args = ["fit", "--config", _display_path(sweep.base)]
         for key, value in self.overrides.items():
             args += [f"--{key}", cli_value(value)]
-        args += [f"--{LOGGER}.experiment_name", sweep.experiment, f"--{LOGGER}.tracking_uri", tracking_uri,
-                 f"--{LOGGER}.run_name", self.name, f"--{LOGGER}.tags", json.dumps(self.tags, separators=(",", ":"))]
+        args += [
+            f"--{LOGGER}.experiment_name",
+            sweep.experiment,
+            f"--{LOGGER}.tracking_uri",
+            tracking_uri,
+            f"--{LOGGER}.run_name",
+            self.name,
+            f"--{LOGGER}.tags",
+            json.dumps(self.tags, separators=(",", ":")),
+        ]
         return args
 
 
@@ -227,8 +246,12 @@ def plan(sweep: Sweep) -> list[Run]:
         if h in seen:
             raise SweepError(f"{sweep.path}: the grid repeats a value (two runs with identical config {labels})")
         seen.add(h)
-        tags = {SWEEP_TAG: sweep.name, HASH_TAG: h, **{f"cfg.{k}": cli_value(v) for k, v in overrides.items()},
-                **{k: str(v) for k, v in labels.items() if "." not in k and k not in TOP_LEVEL},
-                "sweep_axes": ",".join(k for k in labels if k.split(".")[-1] not in ("seed_everything", "seed"))}
+        tags = {
+            SWEEP_TAG: sweep.name,
+            HASH_TAG: h,
+            **{f"cfg.{k}": cli_value(v) for k, v in overrides.items()},
+            **{k: str(v) for k, v in labels.items() if "." not in k and k not in TOP_LEVEL},
+            "sweep_axes": ",".join(k for k in labels if k.split(".")[-1] not in ("seed_everything", "seed")),
+        }
         runs.append(Run(labels, overrides, h, run_name(sweep, labels), tags))
     return runs

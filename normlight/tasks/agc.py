@@ -27,8 +27,9 @@ def _unit_norm(t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def adaptive_grad_clip_(parameters_or_model, clipping: float = 0.01, eps: float = 1e-3,
-                        exclude: Iterable[str] = ()) -> None:
+def adaptive_grad_clip_(
+    parameters_or_model, clipping: float = 0.01, eps: float = 1e-3, exclude: Iterable[str] = ()
+) -> None:
     """Clip gradients in place, unit-wise, relative to the norm of the weights they update.
 
     Args:

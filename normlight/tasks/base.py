@@ -69,17 +69,37 @@ class NormTask(LightningModule):
             the Trainer's ``gradient_clip_val``.
     """
 
-    def __init__(self, model: str, norm: str | None = None, norm_kwargs: dict | None = None,
-                 placement: str | None = None, placement_kwargs: dict | None = None, qk_norm: str | None = None,
-                 model_kwargs: dict | None = None, optimizer: str = "adamw", lr: float = 1e-3,
-                 weight_decay: float | None = None, betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,
-                 momentum: float = 0.9, nesterov: bool = False, warmup_steps: int | None = None,
-                 min_lr_ratio: float = 0.1, decay_norm_and_bias: bool = False, agc_clipping: float | None = None):
+    def __init__(
+        self,
+        model: str,
+        norm: str | None = None,
+        norm_kwargs: dict | None = None,
+        placement: str | None = None,
+        placement_kwargs: dict | None = None,
+        qk_norm: str | None = None,
+        model_kwargs: dict | None = None,
+        optimizer: str = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float | None = None,
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-8,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        warmup_steps: int | None = None,
+        min_lr_ratio: float = 0.1,
+        decay_norm_and_bias: bool = False,
+        agc_clipping: float | None = None,
+    ):
         super().__init__()
         self.save_hyperparameters()
         spec = dict(model_kwargs or {})
-        for key, value in (("norm", norm), ("norm_kwargs", norm_kwargs), ("placement", placement),
-                           ("placement_kwargs", placement_kwargs), ("qk_norm", qk_norm)):
+        for key, value in (
+            ("norm", norm),
+            ("norm_kwargs", norm_kwargs),
+            ("placement", placement),
+            ("placement_kwargs", placement_kwargs),
+            ("qk_norm", qk_norm),
+        ):
             if value is not None:
                 spec[key] = value
         self.model = create_model(model, **spec)
@@ -92,8 +112,10 @@ class NormTask(LightningModule):
             self.weight_decay = 0.1 if optimizer.lower() == "adamw" else 5e-4
         self.warmup_steps = self.applied_defaults.get("warmup_steps", warmup_steps)
         if self.applied_defaults:
-            print(f"normlight: placement {getattr(self.placement_cls, '__name__', '?')} recommends "
-                  f"{self.applied_defaults}; applied because these were not set explicitly")
+            print(
+                f"normlight: placement {getattr(self.placement_cls, '__name__', '?')} recommends "
+                f"{self.applied_defaults}; applied because these were not set explicitly"
+            )
 
     # ------------------------------------------------------------------ data agreement and run metadata
     def check_data(self, datamodule: Any) -> None:
@@ -101,8 +123,9 @@ class NormTask(LightningModule):
 
     @staticmethod
     def _mismatch(what: str, data_value: Any, model_value: Any, fix: str) -> DataMismatchError:
-        return DataMismatchError(f"data and model disagree on {what}: the data gives {data_value}, the model expects "
-                                 f"{model_value}. {fix}")
+        return DataMismatchError(
+            f"data and model disagree on {what}: the data gives {data_value}, the model expects {model_value}. {fix}"
+        )
 
     def run_tags(self) -> dict[str, str]:
         """Tags describing the run: model family and preset, norm, placement, qk-norm, plugin provenance."""
@@ -161,8 +184,7 @@ class NormTask(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Record the MLflow run id so that resuming from this checkpoint continues the same run."""
-        checkpoint["normlight"] = {"mlflow_run_id": mlflow_utils.get_run_id(self.trainer),
-                                   "version": __version__}
+        checkpoint["normlight"] = {"mlflow_run_id": mlflow_utils.get_run_id(self.trainer), "version": __version__}
 
     # ------------------------------------------------------------------ optimization
     def log_train_loss(self, loss: torch.Tensor) -> None:
@@ -176,8 +198,9 @@ class NormTask(LightningModule):
         """Optimizer over (decay, no-decay) groups plus a per-step warmup + cosine schedule."""
         hp = self.hparams
         groups = optim.param_groups(self.model, self.weight_decay, hp.decay_norm_and_bias)
-        opt = optim.build_optimizer(hp.optimizer, groups, hp.lr, betas=hp.betas, eps=hp.eps,
-                                    momentum=hp.momentum, nesterov=hp.nesterov)
+        opt = optim.build_optimizer(
+            hp.optimizer, groups, hp.lr, betas=hp.betas, eps=hp.eps, momentum=hp.momentum, nesterov=hp.nesterov
+        )
         total = self.trainer.estimated_stepping_batches if self.trainer is not None else math.inf
         total = int(total) if math.isfinite(total) else 10**9
         warmup = self.warmup_steps if self.warmup_steps is not None else int(0.05 * total) if total < 10**9 else 0

@@ -30,16 +30,30 @@ class ImageClassification(NormTask):
         """Classes, channels and image size of the data must match the model."""
         m = self.model
         if getattr(datamodule, "num_classes", None) is not None and datamodule.num_classes != m.num_classes:
-            raise self._mismatch("the number of classes", datamodule.num_classes, m.num_classes,
-                                 f"Set --model.model_kwargs '{{num_classes: {datamodule.num_classes}}}'.")
-        if getattr(datamodule, "in_chans", None) is not None and datamodule.in_chans != getattr(m, "in_chans", datamodule.in_chans):
-            raise self._mismatch("input channels", datamodule.in_chans, m.in_chans,
-                                 f"Set --data.in_chans {m.in_chans} or --model.model_kwargs '{{in_chans: {datamodule.in_chans}}}'.")
+            raise self._mismatch(
+                "the number of classes",
+                datamodule.num_classes,
+                m.num_classes,
+                f"Set --model.model_kwargs '{{num_classes: {datamodule.num_classes}}}'.",
+            )
+        if getattr(datamodule, "in_chans", None) is not None and datamodule.in_chans != getattr(
+            m, "in_chans", datamodule.in_chans
+        ):
+            raise self._mismatch(
+                "input channels",
+                datamodule.in_chans,
+                m.in_chans,
+                f"Set --data.in_chans {m.in_chans} or --model.model_kwargs '{{in_chans: {datamodule.in_chans}}}'.",
+            )
         size = getattr(m, "img_size", None)
         if size is not None and getattr(datamodule, "img_size", None) is not None and datamodule.img_size != size:
-            raise self._mismatch("the image size", datamodule.img_size, size,
-                                 f"Set --data.img_size {size} or --model.model_kwargs '{{img_size: {datamodule.img_size}}}' "
-                                 "(a ViT needs img_size divisible by its patch size).")
+            raise self._mismatch(
+                "the image size",
+                datamodule.img_size,
+                size,
+                f"Set --data.img_size {size} or --model.model_kwargs '{{img_size: {datamodule.img_size}}}' "
+                "(a ViT needs img_size divisible by its patch size).",
+            )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (B, num_classes)."""

@@ -35,12 +35,20 @@ class CausalLanguageModeling(NormTask):
         m = self.model
         vocab = getattr(datamodule, "vocab_size", None)
         if vocab is not None and vocab > m.vocab_size:
-            raise self._mismatch("the vocabulary size", vocab, f"at most {m.vocab_size}",
-                                 f"Set --model.model_kwargs '{{vocab_size: {vocab}}}'.")
+            raise self._mismatch(
+                "the vocabulary size",
+                vocab,
+                f"at most {m.vocab_size}",
+                f"Set --model.model_kwargs '{{vocab_size: {vocab}}}'.",
+            )
         block = getattr(datamodule, "block_size", None)
         if block is not None and block > m.max_seq_len:
-            raise self._mismatch("the sequence length", block, f"at most max_seq_len={m.max_seq_len}",
-                                 f"Set --data.block_size {m.max_seq_len} or --model.model_kwargs '{{max_seq_len: {block}}}'.")
+            raise self._mismatch(
+                "the sequence length",
+                block,
+                f"at most max_seq_len={m.max_seq_len}",
+                f"Set --data.block_size {m.max_seq_len} or --model.model_kwargs '{{max_seq_len: {block}}}'.",
+            )
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, V)."""
@@ -72,10 +80,14 @@ class CausalLanguageModeling(NormTask):
         self.log("val/ppl", torch.exp(loss.clamp(max=50.0)))
         # every rank generates (a sharded FSDP2 model all-gathers in forward, so rank 0 alone would hang);
         # log_text writes from rank 0 only
-        if self.sample_tokens > 0 and self._prompt is not None and not self.trainer.sanity_checking \
-                and math.isfinite(float(loss)):
+        if (
+            self.sample_tokens > 0
+            and self._prompt is not None
+            and not self.trainer.sanity_checking
+            and math.isfinite(float(loss))
+        ):
             out = self.generate(self._prompt[None], self.sample_tokens, self.sample_temperature)[0]
-            text = f"[prompt]{decode(out[:len(self._prompt)])}[/prompt]{decode(out[len(self._prompt):])}"
+            text = f"[prompt]{decode(out[: len(self._prompt)])}[/prompt]{decode(out[len(self._prompt) :])}"
             mlflow_utils.log_text(self.trainer, text, f"samples/step_{self.global_step:07d}.txt")
 
     def test_step(self, batch, batch_idx):
@@ -97,7 +109,7 @@ class CausalLanguageModeling(NormTask):
         self.model.eval()
         gen = torch.Generator(device="cpu").manual_seed(seed)
         for _ in range(max_new_tokens):
-            logits = self.model(idx[:, -self.model.max_seq_len:])[:, -1].float()
+            logits = self.model(idx[:, -self.model.max_seq_len :])[:, -1].float()
             if temperature <= 0:
                 nxt = logits.argmax(-1, keepdim=True)
             else:

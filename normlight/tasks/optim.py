@@ -42,12 +42,22 @@ def param_groups(model: torch.nn.Module, weight_decay: float, decay_norm_and_bia
     decay = [p for p in params if p.ndim >= 2 and id(p) not in norm_ids]
     decay_ids = {id(p) for p in decay}
     no_decay = [p for p in params if id(p) not in decay_ids]
-    return [g for g in ({"params": decay, "weight_decay": weight_decay},
-                        {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+    return [
+        g
+        for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0})
+        if g["params"]
+    ]
 
 
-def build_optimizer(name: str, groups: list[dict], lr: float, betas: tuple[float, float] = (0.9, 0.95),
-                    eps: float = 1e-8, momentum: float = 0.9, nesterov: bool = False) -> torch.optim.Optimizer:
+def build_optimizer(
+    name: str,
+    groups: list[dict],
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.95),
+    eps: float = 1e-8,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+) -> torch.optim.Optimizer:
     """``adamw`` (betas, eps) or ``sgd`` (momentum, nesterov) over prepared parameter groups."""
     if lr <= 0 or not math.isfinite(lr):
         raise OptimizerConfigError(f"model.lr must be a positive number, got {lr}")
@@ -70,10 +80,14 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: 
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
-                    min_lr_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float
+) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step LambdaLR following :func:`warmup_cosine`."""
     if warmup_steps < 0 or not 0.0 <= min_lr_ratio <= 1.0:
-        raise OptimizerConfigError(f"need warmup_steps >= 0 and 0 <= min_lr_ratio <= 1, got {warmup_steps}, {min_lr_ratio}")
+        raise OptimizerConfigError(
+            f"need warmup_steps >= 0 and 0 <= min_lr_ratio <= 1, got {warmup_steps}, {min_lr_ratio}"
+        )
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, warmup_steps, total_steps, min_lr_ratio))
+        optimizer, lambda s: warmup_cosine(s, warmup_steps, total_steps, min_lr_ratio)
+    )

@@ -35,5 +35,15 @@ from normlight.testing.common import (
 from normlight.testing.norms import check_norm_plugin
 from normlight.testing.placements import check_placement_plugin
 
-__all__ = ["ConformanceError", "ConformanceWarning", "DEFAULT_CONTEXT", "NORM_CHECKS", "PLACEMENT_CHECKS", "SITES",
-           "NormPluginConformance", "PlacementPluginConformance", "check_norm_plugin", "check_placement_plugin"]
+__all__ = [
+    "ConformanceError",
+    "ConformanceWarning",
+    "DEFAULT_CONTEXT",
+    "NORM_CHECKS",
+    "PLACEMENT_CHECKS",
+    "SITES",
+    "NormPluginConformance",
+    "PlacementPluginConformance",
+    "check_norm_plugin",
+    "check_placement_plugin",
+]

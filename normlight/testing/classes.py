@@ -23,8 +23,15 @@ class NormPluginConformance:
     def _run(self, check: str) -> None:
         if self.norm is None:
             raise ConformanceError(f"{type(self).__name__} must set the class attribute `norm` (a name or a factory)")
-        check_norm_plugin(self.norm, self.num_features, options=self.options, context=self.context, checks=[check],
-                          dtypes=self.dtypes, sites=self.sites)
+        check_norm_plugin(
+            self.norm,
+            self.num_features,
+            options=self.options,
+            context=self.context,
+            checks=[check],
+            dtypes=self.dtypes,
+            sites=self.sites,
+        )
 
     def test_build(self):
         self._run("build")

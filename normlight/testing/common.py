@@ -4,17 +4,39 @@ from __future__ import annotations
 
 import torch
 
-SITES = ("attn_in", "attn_out", "mlp_in", "mlp_mid", "mlp_out", "final", "qk", "embed",
-         "patch_pre", "patch_post", "pos", "conv")
-NORM_CHECKS = ("build", "shape", "dtypes", "channels_first", "gradients", "state_dict", "copy", "context",
-               "train_eval", "batch_statistics", "distributed")
+SITES = (
+    "attn_in",
+    "attn_out",
+    "mlp_in",
+    "mlp_mid",
+    "mlp_out",
+    "final",
+    "qk",
+    "embed",
+    "patch_pre",
+    "patch_post",
+    "pos",
+    "conv",
+)
+NORM_CHECKS = (
+    "build",
+    "shape",
+    "dtypes",
+    "channels_first",
+    "gradients",
+    "state_dict",
+    "copy",
+    "context",
+    "train_eval",
+    "batch_statistics",
+    "distributed",
+)
 PLACEMENT_CHECKS = ("block_class", "gpt", "vit")
 DEFAULT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # what a model offers a mid-stack norm; a factory gets each keyword only if its signature names it
 DEFAULT_CONTEXT = {"layer_idx": 1, "num_layers": 4, "site": "mlp_in"}
 # max |y_low - y_fp32| allowed, relative to 1 + max |y_fp32|: a few ulps of the low-precision output
 _DTYPE_TOL = {torch.float32: 1e-5, torch.float64: 1e-7, torch.bfloat16: 6e-2, torch.float16: 1e-2}
-
 
 
 class ConformanceError(AssertionError):

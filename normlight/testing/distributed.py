@@ -40,8 +40,12 @@ def sync_case(spec: Any, num_features: int, options: dict, context: dict, rank: 
     xs = x.chunk(world)[rank].clone().requires_grad_()
     y = m(xs)
     (y * w.chunk(world)[rank]).sum().backward()
-    return {"y": y.detach(), "xgrad": xs.grad, "grads": {n: p.grad for n, p in m.named_parameters() if p.grad is not None},
-            "buffers": {n: b for n, b in m.state_dict().items() if b.is_floating_point()}}
+    return {
+        "y": y.detach(),
+        "xgrad": xs.grad,
+        "grads": {n: p.grad for n, p in m.named_parameters() if p.grad is not None},
+        "buffers": {n: b for n, b in m.state_dict().items() if b.is_floating_point()},
+    }
 
 
 def main(argv: list[str]) -> int:
@@ -50,8 +54,9 @@ def main(argv: list[str]) -> int:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(cfg["port"]))
     dist.init_process_group("gloo", rank=cfg["rank"], world_size=cfg["world"])
     try:
-        out = sync_case(load_spec(cfg["spec"]), cfg["num_features"], cfg["options"], cfg["context"],
-                         cfg["rank"], cfg["world"])
+        out = sync_case(
+            load_spec(cfg["spec"]), cfg["num_features"], cfg["options"], cfg["context"], cfg["rank"], cfg["world"]
+        )
         torch.save(out, cfg["out"])
         dist.barrier()  # no rank tears down gloo while the other still talks to it
     finally:
@@ -66,8 +71,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_ranks(spec: str, num_features: int, options: dict, context: dict, tmp: str, world: int,
-              timeout: float) -> str | None:
+def run_ranks(
+    spec: str, num_features: int, options: dict, context: dict, tmp: str, world: int, timeout: float
+) -> str | None:
     """Launch ``world`` gloo ranks writing ``rank<r>.pt`` into ``tmp``; None on success, else the failing rank's output tail.
 
     Raises ``TimeoutError`` if a rank does not finish within ``timeout`` seconds.
@@ -75,10 +81,25 @@ def run_ranks(spec: str, num_features: int, options: dict, context: dict, tmp: s
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "OMP_NUM_THREADS": "1"}
     port, procs = free_port(), []
     for rank in range(world):
-        cfg = dict(spec=spec, num_features=num_features, options=options, context=context, rank=rank,
-                   world=world, port=port, out=os.path.join(tmp, f"rank{rank}.pt"))
-        procs.append(subprocess.Popen([sys.executable, "-m", "normlight.testing.distributed", json.dumps(cfg)],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        cfg = dict(
+            spec=spec,
+            num_features=num_features,
+            options=options,
+            context=context,
+            rank=rank,
+            world=world,
+            port=port,
+            out=os.path.join(tmp, f"rank{rank}.pt"),
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "normlight.testing.distributed", json.dumps(cfg)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     failed = None
     for p in procs:
         try:

@@ -28,6 +28,8 @@ COMPARE_TAG = "normlight.compare"
 def higher_is_better(name: str) -> bool:
     """Accuracy-like metrics are maximized; losses and perplexities minimized."""
     return "acc" in name.rsplit("/", 1)[-1]
+
+
 SEED_FIELDS = ("seed_everything", "seed")
 
 
@@ -55,7 +57,9 @@ def load_runs(client, experiment: str, sweep: str | None = None) -> list:
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         names = sorted(e.name for e in client.search_experiments())
-        raise CompareError(f"no experiment named {experiment!r}; experiments in this store: {', '.join(names) or '(none)'}")
+        raise CompareError(
+            f"no experiment named {experiment!r}; experiments in this store: {', '.join(names) or '(none)'}"
+        )
     filt = "attributes.status = 'FINISHED'" + (f" and tags.sweep = '{sweep}'" if sweep else "")
     runs, token = [], None
     while True:
@@ -65,7 +69,9 @@ def load_runs(client, experiment: str, sweep: str | None = None) -> list:
         if not token:
             break
     if not runs:
-        raise CompareError(f"experiment {experiment!r} has no FINISHED runs" + (f" of sweep {sweep!r}" if sweep else ""))
+        raise CompareError(
+            f"experiment {experiment!r} has no FINISHED runs" + (f" of sweep {sweep!r}" if sweep else "")
+        )
     return runs
 
 
@@ -104,9 +110,19 @@ def summarize(runs, group_fields: list[str], metric: str) -> tuple[list[str], li
     for r in runs:
         groups[tuple(field_value(r, f) or "-" for f in group_fields)].append(r)
     best_name = f"summary/best_{metric.replace('/', '_')}"
-    extra = [k for k in ("summary/steps_to_target", "summary/tokens_per_sec", "summary/images_per_sec", "summary/peak_mem_mb")
-             if any(k in r.data.metrics for r in runs)]
-    header = [*group_fields, "runs", "diverged", f"final {metric}", f"best {metric}", *(k.split("/", 1)[1] for k in extra)]
+    extra = [
+        k
+        for k in ("summary/steps_to_target", "summary/tokens_per_sec", "summary/images_per_sec", "summary/peak_mem_mb")
+        if any(k in r.data.metrics for r in runs)
+    ]
+    header = [
+        *group_fields,
+        "runs",
+        "diverged",
+        f"final {metric}",
+        f"best {metric}",
+        *(k.split("/", 1)[1] for k in extra),
+    ]
     rows, records = [], []
     for key in sorted(groups, key=lambda k: [_sort_key(v) for v in k]):
         rs = groups[key]
@@ -115,8 +131,18 @@ def summarize(runs, group_fields: list[str], metric: str) -> tuple[list[str], li
         ext = [_mean_std([r.data.metrics.get(k) for r in rs]) for k in extra]
         div = sum(_is_diverged(r) for r in rs)
         rows.append([*key, str(len(rs)), str(div), _fmt(*final), _fmt(*best), *(_fmt(*e) for e in ext)])
-        records.append({"group": dict(zip(group_fields, key)), "runs": rs, "n": len(rs), "diverged": div,
-                        "final_mean": final[0], "final_std": final[1], "best_mean": best[0], "best_std": best[1]})
+        records.append(
+            {
+                "group": dict(zip(group_fields, key)),
+                "runs": rs,
+                "n": len(rs),
+                "diverged": div,
+                "final_mean": final[0],
+                "final_std": final[1],
+                "best_mean": best[0],
+                "best_std": best[1],
+            }
+        )
     return header, rows, records
 
 
@@ -148,6 +174,7 @@ def _label(group: dict) -> str:
 def plot_curves(client, records, metrics: list[str], path: Path) -> Path | None:
     """Metric vs step per group: mean over seeds with a min-max band."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -173,7 +200,9 @@ def plot_curves(client, records, metrics: list[str], path: Path) -> Path | None:
             if not xs:
                 continue
             vals = [v for v in vals if v]
-            line, = ax.plot(xs, [statistics.fmean(v) for v in vals], label=_label(rec["group"]) + f" (n={len(per_run)})")
+            (line,) = ax.plot(
+                xs, [statistics.fmean(v) for v in vals], label=_label(rec["group"]) + f" (n={len(per_run)})"
+            )
             ax.fill_between(xs, [min(v) for v in vals], [max(v) for v in vals], color=line.get_color(), alpha=0.2)
         ax.set_xlabel("step")
         ax.set_ylabel(m)
@@ -186,7 +215,9 @@ def plot_curves(client, records, metrics: list[str], path: Path) -> Path | None:
     return path
 
 
-def max_stable_lr(points: list[tuple[float, bool, float]], maximize: bool = False, tolerance: float = 0.1) -> float | None:
+def max_stable_lr(
+    points: list[tuple[float, bool, float]], maximize: bool = False, tolerance: float = 0.1
+) -> float | None:
     """Largest LR at which no seed diverged and the mean final metric is within ``tolerance`` (relative)
     of the best LR's (catalog D22: "width of the LR interval within 10% of the best loss").
     ``points`` are (lr, diverged, final metric) per run."""
@@ -197,15 +228,21 @@ def max_stable_lr(points: list[tuple[float, bool, float]], maximize: bool = Fals
     if not means:
         return None
     best = max(means.values()) if maximize else min(means.values())
-    ok = [lr for lr, m in means.items() if (m >= best - tolerance * abs(best) if maximize else m <= best + tolerance * abs(best))]
+    ok = [
+        lr
+        for lr, m in means.items()
+        if (m >= best - tolerance * abs(best) if maximize else m <= best + tolerance * abs(best))
+    ]
     return max(ok)
 
 
-def plot_lr_sensitivity(runs, group_fields, lr_key: str, metric: str, path: Path,
-                        tolerance: float = 0.1) -> tuple[Path | None, dict]:
+def plot_lr_sensitivity(
+    runs, group_fields, lr_key: str, metric: str, path: Path, tolerance: float = 0.1
+) -> tuple[Path | None, dict]:
     """Final metric vs LR per variant (the group fields minus the LR); diverged seeds drawn as x at the top,
     the maximum stable LR (see :func:`max_stable_lr`) as a star."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -217,7 +254,9 @@ def plot_lr_sensitivity(runs, group_fields, lr_key: str, metric: str, path: Path
             lr = float(lr)
         except (TypeError, ValueError):
             continue
-        variants[tuple(field_value(r, f) or "-" for f in fields)].append((lr, _is_diverged(r), r.data.metrics.get(metric)))
+        variants[tuple(field_value(r, f) or "-" for f in fields)].append(
+            (lr, _is_diverged(r), r.data.metrics.get(metric))
+        )
     if not variants or len({p[0] for pts in variants.values() for p in pts}) < 2:
         return None, {}
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -232,7 +271,7 @@ def plot_lr_sensitivity(runs, group_fields, lr_key: str, metric: str, path: Path
             vals = [v for l, d, v in pts if l == lr and not d and v is not None and math.isfinite(v)]
             means.append(statistics.fmean(vals) if vals else float("nan"))
         label = _label(dict(zip(fields, key)))
-        line, = ax.plot(lrs, means, marker="o", label=label)
+        (line,) = ax.plot(lrs, means, marker="o", label=label)
         div_lrs = sorted({l for l, d, v in pts if d or v is None or not math.isfinite(v)})
         if div_lrs:
             ax.scatter(div_lrs, [top] * len(div_lrs), marker="x", color=line.get_color())
@@ -258,6 +297,7 @@ _LAYER = re.compile(r"^(diag/grad_norm|diag/resid_rms)/l(\d+)$")
 def plot_profiles(records, path: Path) -> Path | None:
     """Per-layer gradient norm and residual RMS (last logged value) per group, mean over seeds."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -294,8 +334,16 @@ def plot_profiles(records, path: Path) -> Path | None:
     return path
 
 
-def compare(client, experiment: str, group_by: list[str] | None, metric: str, out: Path, lr_key: str = "lr",
-            sweep: str | None = None, tolerance: float = 0.1) -> dict:
+def compare(
+    client,
+    experiment: str,
+    group_by: list[str] | None,
+    metric: str,
+    out: Path,
+    lr_key: str = "lr",
+    sweep: str | None = None,
+    tolerance: float = 0.1,
+) -> dict:
     """Build tables and plots in ``out``; returns {'header', 'rows', 'files', 'max_stable_lr', 'group_by'}."""
     runs = load_runs(client, experiment, sweep)
     if not any(metric in r.data.metrics for r in runs):
@@ -306,21 +354,33 @@ def compare(client, experiment: str, group_by: list[str] | None, metric: str, ou
     out.mkdir(parents=True, exist_ok=True)
     files = list(write_tables(out, header, rows))
     curve_metrics = [metric] + (["train/loss"] if metric != "train/loss" else [])
-    for f in (plot_curves(client, records, curve_metrics, out / "curves.png"),
-              plot_profiles(records, out / "profiles.png")):
+    for f in (
+        plot_curves(client, records, curve_metrics, out / "curves.png"),
+        plot_profiles(records, out / "profiles.png"),
+    ):
         if f:
             files.append(f)
     lr_plot, stable = plot_lr_sensitivity(runs, group_by, lr_key, metric, out / "lr_sensitivity.png", tolerance)
     if lr_plot:
         files.append(lr_plot)
-    return {"header": header, "rows": rows, "files": files, "max_stable_lr": stable, "group_by": group_by, "n_runs": len(runs)}
+    return {
+        "header": header,
+        "rows": rows,
+        "files": files,
+        "max_stable_lr": stable,
+        "group_by": group_by,
+        "n_runs": len(runs),
+    }
 
 
 def log_comparison(client, experiment: str, result: dict, metric: str) -> str:
     """Log the outputs as artifacts of a new ``compare`` run in the experiment; returns its run id."""
     exp = client.get_experiment_by_name(experiment)
-    run = client.create_run(exp.experiment_id, run_name=f"compare/{metric}",
-                            tags={COMPARE_TAG: "true", "compare.group_by": ",".join(result["group_by"]), "compare.metric": metric})
+    run = client.create_run(
+        exp.experiment_id,
+        run_name=f"compare/{metric}",
+        tags={COMPARE_TAG: "true", "compare.group_by": ",".join(result["group_by"]), "compare.metric": metric},
+    )
     for f in result["files"]:
         client.log_artifact(run.info.run_id, str(f), "compare")
     client.set_terminated(run.info.run_id, "FINISHED")

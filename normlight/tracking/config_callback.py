@@ -48,8 +48,11 @@ class MLflowConfigCallback(SaveConfigCallback):
             self.parser.save(self.config, str(path), format="yaml", overwrite=True, multifile=False)
             client.log_artifact(run_id, str(path))
         cfg = self.config.as_dict() if hasattr(self.config, "as_dict") else dict(self.config)
-        params = {k: v for k, v in flatten_config(cfg).items()
-                  if v is not None and not k.startswith(("config", "trainer.logger", "trainer.callbacks"))}
+        params = {
+            k: v
+            for k, v in flatten_config(cfg).items()
+            if v is not None and not k.startswith(("config", "trainer.logger", "trainer.callbacks"))
+        }
         if isinstance(lg, MLFlowLogger):
             lg.log_params_once(params)
             lg.config_logged = True

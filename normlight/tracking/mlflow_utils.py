@@ -29,7 +29,7 @@ def default_tracking_uri() -> str:
 def default_artifact_location(tracking_uri: str) -> str | None:
     """``<dir of the sqlite file>/mlartifacts`` for a sqlite store; None (the server decides) otherwise."""
     if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri[len("sqlite:///"):])
+        db = Path(tracking_uri[len("sqlite:///") :])
         return (db.parent / "mlartifacts").resolve().as_uri()
     return None
 
@@ -47,16 +47,32 @@ class MLFlowLogger(_LightningMLFlowLogger):
         log_model: log checkpoints as artifacts (Lightning's semantics); off by default (they stay on disk).
     """
 
-    def __init__(self, experiment_name: str = "normlight", run_name: str | None = None,
-                 tracking_uri: str | None = None, artifact_location: str | None = None,
-                 tags: dict[str, Any] | None = None, run_id: str | None = None, log_model: bool = False,
-                 prefix: str = "", synchronous: bool | None = None):
+    def __init__(
+        self,
+        experiment_name: str = "normlight",
+        run_name: str | None = None,
+        tracking_uri: str | None = None,
+        artifact_location: str | None = None,
+        tags: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        log_model: bool = False,
+        prefix: str = "",
+        synchronous: bool | None = None,
+    ):
         tracking_uri = tracking_uri or default_tracking_uri()
         if artifact_location is None:
             artifact_location = default_artifact_location(tracking_uri)
-        super().__init__(experiment_name=experiment_name, run_name=run_name, tracking_uri=tracking_uri,
-                         tags=tags, log_model=log_model, prefix=prefix, artifact_location=artifact_location,
-                         run_id=run_id, synchronous=synchronous)
+        super().__init__(
+            experiment_name=experiment_name,
+            run_name=run_name,
+            tracking_uri=tracking_uri,
+            tags=tags,
+            log_model=log_model,
+            prefix=prefix,
+            artifact_location=artifact_location,
+            run_id=run_id,
+            synchronous=synchronous,
+        )
         self.config_logged = False  # set by MLflowConfigCallback: the config already gave the params
 
     @rank_zero_only
@@ -145,10 +161,15 @@ def git_commit() -> str | None:
     """Commit of the normlight source tree, with ``-dirty`` if it has local changes; None outside a git checkout."""
     src = Path(__file__).resolve().parents[2]
     try:
-        sha = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{sha}-dirty" if dirty else sha or None

@@ -23,11 +23,27 @@ def run_rows(client: MlflowClient, run_ids: list[str]) -> list[dict]:
         r = client.get_run(rid)
         m, t = r.data.metrics, r.data.tags
         lm = t.get("family") == "gpt"
-        rate = next(((k.split("/")[1].rsplit("_per_sec", 1)[0], v) for k, v in m.items()
-                     if k.startswith("summary/") and k.endswith("_per_sec")), ("items", float("nan")))
-        rows.append({"run": r.info.run_name, "family": t.get("family"), "norm": t.get("norm"),
-                     "metric": "val/ppl" if lm else "val/acc1", "value": m.get("val/ppl" if lm else "val/acc1"),
-                     "val_loss": m.get("val/loss"), "params": int(t.get("num_params", 0)),
-                     "throughput": rate[1], "unit": rate[0], "diverged": t.get("diverged") == "true",
-                     "status": r.info.status})
+        rate = next(
+            (
+                (k.split("/")[1].rsplit("_per_sec", 1)[0], v)
+                for k, v in m.items()
+                if k.startswith("summary/") and k.endswith("_per_sec")
+            ),
+            ("items", float("nan")),
+        )
+        rows.append(
+            {
+                "run": r.info.run_name,
+                "family": t.get("family"),
+                "norm": t.get("norm"),
+                "metric": "val/ppl" if lm else "val/acc1",
+                "value": m.get("val/ppl" if lm else "val/acc1"),
+                "val_loss": m.get("val/loss"),
+                "params": int(t.get("num_params", 0)),
+                "throughput": rate[1],
+                "unit": rate[0],
+                "diverged": t.get("diverged") == "true",
+                "status": r.info.status,
+            }
+        )
     return rows

@@ -23,7 +23,7 @@ DONE, FAILED, INTERRUPTED = "FINISHED", "FAILED", "INTERRUPTED"
 def client(tracking_uri: str) -> MlflowClient:
     """An MLflow client on ``tracking_uri`` (the parent folder of a sqlite file is created if missing)."""
     if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     return MlflowClient(tracking_uri=tracking_uri)
 
 
@@ -32,7 +32,9 @@ def ensure_experiment(c: MlflowClient, name: str, tracking_uri: str) -> str:
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
-            raise MlflowException(f"experiment {name!r} is deleted in {tracking_uri}; restore it in the MLflow UI or pick another name")
+            raise MlflowException(
+                f"experiment {name!r} is deleted in {tracking_uri}; restore it in the MLflow UI or pick another name"
+            )
         return exp.experiment_id
     try:
         return c.create_experiment(name, artifact_location=default_artifact_location(tracking_uri))
@@ -47,7 +49,9 @@ def sweep_runs(c: MlflowClient, experiment_id: str, sweep: str) -> list[Run]:
     """All runs of ``sweep`` in the experiment (every page)."""
     runs, token = [], None
     while True:
-        page = c.search_runs([experiment_id], filter_string=f"tags.{SWEEP_TAG} = '{sweep}'", max_results=1000, page_token=token)
+        page = c.search_runs(
+            [experiment_id], filter_string=f"tags.{SWEEP_TAG} = '{sweep}'", max_results=1000, page_token=token
+        )
         runs.extend(page)
         token = page.token
         if not token:

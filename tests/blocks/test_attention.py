@@ -1,6 +1,5 @@
 """Attention against an independent numpy formula; diagnostics mode; RoPE; QK-norm; NormFormer head scale."""
 
-
 import math
 
 import numpy as np
@@ -26,7 +25,7 @@ def np_attention(attn, x, causal, head_scale=None, fairseq_order=False):
     H = attn.num_heads
     hd = D // H
     qkv = x @ W.T + b
-    q, k, v = (qkv[..., i * D:(i + 1) * D].reshape(B, T, H, hd).transpose(0, 2, 1, 3) for i in range(3))
+    q, k, v = (qkv[..., i * D : (i + 1) * D].reshape(B, T, H, hd).transpose(0, 2, 1, 3) for i in range(3))
     logits = q @ k.transpose(0, 1, 3, 2) / math.sqrt(hd)
     if causal:
         logits = np.where(np.tril(np.ones((T, T))) > 0, logits, -np.inf)

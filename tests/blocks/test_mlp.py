@@ -1,6 +1,5 @@
 """The MLP (gelu, relu, swiglu) against an independent numpy formula."""
 
-
 import math
 
 import numpy as np
@@ -25,5 +24,6 @@ def test_mlp_matches_numpy(act):
         h = np.maximum(h, 0)
     else:
         from math import erf
+
         h = 0.5 * h * (1 + np.vectorize(erf)(h / math.sqrt(2)))
     assert np.allclose(mlp(x).detach().numpy(), h @ W2.T + b2, atol=1e-5)

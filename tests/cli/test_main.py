@@ -12,7 +12,9 @@ SCRIPT = shutil.which("normlight") or str(Path(sys.executable).parent / "normlig
 
 
 def run(*args):
-    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        [SCRIPT, *args], capture_output=True, text=True, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    )
 
 
 def test_help_lists_every_subcommand():

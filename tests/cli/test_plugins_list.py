@@ -1,6 +1,5 @@
 """`normlight plugins list` with real fixture distributions on the path: built-ins, fixtures, broken, duplicates."""
 
-
 import json
 import os
 import subprocess
@@ -18,7 +17,11 @@ def test_cli_plugins_list_shows_builtins_fixtures_and_broken(fixture_site):
     rows = {(r["name"], r["distribution"]): r for r in json.loads(out.stdout)}
     assert rows[("rmsnorm", "normlight")]["status"] in ("ok", "broken")  # built-in, registered by entry point
     good = rows[("fixture_good", "normlight-fixture-plugins")]
-    assert (good["status"], good["version"], good["description"]) == ("ok", "0.3.1", "fixture: mean-centring with a gain")
+    assert (good["status"], good["version"], good["description"]) == (
+        "ok",
+        "0.3.1",
+        "fixture: mean-centring with a gain",
+    )
     broken = rows[("fixture_broken", "normlight-fixture-plugins")]
     assert broken["status"] == "broken" and broken["error"].startswith("ModuleNotFoundError: No module named")
     assert broken["entry_point"] == "nl_fixture.broken:Anything"

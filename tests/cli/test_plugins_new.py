@@ -12,7 +12,8 @@ def test_scaffold_writes_a_package_with_an_entry_point_a_norm_and_kit_tests(tmp_
     meta = tomllib.loads((root / "pyproject.toml").read_text())
     assert meta["project"]["name"] == "normlight-centered-rms"
     assert meta["project"]["entry-points"]["normlight.norms"] == {
-        "centered_rms": "normlight_centered_rms.norms:CenteredRms"}
+        "centered_rms": "normlight_centered_rms.norms:CenteredRms"
+    }
     assert any(d.startswith("normlight>=") for d in meta["project"]["dependencies"])
     assert "class CenteredRms(nn.Module)" in (root / "normlight_centered_rms" / "norms.py").read_text()
     test = (root / "tests" / "test_centered_rms.py").read_text()
@@ -28,11 +29,14 @@ def test_norm_name_option(tmp_path):
     assert meta["project"]["entry-points"]["normlight.norms"] == {"acme_scaled": "acme_norms.norms:AcmeScaled"}
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["9-starts-with-a-digit"], "is not a valid distribution name"),
-    (["my-rms", "--norm", "rmsnorm"], "a norm named 'rmsnorm' is already registered"),
-    (["my-rms", "--norm", "class"], "pass --norm with a lower_case identifier"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["9-starts-with-a-digit"], "is not a valid distribution name"),
+        (["my-rms", "--norm", "rmsnorm"], "a norm named 'rmsnorm' is already registered"),
+        (["my-rms", "--norm", "class"], "pass --norm with a lower_case identifier"),
+    ],
+)
 def test_bad_input_is_refused_with_a_clear_message(tmp_path, capsys, argv, message):
     assert main(["plugins", "new", *argv, "--dir", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err

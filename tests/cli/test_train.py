@@ -20,13 +20,48 @@ from mlflow import MlflowClient
 from normlight import cli
 from normlight.cli import train
 
-NANO = ["--model", "CausalLanguageModeling", "--model.model", "gpt-nano", "--model.norm", "rmsnorm",
-        "--model.lr", "3e-3", "--model.warmup_steps", "2", "--model.min_lr_ratio", "0.1", "--model.sample_tokens", "8",
-        "--data", "PydocTextDataModule", "--data.block_size", "32", "--data.batch_size", "4",
-        "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "2", "--trainer.log_every_n_steps", "1",
-        "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
-        "--trainer.logger.init_args.experiment_name", "e2e", "--diagnostics.every_n_steps", "2"]
+NANO = [
+    "--model",
+    "CausalLanguageModeling",
+    "--model.model",
+    "gpt-nano",
+    "--model.norm",
+    "rmsnorm",
+    "--model.lr",
+    "3e-3",
+    "--model.warmup_steps",
+    "2",
+    "--model.min_lr_ratio",
+    "0.1",
+    "--model.sample_tokens",
+    "8",
+    "--data",
+    "PydocTextDataModule",
+    "--data.block_size",
+    "32",
+    "--data.batch_size",
+    "4",
+    "--trainer.val_check_interval",
+    "2",
+    "--trainer.limit_val_batches",
+    "2",
+    "--trainer.log_every_n_steps",
+    "1",
+    "--trainer.num_sanity_val_steps",
+    "0",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.devices",
+    "1",
+    "--trainer.logger.init_args.experiment_name",
+    "e2e",
+    "--diagnostics.every_n_steps",
+    "2",
+]
 
 
 def _runs(uri: str, experiment: str):
@@ -47,7 +82,12 @@ def test_gpt_fit_then_resume_continues_the_same_run(tmp_path, monkeypatch):
     rid = run.info.run_id
     assert run.info.run_name == "gpt-nano/pre/rmsnorm/lr3e-3/s0"
     tags = run.data.tags
-    assert {tags[k] for k in ("family", "preset", "norm", "placement", "qk_norm")} >= {"gpt", "gpt-nano", "rmsnorm", "pre"}
+    assert {tags[k] for k in ("family", "preset", "norm", "placement", "qk_norm")} >= {
+        "gpt",
+        "gpt-nano",
+        "rmsnorm",
+        "pre",
+    }
     assert tags["qk_norm"] == "None"
     assert tags["norm_dist"] == "normlight" and tags["placement_dist"] == "normlight" and tags["norm_version"]
     assert tags["normlight_version"] and len(tags["git_commit"]) >= 40
@@ -62,12 +102,17 @@ def test_gpt_fit_then_resume_continues_the_same_run(tmp_path, monkeypatch):
     assert ppl == pytest.approx(math.exp(client.get_metric_history(rid, "val/loss")[-1].value), rel=1e-5)
     # the logged learning rate follows linear warmup (2 steps) then cosine to 0.1 * lr over max_steps=4
     lrs = [m.value for m in sorted(client.get_metric_history(rid, "lr"), key=lambda m: m.step)]
-    expect = [3e-3 * (s + 1) / 3 if s < 2 else 3e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (s - 2) / 2)))
-              for s in range(4)]
+    expect = [
+        3e-3 * (s + 1) / 3 if s < 2 else 3e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (s - 2) / 2)))
+        for s in range(4)
+    ]
     assert lrs == pytest.approx(expect, rel=1e-5)
     arts = {a.path for a in client.list_artifacts(rid)}
     assert "config.yaml" in arts
-    assert [a.path for a in client.list_artifacts(rid, "samples")] == ["samples/step_0000002.txt", "samples/step_0000004.txt"]
+    assert [a.path for a in client.list_artifacts(rid, "samples")] == [
+        "samples/step_0000002.txt",
+        "samples/step_0000004.txt",
+    ]
     ckpts = list((tmp_path / "runs" / "checkpoints" / "e2e").glob("*/last.ckpt"))
     assert len(ckpts) == 1
     assert torch.load(ckpts[0], weights_only=False)["normlight"]["mlflow_run_id"] == rid
@@ -84,10 +129,25 @@ def test_gpt_fit_then_resume_continues_the_same_run(tmp_path, monkeypatch):
 
     # `normlight test` on that checkpoint reports into the same run as well
     test_args = [a for a in base if a != "fit"]
-    assert train.main(["test", *test_args[:test_args.index("--trainer.val_check_interval")],
-                              "--trainer.limit_test_batches", "2", "--trainer.accelerator", "cpu",
-                              "--trainer.logger.init_args.experiment_name", "e2e",
-                              "--trainer.logger.init_args.tracking_uri", uri, "--ckpt_path", str(ckpts[0])]) == 0
+    assert (
+        train.main(
+            [
+                "test",
+                *test_args[: test_args.index("--trainer.val_check_interval")],
+                "--trainer.limit_test_batches",
+                "2",
+                "--trainer.accelerator",
+                "cpu",
+                "--trainer.logger.init_args.experiment_name",
+                "e2e",
+                "--trainer.logger.init_args.tracking_uri",
+                uri,
+                "--ckpt_path",
+                str(ckpts[0]),
+            ]
+        )
+        == 0
+    )
     client, runs = _runs(uri, "e2e")
     assert [r.info.run_id for r in runs] == [rid]
     assert math.isfinite(runs[0].data.metrics["test/ppl"])
@@ -96,15 +156,47 @@ def test_gpt_fit_then_resume_continues_the_same_run(tmp_path, monkeypatch):
 def test_vision_fit_accuracy_matches_independent_count(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'env.db'}")  # env var is honoured
-    args = ["fit", "--model", "ImageClassification", "--model.model", "vit-tiny", "--model.norm", "layernorm",
-            "--model.model_kwargs", json.dumps({"img_size": 16, "in_chans": 1, "depth": 1, "dim": 32, "num_heads": 2}),
-            "--model.lr", "3e-3", "--model.label_smoothing", "0.1",
-            "--data", "DigitsDataModule", "--data.img_size", "16", "--data.in_chans", "1", "--data.batch_size", "128",
-            "--trainer.max_steps", "6", "--trainer.val_check_interval", "6", "--trainer.log_every_n_steps", "1",
-            "--trainer.num_sanity_val_steps", "0",
-            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-            "--trainer.accelerator", "cpu", "--trainer.logger.init_args.experiment_name", "vision",
-            "--diagnostics.every_n_steps", "3"]
+    args = [
+        "fit",
+        "--model",
+        "ImageClassification",
+        "--model.model",
+        "vit-tiny",
+        "--model.norm",
+        "layernorm",
+        "--model.model_kwargs",
+        json.dumps({"img_size": 16, "in_chans": 1, "depth": 1, "dim": 32, "num_heads": 2}),
+        "--model.lr",
+        "3e-3",
+        "--model.label_smoothing",
+        "0.1",
+        "--data",
+        "DigitsDataModule",
+        "--data.img_size",
+        "16",
+        "--data.in_chans",
+        "1",
+        "--data.batch_size",
+        "128",
+        "--trainer.max_steps",
+        "6",
+        "--trainer.val_check_interval",
+        "6",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.num_sanity_val_steps",
+        "0",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.logger.init_args.experiment_name",
+        "vision",
+        "--diagnostics.every_n_steps",
+        "3",
+    ]
     assert train.main(args) == 0
     assert (tmp_path / "env.db").exists() and not (tmp_path / "mlflow.db").exists()
     client, (run,) = _runs(f"sqlite:///{tmp_path / 'env.db'}", "vision")
@@ -157,12 +249,27 @@ def test_bad_input_is_one_clear_error_before_training(extra, message, tmp_path, 
 
 def test_vision_shape_mismatches(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    base = ["fit", "--model", "ImageClassification", "--model.model", "vit-tiny", "--data", "DigitsDataModule",
-            "--trainer.max_steps", "1", "--trainer.accelerator", "cpu"]
-    for extra, message in ((["--data.img_size", "16", "--data.in_chans", "3"], "image size: the data gives 16"),
-                           (["--data.img_size", "32", "--data.in_chans", "1"], "input channels: the data gives 1"),
-                           (["--model.model_kwargs", "{num_classes: 5}", "--data.img_size", "32", "--data.in_chans", "3"],
-                            "number of classes: the data gives 10, the model expects 5")):
+    base = [
+        "fit",
+        "--model",
+        "ImageClassification",
+        "--model.model",
+        "vit-tiny",
+        "--data",
+        "DigitsDataModule",
+        "--trainer.max_steps",
+        "1",
+        "--trainer.accelerator",
+        "cpu",
+    ]
+    for extra, message in (
+        (["--data.img_size", "16", "--data.in_chans", "3"], "image size: the data gives 16"),
+        (["--data.img_size", "32", "--data.in_chans", "1"], "input channels: the data gives 1"),
+        (
+            ["--model.model_kwargs", "{num_classes: 5}", "--data.img_size", "32", "--data.in_chans", "3"],
+            "number of classes: the data gives 10, the model expects 5",
+        ),
+    ):
         assert cli.main([*base, *extra]) == 1
         assert message in capsys.readouterr().err
 
@@ -176,11 +283,25 @@ def test_ctrl_c_leaves_a_resumable_checkpoint_and_a_recorded_run(tmp_path, monke
     import time
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    args = ["fit", *NANO, "--trainer.max_steps", "100000", "--trainer.val_check_interval", "1000",
-            "--diagnostics.every_n_steps", "1000"]
+    args = [
+        "fit",
+        *NANO,
+        "--trainer.max_steps",
+        "100000",
+        "--trainer.val_check_interval",
+        "1000",
+        "--diagnostics.every_n_steps",
+        "1000",
+    ]
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "normlight", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "normlight", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.time() + 240
         while True:  # wait until the run has logged a few steps

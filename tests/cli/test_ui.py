@@ -34,17 +34,21 @@ def test_ui_serves_runs_and_stops_cleanly(tmp_path, start_mlflow_server):
 
     base, proc = start_mlflow_server(uri, tmp_path)
     try:
-        req = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", method="POST",
-                                     data=json.dumps({"experiment_ids": [exp]}).encode(),
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{base}/api/2.0/mlflow/runs/search",
+            method="POST",
+            data=json.dumps({"experiment_ids": [exp]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=20) as r:
             runs = json.load(r)["runs"]
         assert [x["info"]["run_name"] for x in runs] == ["gpt-nano/pre/rmsnorm/lr3e-3/s0"]
         with urllib.request.urlopen(f"{base}/", timeout=20) as r:
             assert r.status == 200 and b"<html" in r.read().lower()
         # the server runs in its own process group (main + one uvicorn worker, no job runners)
-        server_pgids = {int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[2])
-                        for p in _children(proc.pid)}
+        server_pgids = {
+            int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[2]) for p in _children(proc.pid)
+        }
         assert len(server_pgids) == 1
         (pgid,) = server_pgids
         assert 1 <= len(_group_alive(pgid)) <= 3

@@ -40,8 +40,10 @@ def write_cifar_dir(root: Path, per_batch: int = 20) -> Path:
         labels = rng.integers(0, 10, per_batch).tolist()
         data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
         with open(d / name, "wb") as f:
-            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
-                         b"filenames": [b"x.png"] * per_batch}, f)
+            pickle.dump(
+                {b"batch_label": name.encode(), b"labels": labels, b"data": data, b"filenames": [b"x.png"] * per_batch},
+                f,
+            )
     return d
 
 

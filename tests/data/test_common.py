@@ -1,6 +1,5 @@
 """Deterministic, disjoint validation splits; embedded default data (digits, pydoc text) and text files."""
 
-
 from __future__ import annotations
 
 import torch

@@ -1,6 +1,5 @@
 """Vision DataModules: IDX / CIFAR-10 / ImageFolder readers, digits, clear errors for missing data."""
 
-
 from __future__ import annotations
 
 import pickle

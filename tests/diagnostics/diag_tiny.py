@@ -104,7 +104,14 @@ def trainer(tmp_path, callbacks, max_steps=10, **kw):
     kw.setdefault("limit_val_batches", 2)
     kw.setdefault("val_check_interval", 5)
     return pl.Trainer(
-        max_steps=max_steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-        callbacks=callbacks, **kw,
+        max_steps=max_steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=callbacks,
+        **kw,
     )

@@ -1,6 +1,5 @@
 """Attention entropy (normalized for causal masks) on known attention patterns and against numpy."""
 
-
 import math
 
 import numpy as np

@@ -1,7 +1,5 @@
 """Batch-statistics fluctuation against its formula."""
 
-
-
 import pytest
 import torch
 from torch import nn

@@ -1,7 +1,5 @@
 """Block influence 1 - cos(h_in, h_out): identity 0, negation 2, numpy; the probe on known blocks."""
 
-
-
 import numpy as np
 import pytest
 import torch
@@ -43,4 +41,6 @@ def test_probe_block_influence_on_identity_and_scaling_blocks():
             return x
 
     m = Model()
-    assert block_influence.probe_block_influence(m, m.blocks, torch.randn(3, 5, 4)) == pytest.approx([0, 0, 0], abs=1e-6)
+    assert block_influence.probe_block_influence(m, m.blocks, torch.randn(3, 5, 4)) == pytest.approx(
+        [0, 0, 0], abs=1e-6
+    )

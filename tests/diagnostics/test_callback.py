@@ -85,8 +85,16 @@ def test_metrics_reach_the_trainer_loggers(tmp_path):
 
     diag = StabilityDiagnostics(every_n_steps=2, attention=False, block_influence=False)
     logger = CSVLogger(tmp_path)
-    t = pl.Trainer(max_steps=4, logger=logger, callbacks=[diag], accelerator="cpu", enable_progress_bar=False,
-                   enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0)
+    t = pl.Trainer(
+        max_steps=4,
+        logger=logger,
+        callbacks=[diag],
+        accelerator="cpu",
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     t.fit(LMTask(), token_loader())
     text = (tmp_path / "lightning_logs" / "version_0" / "metrics.csv").read_text()
     header = text.splitlines()[0].split(",")
@@ -100,11 +108,13 @@ def test_bad_period_is_a_clear_error():
 
 def test_diagnostics_do_not_change_training(tmp_path):
     """Every diagnostic on every step, and the trained weights are bit-identical to a run without them."""
+
     def train(callbacks):
         pl.seed_everything(0)
         task = LMTask()
         trainer(tmp_path, callbacks, max_steps=4, limit_val_batches=1, val_check_interval=2).fit(
-            task, token_loader(), token_loader(seed=1))
+            task, token_loader(), token_loader(seed=1)
+        )
         return [p.detach().clone() for p in task.parameters()]
 
     plain = train([])
@@ -118,7 +128,8 @@ def test_diagnostics_do_not_change_training(tmp_path):
 def test_bf16_runs_give_finite_diagnostics(tmp_path, precision):
     diag = StabilityDiagnostics(every_n_steps=1)
     trainer(tmp_path, [diag], max_steps=3, precision=precision, limit_val_batches=1, val_check_interval=2).fit(
-        LMTask(), token_loader(), token_loader(seed=1))
+        LMTask(), token_loader(), token_loader(seed=1)
+    )
     merged = {}
     for _, m in diag.logged:
         merged.update(m)

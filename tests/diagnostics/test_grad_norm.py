@@ -1,6 +1,5 @@
 """Gradient norms on known gradients."""
 
-
 import math
 
 import numpy as np

@@ -1,7 +1,5 @@
 """Loss-spike detector (robust z-score) and divergence guard against numpy / synthetic series."""
 
-
-
 import numpy as np
 import pytest
 

@@ -1,6 +1,5 @@
 """Residual-stream RMS, growth slope, massive activations and the recorder hooks."""
 
-
 import math
 
 import numpy as np

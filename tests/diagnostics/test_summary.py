@@ -1,6 +1,5 @@
 """The run summary: best and final validation metrics and steps to a target."""
 
-
 import math
 
 from normlight.diagnostics import (

@@ -1,7 +1,5 @@
 """Item counting per batch and peak memory."""
 
-
-
 import torch
 
 from normlight.diagnostics import throughput

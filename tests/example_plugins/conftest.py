@@ -25,17 +25,34 @@ def plugin_site(tmp_path_factory) -> SimpleNamespace:
     from normlight.cli import main
 
     src = tmp_path_factory.mktemp("plugin_src")
-    example = Path(shutil.copytree(EXAMPLE, src / EXAMPLE.name,
-                                   ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".pytest_cache")))
+    example = Path(
+        shutil.copytree(
+            EXAMPLE,
+            src / EXAMPLE.name,
+            ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".pytest_cache"),
+        )
+    )
     assert main(["plugins", "new", SCAFFOLD_NAME, "--dir", str(src)]) == 0  # the real CLI path
     scaffolded = src / SCAFFOLD_NAME
     target = tmp_path_factory.mktemp("plugin_site")
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target),
-           str(example), str(scaffolded)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-deps",
+        "--no-build-isolation",
+        "--target",
+        str(target),
+        str(example),
+        str(scaffolded),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    return SimpleNamespace(target=target, example=example, scaffolded=scaffolded,
-                           scaffold_name=SCAFFOLD_NAME, scaffold_norm=SCAFFOLD_NORM)
+    return SimpleNamespace(
+        target=target, example=example, scaffolded=scaffolded, scaffold_name=SCAFFOLD_NAME, scaffold_norm=SCAFFOLD_NORM
+    )
 
 
 @pytest.fixture

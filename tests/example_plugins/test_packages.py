@@ -25,29 +25,45 @@ def _env(site, **extra):
 def test_example_and_scaffolded_packages_pass_their_own_tests_unchanged(plugin_site):
     # both suites at once (2 cores); each runs from its own directory with only the install on PYTHONPATH
     cmd = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning"]
-    procs = {pkg: subprocess.Popen(cmd, cwd=pkg, env=_env(plugin_site), stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True)
-             for pkg in (plugin_site.example, plugin_site.scaffolded)}
+    procs = {
+        pkg: subprocess.Popen(
+            cmd, cwd=pkg, env=_env(plugin_site), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for pkg in (plugin_site.example, plugin_site.scaffolded)
+    }
     outs = {pkg: p.communicate(timeout=600)[0] for pkg, p in procs.items()}
     for pkg, p in procs.items():
         assert p.returncode == 0, outs[pkg][-3000:]
     ex, sc = outs[plugin_site.example], outs[plugin_site.scaffolded]
     # the kit really ran: numpy references, every conformance check, the 2-rank sync and the placement checks
-    for test in ("test_biasnorm_matches_numpy", "TestL1BatchNormConformance::test_distributed PASSED",
-                 "TestBiasNormConformance::test_dtypes PASSED", "TestParallelBlockConformance::test_gpt PASSED"):
+    for test in (
+        "test_biasnorm_matches_numpy",
+        "TestL1BatchNormConformance::test_distributed PASSED",
+        "TestBiasNormConformance::test_dtypes PASSED",
+        "TestParallelBlockConformance::test_gpt PASSED",
+    ):
         assert test in ex, ex[-3000:]
-    for test in (f"test_{plugin_site.scaffold_norm}_matches_numpy PASSED", "TestConformance::test_channels_first PASSED"):
+    for test in (
+        f"test_{plugin_site.scaffold_norm}_matches_numpy PASSED",
+        "TestConformance::test_channels_first PASSED",
+    ):
         assert test in sc, sc[-3000:]
 
 
 def test_plugins_list_json_shows_distributions_and_versions(plugin_site):
-    out = subprocess.run([SCRIPT, "plugins", "list", "--json", "--load"], capture_output=True, text=True,
-                         env=_env(plugin_site))
+    out = subprocess.run(
+        [SCRIPT, "plugins", "list", "--json", "--load"], capture_output=True, text=True, env=_env(plugin_site)
+    )
     assert out.returncode == 0, out.stderr
     rows = {r["name"]: r for r in json.loads(out.stdout)}
     for name, kind in EXTRA.items():
         r = rows[name]
-        assert (r["kind"], r["distribution"], r["version"], r["status"]) == (kind, "normlight-extra-norms", "0.2.0", "ok")
+        assert (r["kind"], r["distribution"], r["version"], r["status"]) == (
+            kind,
+            "normlight-extra-norms",
+            "0.2.0",
+            "ok",
+        )
         assert r["description"], r
     assert rows["biasnorm"]["paper"].startswith("Yao et al. 2023")
     r = rows[plugin_site.scaffold_norm]
@@ -89,13 +105,33 @@ def test_fit_from_yaml_records_plugin_provenance_in_mlflow(plugin_site, tmp_path
     runs = FAMILY_RUNS
     argvs = []
     for family, (config, norm, placement) in runs.items():
-        argv = ["fit", "--config", str(ROOT / config), "--model.norm", norm, "--trainer.max_steps", "2",
-                "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
-                "--trainer.val_check_interval", "1.0", "--trainer.default_root_dir", str(tmp_path / "runs")]
+        argv = [
+            "fit",
+            "--config",
+            str(ROOT / config),
+            "--model.norm",
+            norm,
+            "--trainer.max_steps",
+            "2",
+            "--trainer.limit_train_batches",
+            "2",
+            "--trainer.limit_val_batches",
+            "1",
+            "--trainer.val_check_interval",
+            "1.0",
+            "--trainer.default_root_dir",
+            str(tmp_path / "runs"),
+        ]
         argvs.append(argv + (["--model.placement", placement] if placement else []))
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    out = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(argvs)], cwd=tmp_path, capture_output=True,
-                         text=True, env=_env(plugin_site, MLFLOW_TRACKING_URI=db), timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", DRIVER, json.dumps(argvs)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=_env(plugin_site, MLFLOW_TRACKING_URI=db),
+        timeout=600,
+    )
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
 
     import mlflow

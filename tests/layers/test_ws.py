@@ -1,6 +1,5 @@
 """Weight standardization and Scaled WS (NF-ResNets) against numpy (norms.md 10)."""
 
-
 import math
 
 import numpy as np
@@ -30,7 +29,9 @@ def test_scaled_ws_matches_numpy_and_has_unit_norm_times_gain():
     expected = scaled_ws_numpy(conv.weight.detach().numpy(), conv.gain.detach().numpy())
     np.testing.assert_allclose(w_hat, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(w_hat.reshape(5, -1).mean(1), 0, atol=1e-6)
-    np.testing.assert_allclose(np.linalg.norm(w_hat.reshape(5, -1), axis=1), conv.gain.detach().numpy().ravel(), rtol=1e-5)
+    np.testing.assert_allclose(
+        np.linalg.norm(w_hat.reshape(5, -1), axis=1), conv.gain.detach().numpy().ravel(), rtol=1e-5
+    )
     x = torch.randn(2, 6, 7, 7)
     ref = F.conv2d(x, torch.from_numpy(expected).float(), conv.bias, padding=1)
     torch.testing.assert_close(conv(x), ref, rtol=1e-4, atol=1e-5)

@@ -25,8 +25,12 @@ class TinyFamilies(pl.LightningModule):
     def __init__(self, norm: str):
         super().__init__()
         torch.manual_seed(0)
-        self.gpt = normlight.create_model("gpt-nano", norm=norm, vocab_size=V, max_seq_len=T, depth=2, dim=64, num_heads=2)
-        self.vit = normlight.create_model("vit-tiny", norm=norm, img_size=IMG, patch_size=4, depth=2, dim=64, num_heads=2)
+        self.gpt = normlight.create_model(
+            "gpt-nano", norm=norm, vocab_size=V, max_seq_len=T, depth=2, dim=64, num_heads=2
+        )
+        self.vit = normlight.create_model(
+            "vit-tiny", norm=norm, img_size=IMG, patch_size=4, depth=2, dim=64, num_heads=2
+        )
         self.resnet = normlight.create_model("resnet20", norm=norm, img_size=IMG, width=2.0)
         self.record: list[dict] = []
 
@@ -42,8 +46,9 @@ class TinyFamilies(pl.LightningModule):
         return sum(losses.values())
 
     def on_before_optimizer_step(self, optimizer):
-        self.record[-1]["grads_finite"] = all(torch.isfinite(p.grad).all().item()
-                                              for p in self.parameters() if p.grad is not None)
+        self.record[-1]["grads_finite"] = all(
+            torch.isfinite(p.grad).all().item() for p in self.parameters() if p.grad is not None
+        )
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.parameters(), lr=1e-3)
@@ -63,9 +68,17 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/con
 @pytest.mark.parametrize("norm", normlight.list_norms())
 def test_bf16_mixed_training_is_finite(norm, tmp_path):
     module = TinyFamilies(norm)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, precision="bf16-mixed", max_steps=2, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        precision="bf16-mixed",
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, loader())
     assert len(module.record) == 2
     for step in module.record:

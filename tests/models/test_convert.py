@@ -39,7 +39,9 @@ def test_gpt_converts_exactly(pos, mlp):
     assert (rms(idx) - ref).abs().max().item() < 1e-4
     assert (crms(idx) - ref).abs().max().item() < 1e-4
     assert crms.tok_emb.weight.shape == (64, 63) and crms.blocks[0].attn.qkv.in_features == 63
-    assert rms.spec["norm"] == "rmsnorm" and crms.spec["norm"] == "crmsnorm" and crms.spec["converted_from"] == "layernorm"
+    assert (
+        rms.spec["norm"] == "rmsnorm" and crms.spec["norm"] == "crmsnorm" and crms.spec["converted_from"] == "layernorm"
+    )
     # the stream really is zero-mean (what makes LN == RMSNorm): embeddings re-centred
     assert rms.tok_emb.weight.mean(-1).abs().max() < 1e-6
     assert torch.equal(model(idx), ref)  # the original is untouched
@@ -48,8 +50,9 @@ def test_gpt_converts_exactly(pos, mlp):
 @pytest.mark.parametrize("pool", ["cls", "mean"])
 def test_vit_converts_exactly(pool):
     torch.manual_seed(0)
-    model = normlight.create_model("vit-tiny", norm="layernorm", depth=2, dim=32, num_heads=2, img_size=8,
-                                   patch_size=4, num_classes=5, pool=pool)
+    model = normlight.create_model(
+        "vit-tiny", norm="layernorm", depth=2, dim=32, num_heads=2, img_size=8, patch_size=4, num_classes=5, pool=pool
+    )
     batch = lambda: (torch.randn(4, 3, 8, 8), torch.randint(0, 5, (4,)))
     train_a_few_steps(model, batch, torch.nn.functional.cross_entropy)
     img = torch.randn(3, 3, 8, 8)

@@ -33,9 +33,15 @@ def assert_same(model, folded, x):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name,kw", [("resnet18", {}), ("resnet50", dict(width=0.25)),
-                                     # WS convs have unit-variance kernels: cumulative running stats keep eval logits O(1)
-                                     ("resnet20", dict(weight_standardization=True, norm_kwargs={"momentum": None}))])
+@pytest.mark.parametrize(
+    "name,kw",
+    [
+        ("resnet18", {}),
+        ("resnet50", dict(width=0.25)),
+        # WS convs have unit-variance kernels: cumulative running stats keep eval logits O(1)
+        ("resnet20", dict(weight_standardization=True, norm_kwargs={"momentum": None})),
+    ],
+)
 def test_fold_resnet_batchnorm(name, kw):
     torch.manual_seed(0)
     model = warm_stats(normlight.create_model(name, norm="batchnorm", num_classes=10, **kw), (8, 3, 32, 32))
@@ -78,8 +84,20 @@ def test_fold_linear_batchnorm1d_and_preact():
     pre = warm_stats(normlight.create_model("resnet20", norm="batchnorm", variant="preact"), (8, 3, 16, 16))
     folded = normlight.fold(pre)
     # bn2 follows conv1 and folds; bn1 and the final norm read the residual stream and stay
-    assert sorted(folded.folded_norms) == sorted(f"{b}.bn2" for b in ("layer1.0", "layer1.1", "layer1.2", "layer2.0",
-                                                                      "layer2.1", "layer2.2", "layer3.0", "layer3.1", "layer3.2"))
+    assert sorted(folded.folded_norms) == sorted(
+        f"{b}.bn2"
+        for b in (
+            "layer1.0",
+            "layer1.1",
+            "layer1.2",
+            "layer2.0",
+            "layer2.1",
+            "layer2.2",
+            "layer3.0",
+            "layer3.1",
+            "layer3.2",
+        )
+    )
     assert_same(pre, folded, torch.randn(4, 3, 16, 16))
 
 
@@ -102,7 +120,9 @@ def test_fold_leaves_what_cannot_be_folded():
     assert folded.folded_norms == [] and isinstance(folded.bn, nn.BatchNorm2d)
     assert_same(shared, folded, torch.randn(2, 3, 8, 8))
     # powernorm's eval map divides by a per-token group RMS first: not a per-channel affine, not folded
-    pn = warm_stats(normlight.create_model("resnet20", norm="powernorm", norm_kwargs={"warmup_iters": 1}), (4, 3, 16, 16))
+    pn = warm_stats(
+        normlight.create_model("resnet20", norm="powernorm", norm_kwargs={"warmup_iters": 1}), (4, 3, 16, 16)
+    )
     folded = normlight.fold(pn)
     assert folded.folded_norms == [] and count_norms(folded) == count_norms(pn)
 

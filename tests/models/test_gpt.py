@@ -12,8 +12,10 @@ LN = torch.nn.LayerNorm
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 
 
-@pytest.mark.parametrize("name,params", [("gpt-nano", 120_576), ("gpt-tiny", 4_870_144),
-                                         ("gpt-small", 124_439_808), ("gpt-medium", 354_823_168)])
+@pytest.mark.parametrize(
+    "name,params",
+    [("gpt-nano", 120_576), ("gpt-tiny", 4_870_144), ("gpt-small", 124_439_808), ("gpt-medium", 354_823_168)],
+)
 def test_preset_parameter_counts(name, params):
     with torch.device("meta"):  # shapes only: no memory, no init cost
         model = normlight.create_model(name, norm=LN)
@@ -49,8 +51,9 @@ def test_rope_has_no_position_table_and_is_position_sensitive():
 
 
 def test_overrides_and_bf16():
-    model = normlight.create_model("gpt-tiny", norm=LN, depth=1, dim=32, num_heads=2, vocab_size=50,
-                                   max_seq_len=16, mlp="swiglu").to(torch.bfloat16)
+    model = normlight.create_model(
+        "gpt-tiny", norm=LN, depth=1, dim=32, num_heads=2, vocab_size=50, max_seq_len=16, mlp="swiglu"
+    ).to(torch.bfloat16)
     out = model(torch.randint(0, 50, (2, 16)))
     assert out.dtype == torch.bfloat16 and out.shape == (2, 16, 50) and torch.isfinite(out).all()
 
@@ -80,12 +83,21 @@ def test_attention_diagnostics_mode_through_the_model():
 
 
 def test_spec_rebuilds_the_same_architecture():
-    model = normlight.create_model("gpt-nano", norm="rmsnorm", placement="mix", placement_kwargs={"post_fraction": 0.5},
-                                   qk_norm="layernorm", pos="rope", mlp="swiglu", depth=3)
+    model = normlight.create_model(
+        "gpt-nano",
+        norm="rmsnorm",
+        placement="mix",
+        placement_kwargs={"post_fraction": 0.5},
+        qk_norm="layernorm",
+        pos="rope",
+        mlp="swiglu",
+        depth=3,
+    )
     spec = dict(model.spec)
     clone = normlight.create_model(spec.pop("name"), **spec)
     clone.load_state_dict(model.state_dict())  # strict: same parameter names and shapes
     idx = torch.randint(0, 256, (1, 8))
     assert torch.equal(clone.eval()(idx), model.eval()(idx))
     import json
+
     json.dumps(model.spec)  # plain serializable

@@ -1,6 +1,5 @@
 """Fixup and NF-ResNets (alpha/beta, skip gain, gamma-scaled ReLU) against independent numpy formulas (norms.md 9-10)."""
 
-
 import math
 
 import numpy as np

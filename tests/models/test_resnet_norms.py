@@ -23,7 +23,11 @@ def require_norm(name):
         entry.load()
     except PluginError as exc:
         cause = exc.__cause__
-        if entry.dist == "normlight" and isinstance(cause, ModuleNotFoundError) and (cause.name or "").startswith("normlight."):
+        if (
+            entry.dist == "normlight"
+            and isinstance(cause, ModuleNotFoundError)
+            and (cause.name or "").startswith("normlight.")
+        ):
             pytest.skip(f"built-in norm {name!r} not written yet ({entry.value})")
         raise
 
@@ -105,9 +109,11 @@ def test_micro_batch_batchnorm_warns():
         train_step(model, batch=1)
 
 
-@pytest.mark.parametrize("norm,kw", [("groupnorm", dict(weight_standardization=True)), ("bcn", {}),
-                                     ("evonorm_s0", {}), (None, dict(variant="nf"))],
-                         ids=["groupnorm+ws", "bcn", "evonorm_s0", "nf"])
+@pytest.mark.parametrize(
+    "norm,kw",
+    [("groupnorm", dict(weight_standardization=True)), ("bcn", {}), ("evonorm_s0", {}), (None, dict(variant="nf"))],
+    ids=["groupnorm+ws", "bcn", "evonorm_s0", "nf"],
+)
 def test_micro_batch_alternatives_train(norm, kw):
     if norm:
         require_norm(norm)
@@ -147,7 +153,9 @@ def test_model_interface_and_spec():
     assert (model.num_classes, model.in_chans, model.img_size) == (3, 3, 32)
     assert model.spec["name"] == "resnet56" and model.spec["norm"] == "groupnorm"
     assert model.spec["norm_kwargs"] == {"num_groups": 8} and model.spec["variant"] == "standard"
-    rebuilt = create_model(model.spec["name"], **{k: v for k, v in model.spec.items() if k not in ("name", "placement")})
+    rebuilt = create_model(
+        model.spec["name"], **{k: v for k, v in model.spec.items() if k not in ("name", "placement")}
+    )
     assert sum(p.numel() for p in rebuilt.parameters()) == sum(p.numel() for p in model.parameters())
     with pytest.raises(ValueError, match=r"images of shape \(N, 3, H, W\)"):
         model(torch.randn(2, 1, 8, 8))

@@ -28,7 +28,9 @@ def propagate(depth, skip_gain=None, **kw):
             torch.nn.init.constant_(blk.skip_gain, skip_gain)
     seen = []
     for blk in model.blocks:
-        blk.register_forward_pre_hook(lambda mod, args: seen.append((args[0].detach().std().item(), getattr(mod, "beta", 1.0))))
+        blk.register_forward_pre_hook(
+            lambda mod, args: seen.append((args[0].detach().std().item(), getattr(mod, "beta", 1.0)))
+        )
     x = torch.randn(16, 3, 8, 8, requires_grad=True)
     h = model.conv1(x)
     if model.variant == "fixup":
@@ -81,4 +83,4 @@ def test_batchnorm_grows_at_most_polynomially(variant):
     fwd, grad, _ = c[998]
     assert math.isfinite(fwd) and math.isfinite(grad)
     assert fwd / c[20][0] < 2 * math.sqrt(depth_ratio)  # ~sqrt(depth): every branch is unit-scale
-    assert grad / c[20][1] < depth_ratio ** 2
+    assert grad / c[20][1] < depth_ratio**2

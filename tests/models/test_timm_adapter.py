@@ -34,8 +34,9 @@ def options_for(norm):
 def test_timm_family_with_every_norm(family, norm):
     name, kw = FAMILIES[family]
     torch.manual_seed(0)
-    model = normlight.create_model(f"timm:{name}", norm=norm, norm_kwargs=options_for(norm), num_classes=4,
-                                   img_size=32, **kw)
+    model = normlight.create_model(
+        f"timm:{name}", norm=norm, norm_kwargs=options_for(norm), num_classes=4, img_size=32, **kw
+    )
     factory = lookup("norms", norm).load()
     norms = [m for m in model.modules() if isinstance(factory, type) and isinstance(m, factory)]
     assert norms or not isinstance(factory, type)
@@ -58,7 +59,9 @@ def test_layouts_follow_the_model():
 
 
 def test_interface_and_spec():
-    model = normlight.create_model("timm:test_vit", norm="layernorm", norm_kwargs={"eps": 1e-6}, num_classes=3, img_size=32)
+    model = normlight.create_model(
+        "timm:test_vit", norm="layernorm", norm_kwargs={"eps": 1e-6}, num_classes=3, img_size=32
+    )
     assert model.family == "timm" and model.placement_cls is None
     assert (model.num_classes, model.img_size, model.in_chans) == (3, 32, 3)
     assert len(model.blocks) == len(list(model.blocks)) > 0

@@ -12,8 +12,7 @@ LN = torch.nn.LayerNorm
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 
 
-@pytest.mark.parametrize("name,params", [("vit-tiny", 2_693_578), ("vit-small", 22_050_664),
-                                         ("vit-base", 86_567_656)])
+@pytest.mark.parametrize("name,params", [("vit-tiny", 2_693_578), ("vit-small", 22_050_664), ("vit-base", 86_567_656)])
 def test_preset_parameter_counts(name, params):
     with torch.device("meta"):
         model = normlight.create_model(name, norm=LN)

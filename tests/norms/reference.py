@@ -27,6 +27,7 @@ def randn(*shape, seed=0, scale=1.0, shift=0.0):
 
 # ---------------------------------------------------------------- numpy references (float64)
 
+
 def np_layernorm(x, eps=1e-5, w=None, b=None):
     mu = x.mean(-1, keepdims=True)
     var = ((x - mu) ** 2).mean(-1, keepdims=True)  # biased
@@ -63,19 +64,19 @@ def np_groupnorm(x_nchw, groups, eps=1e-5, w=None, b=None):
 
 
 def np_grn(x_nhwc, gamma, beta, eps=1e-6):
-    g = np.sqrt((x_nhwc ** 2).sum(axis=(1, 2), keepdims=True))
+    g = np.sqrt((x_nhwc**2).sum(axis=(1, 2), keepdims=True))
     n = g / (g.mean(axis=-1, keepdims=True) + eps)
     return gamma * (x_nhwc * n) + beta + x_nhwc
 
 
 def np_group_scaling(x, groups, eps=1e-5):
     g = x.reshape(*x.shape[:-1], groups, -1)
-    return (g / np.sqrt((g ** 2).mean(-1, keepdims=True) + eps)).reshape(x.shape)
+    return (g / np.sqrt((g**2).mean(-1, keepdims=True) + eps)).reshape(x.shape)
 
 
 def np_powernorm_step(xg, dy, w, b, phi, ema, t, warmup, eps=1e-5, afwd=0.9, abkw=0.9):
     """One training iteration of PowerNorm on rows (M, C) of group-scaled input; paper's backward."""
-    psi2 = (xg ** 2).mean(0)
+    psi2 = (xg**2).mean(0)
     z = xg / np.sqrt((psi2 if t <= warmup else phi) + eps)
     if t < warmup:
         phi = phi * (t - 1) / t + psi2 / t
@@ -115,7 +116,7 @@ class NumpyUN:
     def step(self, x, dy, w, b):
         self.t += 1
         t, W, eps, m = self.t, self.W, self.eps, self.m
-        x2 = (x ** 2).mean(0)
+        x2 = (x**2).mean(0)
         skip = W <= 1
         recorded = np.sqrt(self.bx2).var(ddof=1)
         self.bx2[t % W] = x2

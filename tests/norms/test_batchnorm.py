@@ -93,7 +93,9 @@ def test_batchnorm_mask_excludes_padding_from_statistics():
     z, mean, var, n = np_bn_train(real)
     np.testing.assert_allclose(y1[mask].detach().numpy(), z, rtol=1e-5, atol=1e-5)
     # padded positions are still normalized with the same statistics
-    np.testing.assert_allclose(y2[~mask].detach().numpy(), np.broadcast_to((1e3 - mean) / np.sqrt(var + 1e-5), (3, 6)), rtol=1e-5)
+    np.testing.assert_allclose(
+        y2[~mask].detach().numpy(), np.broadcast_to((1e3 - mean) / np.sqrt(var + 1e-5), (3, 6)), rtol=1e-5
+    )
     torch.testing.assert_close(m1.running_var, m2.running_var)
     np.testing.assert_allclose(m1.running_var.numpy(), 0.9 + 0.1 * var * n / (n - 1), rtol=1e-5)
     np.testing.assert_allclose(m1.running_mean.numpy(), 0.1 * mean, rtol=1e-5, atol=1e-7)

@@ -24,31 +24,38 @@ def test_half_inputs_use_float32_statistics(name, dtype, half_params):
     ref = m.double()(x.double())  # same half-rounded input, exact statistics
     y = (m.to(dtype) if half_params else m.float())(x)
     assert y.dtype == dtype
-    tol = 2 ** -7 if dtype == torch.bfloat16 else 2 ** -10
+    tol = 2**-7 if dtype == torch.bfloat16 else 2**-10
     assert (y.double() - ref).abs().max().item() <= 2 * tol * ref.abs().max().item()
-
 
 
 @pytest.mark.parametrize("name", ["groupnorm", "instancenorm", "grn"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_position_norms_half_inputs_use_float32_statistics(name, dtype):
     x = torch.from_numpy(randn(2, 16, 64, seed=42, shift=200.0)).to(dtype)
-    m = build(name, 64, **({"num_groups": 8} if name == "groupnorm" else {"affine": True} if name == "instancenorm" else {}))
+    m = build(
+        name, 64, **({"num_groups": 8} if name == "groupnorm" else {"affine": True} if name == "instancenorm" else {})
+    )
     if name == "grn":
         with torch.no_grad():
             m.gamma.fill_(1.0)
     ref = m.double()(x.double())
     y = m.float()(x)
     assert y.dtype == dtype
-    tol = 2 ** -7 if dtype == torch.bfloat16 else 2 ** -10
+    tol = 2**-7 if dtype == torch.bfloat16 else 2**-10
     assert (y.double() - ref).abs().max().item() <= 2 * tol * ref.abs().max().item()
     y = m.to(dtype)(x)  # half parameters too
     assert y.dtype == dtype
-    tol = 2 ** -7 if dtype == torch.bfloat16 else 2 ** -10
+    tol = 2**-7 if dtype == torch.bfloat16 else 2**-10
     assert (y.double() - ref).abs().max().item() <= 2 * tol * ref.abs().max().item()
+
+
 BUILTINS = [n for n in normlight.list_norms() if registry.lookup("norms", n).dist == "normlight"]
-NEEDS = {"layernorm_scaling": {"layer_idx": 1}, "groupnorm": {"num_groups": 4}, "bcn": {"num_groups": 4},
-         "evonorm_s0": {"num_groups": 4}}
+NEEDS = {
+    "layernorm_scaling": {"layer_idx": 1},
+    "groupnorm": {"num_groups": 4},
+    "bcn": {"num_groups": 4},
+    "evonorm_s0": {"num_groups": 4},
+}
 
 
 @pytest.mark.parametrize("name", BUILTINS)
@@ -99,5 +106,5 @@ def test_every_builtin_keeps_half_dtype_and_uses_float32_statistics(name, dtype)
     x = tokens(seed=4, shift=100.0, dtype=dtype)
     for ref, got in zip(outputs(m, x.float()), outputs(m, x)):
         assert got.dtype == dtype and torch.isfinite(got).all()
-        tol = 2 * (2 ** -8 if dtype == torch.bfloat16 else 2 ** -11) * ref.abs().max().item() + 1e-6
+        tol = 2 * (2**-8 if dtype == torch.bfloat16 else 2**-11) * ref.abs().max().item() + 1e-6
         assert (got.float() - ref).abs().max().item() <= tol

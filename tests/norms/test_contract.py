@@ -21,7 +21,9 @@ C = 64  # divisible by the default 32 groups of groupnorm / bcn / evonorm_s0
 
 
 def test_every_entry_point_is_covered():
-    assert {"layernorm", "rmsnorm", "dyt", "identity", "groupnorm", "grn", "layernorm_scaling", "batchnorm"} <= set(BUILTINS)
+    assert {"layernorm", "rmsnorm", "dyt", "identity", "groupnorm", "grn", "layernorm_scaling", "batchnorm"} <= set(
+        BUILTINS
+    )
 
 
 @pytest.mark.parametrize("check", [c for c in NORM_CHECKS if c != "distributed"])
@@ -32,8 +34,13 @@ def test_builtin_keeps_the_plugin_contract(name, check):
 
 @pytest.fixture(scope="module")
 def cli_rows():
-    out = subprocess.run([sys.executable, "-m", "normlight", "plugins", "list", "--kind", "norms", "--load", "--json"],
-                         check=True, capture_output=True, text=True, timeout=120).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "normlight", "plugins", "list", "--kind", "norms", "--load", "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     return {r["name"]: r for r in json.loads(out) if r["distribution"] == "normlight"}
 
 

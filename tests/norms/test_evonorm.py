@@ -32,7 +32,9 @@ def test_evonorm_b0_constant_input_and_eval_running_var():
     np.testing.assert_allclose(m.running_var.numpy(), rv, rtol=1e-6)
     m.eval()
     x2 = rand(2, 2, 2, 4, seed=164)
-    np.testing.assert_allclose(m(x2).detach().numpy(), np_evonorm_b0(x2.double().numpy(), rv, v, w, b), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        m(x2).detach().numpy(), np_evonorm_b0(x2.double().numpy(), rv, v, w, b), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_evonorm_b0_mask_bf16_gradcheck_and_errors():

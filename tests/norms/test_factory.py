@@ -1,7 +1,5 @@
 """create_norm: the channels-first adapter, layout-aware factories, the one-time probe on a copy."""
 
-
-
 import pytest
 import torch
 from torch import nn

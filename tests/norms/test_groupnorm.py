@@ -36,8 +36,11 @@ def test_groupnorm_equals_torch_groupnorm_on_nchw(fast_path):
         assert not isinstance(m, ChannelsFirst)
     else:
         m = ChannelsFirst(build("groupnorm", c, num_groups=groups))
-    m.load_state_dict({k.replace("norm.", ""): v for k, v in ref.state_dict().items()} if fast_path
-                      else {"norm." + k: v for k, v in ref.state_dict().items()})
+    m.load_state_dict(
+        {k.replace("norm.", ""): v for k, v in ref.state_dict().items()}
+        if fast_path
+        else {"norm." + k: v for k, v in ref.state_dict().items()}
+    )
     x = torch.randn(4, c, 6, 5)
     torch.testing.assert_close(m(x), ref(x), rtol=1e-5, atol=1e-5)
 
@@ -56,7 +59,10 @@ def test_group_statistics_stay_accurate_with_a_large_mean(name):
 
 
 def test_groupnorm_error_lists_valid_group_counts():
-    with pytest.raises(normlight.PluginOptionError, match=r"num_groups=32 does not divide num_features=48.*\[1, 2, 3, 4, 6, 8, 12, 16, 24, 48\]"):
+    with pytest.raises(
+        normlight.PluginOptionError,
+        match=r"num_groups=32 does not divide num_features=48.*\[1, 2, 3, 4, 6, 8, 12, 16, 24, 48\]",
+    ):
         build("groupnorm", 48)
 
 
@@ -64,8 +70,9 @@ def test_groupnorm_error_lists_valid_group_counts():
 def test_instancenorm_equals_numpy_and_torch_instancenorm2d(fast_path):
     c = 6
     x = torch.randn(3, c, 5, 4, dtype=torch.float64)
-    m = (build("instancenorm", c, layout="channels_first") if fast_path
-         else ChannelsFirst(build("instancenorm", c))).double()
+    m = (
+        build("instancenorm", c, layout="channels_first") if fast_path else ChannelsFirst(build("instancenorm", c))
+    ).double()
     expect = np_groupnorm(x.numpy(), c, 1e-5)  # one group per channel
     np.testing.assert_allclose(m(x).numpy(), expect, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(m(x), torch.nn.InstanceNorm2d(c)(x))

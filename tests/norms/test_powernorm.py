@@ -26,7 +26,9 @@ def test_powernorm_train_running_phi_ema_gz_and_eval_match_numpy():
         y = m(x)
         (y * dy).sum().backward()
         xg = np_group_scaling(x.double().numpy(), G).reshape(-1, C)
-        yn, phi, ema, _, dw, db, psi2 = np_powernorm_step(xg, dy.double().numpy().reshape(-1, C), w, b, phi, ema, t, warmup)
+        yn, phi, ema, _, dw, db, psi2 = np_powernorm_step(
+            xg, dy.double().numpy().reshape(-1, C), w, b, phi, ema, t, warmup
+        )
         np.testing.assert_allclose(y.detach().numpy().reshape(-1, C), yn, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(m.running_phi.numpy(), phi, rtol=1e-5)
         np.testing.assert_allclose(m.ema_gz.numpy(), ema, rtol=1e-4, atol=1e-5)
@@ -51,8 +53,9 @@ def test_powernorm_approximate_backward_matches_paper_formula(t, warmup):
     state = dict(name="powernorm", eps=1e-5, t=t, warmup_iters=warmup, alpha_fwd=0.9, alpha_bkw=0.9, sync=False)
     y = PowerFunction.apply(x, w, b, phi, ema, None, state)
     (y * dy).sum().backward()
-    yn, phin, eman, dx, dw, db, _ = np_powernorm_step(x.detach().numpy(), dy.numpy(), w.detach().numpy(),
-                                                      b.detach().numpy(), phi0, ema0, t, warmup)
+    yn, phin, eman, dx, dw, db, _ = np_powernorm_step(
+        x.detach().numpy(), dy.numpy(), w.detach().numpy(), b.detach().numpy(), phi0, ema0, t, warmup
+    )
     np.testing.assert_allclose(y.detach().numpy(), yn, rtol=1e-10)
     np.testing.assert_allclose(x.grad.numpy(), dx, rtol=1e-10)  # batch psi2, even after warmup
     np.testing.assert_allclose(w.grad.numpy(), dw, rtol=1e-10)
@@ -71,7 +74,7 @@ def test_powernorm_distinguishing_checks():
     m(x)
     phi = m.running_phi.clone()
     x2 = rand(4, 3, C, seed=101, scale=3.0)
-    torch.testing.assert_close(m(x2), x2 / torch.sqrt(phi + 1e-5) / torch.sqrt((x2 ** 2).mean(-1, keepdim=True) + 1e-5))
+    torch.testing.assert_close(m(x2), x2 / torch.sqrt(phi + 1e-5) / torch.sqrt((x2**2).mean(-1, keepdim=True) + 1e-5))
     # (3) GroupScaling makes eval output invariant to scaling the whole input
     m.eval()
     torch.testing.assert_close(m(7 * x2), m(x2), rtol=1e-4, atol=1e-5)
@@ -92,7 +95,7 @@ def test_powernorm_mask_bf16_gradcheck_and_errors():
     torch.testing.assert_close(m1.running_phi, m2.running_phi)
     torch.testing.assert_close(m1.ema_gz, m2.ema_gz)
     xg = np_group_scaling(x[mask].double().numpy(), 3)
-    np.testing.assert_allclose(m1.batch_stat.numpy(), (xg ** 2).mean(0), rtol=1e-5)
+    np.testing.assert_allclose(m1.batch_stat.numpy(), (xg**2).mean(0), rtol=1e-5)
     assert m1(x.bfloat16()).dtype == torch.bfloat16 and torch.isfinite(m1.running_phi).all()
     # the true-gradient parts (GroupScaling and the eval path) pass gradcheck
     m64 = PowerNorm(C, group_num=2, dtype=torch.float64).eval()

@@ -32,7 +32,9 @@ def test_prepbn_schedule_ln_to_repbn():
     ref_bn = RepBN(C)
     xs = [rand(3, 2, C, seed=130 + i, scale=2.0, shift=-1.0) for i in range(total + 3)]
     # warmup call: pure LayerNorm (eps 1e-6), the BN branch is not run
-    np.testing.assert_allclose(m(xs[0]).detach().numpy(), np_layernorm(xs[0].double().numpy(), eps=1e-6), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        m(xs[0]).detach().numpy(), np_layernorm(xs[0].double().numpy(), eps=1e-6), rtol=1e-5, atol=1e-5
+    )
     assert int(m.norm2.bn.num_batches_tracked) == 0
     for k in range(1, total + 3):
         lam = max(total - (k - 1), 0) / total  # 1 on the first post-warmup call, then linearly to 0

@@ -23,7 +23,9 @@ def test_rmsnorm_default_eps_inside_matches_numpy():
     with torch.no_grad():
         m32.weight.copy_(torch.from_numpy(w))
     np.testing.assert_allclose(run(m32, x), np_rmsnorm(x, eps32, w=w), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(run(m, x, torch.float64), np_rmsnorm(x, float(np.finfo(np.float64).eps), w=w), rtol=1e-12)
+    np.testing.assert_allclose(
+        run(m, x, torch.float64), np_rmsnorm(x, float(np.finfo(np.float64).eps), w=w), rtol=1e-12
+    )
     assert m.bias is None and torch.equal(build("rmsnorm", 32).weight, torch.ones(32))
 
 
@@ -50,7 +52,7 @@ def test_partial_rmsnorm_uses_first_k_features_only():
     x = randn(3, d, seed=6)
     np.testing.assert_allclose(run(m, x, torch.float64), np_rmsnorm(x, 1e-8, k=int(d * p)), rtol=1e-10)
     big, zero = x.copy(), x.copy()
-    big[:, d // 2:], zero[:, d // 2:] = 1e3, 0.0
+    big[:, d // 2 :], zero[:, d // 2 :] = 1e3, 0.0
     yb, yz = run(m, big, torch.float64), run(m, zero, torch.float64)
     np.testing.assert_allclose(yb[:, : d // 2], yz[:, : d // 2], rtol=1e-12)  # first half unaffected by the rest
     full = run(build("rmsnorm", d, eps=1e-8), big, torch.float64)
@@ -83,7 +85,6 @@ def test_rmsnorm_bias_option():
     np.testing.assert_allclose(run(m, x, torch.float64), np_rmsnorm(x, 1e-6, b=b), rtol=1e-10)
 
 
-
 def test_crmsnorm_equals_layernorm_on_zero_mean_vectors():
     d = 12
     full = randn(5, d, seed=9)
@@ -92,7 +93,7 @@ def test_crmsnorm_equals_layernorm_on_zero_mean_vectors():
     np.testing.assert_allclose(y, np_layernorm(full, 1e-5)[:, :-1], rtol=1e-9, atol=1e-12)
     # the close-but-wrong variant that divides by d-1 (the compressed width) is measurably different
     z = full[:, :-1]
-    wrong = z / np.sqrt(((z ** 2).sum(-1, keepdims=True) + z.sum(-1, keepdims=True) ** 2) / (d - 1) + 1e-5)
+    wrong = z / np.sqrt(((z**2).sum(-1, keepdims=True) + z.sum(-1, keepdims=True) ** 2) / (d - 1) + 1e-5)
     assert np.abs(y - wrong).max() > 1e-2
 
 

@@ -16,7 +16,7 @@ def test_scalenorm_init_equals_eps_free_rmsnorm_and_g_is_one_scalar():
     m = build("scalenorm", d, dtype=torch.float64)
     assert [p.numel() for p in m.parameters()] == [1] and m.g.item() == pytest.approx(math.sqrt(d))
     x = randn(4, d, seed=10)
-    np.testing.assert_allclose(run(m, x, torch.float64), x / np.sqrt((x ** 2).mean(-1, keepdims=True)), rtol=1e-10)
+    np.testing.assert_allclose(run(m, x, torch.float64), x / np.sqrt((x**2).mean(-1, keepdims=True)), rtol=1e-10)
 
 
 def test_scalenorm_eps_is_a_clamp_not_additive():

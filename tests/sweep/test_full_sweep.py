@@ -20,8 +20,22 @@ def test_placement_lr_quick_full_sweep_and_compare(tmp_path, store, capsys):
     state = sweep_runs.state_by_hash(sweep_runs.sweep_runs(client, exp.experiment_id, s.name))
     assert {h for h, st in state.items() if st["state"] == "FINISHED"} == {r.hash for r in sw.plan(s)}
     out = tmp_path / "cmp"
-    assert compare.main(["compare", "--experiment", s.experiment, "--tracking-uri", store, "--out", str(out),
-                         "--stable-tolerance", "0.05"]) == 0
+    assert (
+        compare.main(
+            [
+                "compare",
+                "--experiment",
+                s.experiment,
+                "--tracking-uri",
+                store,
+                "--out",
+                str(out),
+                "--stable-tolerance",
+                "0.05",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     for placement in s.grid["model.placement"]:
         assert f"max stable LR  {placement}:" in printed

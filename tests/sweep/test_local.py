@@ -26,7 +26,8 @@ def finished_by_hash(client, exp_name, sweep_name):
 
 def test_sweep_two_workers_interrupt_resume_diverge_and_compare(tmp_path, store, capsys):
     path = reduced_sweep(
-        SWEEPS / "placement_lr.yaml", tmp_path,
+        SWEEPS / "placement_lr.yaml",
+        tmp_path,
         grid={"model.placement": ["pre"], "model.lr": [1.0e-3, 3.0e-3, 1.0e30]},  # 1e30: a certain divergence
         fixed={"data.init_args.block_size": 32, "data.init_args.batch_size": 4},
     )
@@ -83,7 +84,11 @@ def test_sweep_two_workers_interrupt_resume_diverge_and_compare(tmp_path, store,
     cmp_runs = client.search_runs([exp_id], filter_string="tags.`normlight.compare` = 'true'")
     assert len(cmp_runs) == 1
     assert {f.path for f in client.list_artifacts(cmp_runs[0].info.run_id, "compare")} >= {
-        "compare/comparison.csv", "compare/curves.png", "compare/lr_sensitivity.png", "compare/profiles.png"}
+        "compare/comparison.csv",
+        "compare/curves.png",
+        "compare/lr_sensitivity.png",
+        "compare/profiles.png",
+    }
 
 
 def test_shipped_vision_sweeps_reduced_grids_run(tmp_path, store):
@@ -95,14 +100,26 @@ def test_shipped_vision_sweeps_reduced_grids_run(tmp_path, store):
 
     setups = yaml.safe_load((SWEEPS / "resnet_microbatch.yaml").read_text())["grid"]["norm_setup"]
     cases = [
-        (reduced_sweep(SWEEPS / "vit_norms.yaml", tmp_path, grid={"model.norm": ["batchnorm"]}), "diag/bstat_fluct_mean"),
-        (reduced_sweep(SWEEPS / "resnet_microbatch.yaml", tmp_path,
-                       grid={"norm_setup": [b for b in setups if b["label"] == "nf"], "data.init_args.batch_size": [2]}),
-         "val/acc1"),
+        (
+            reduced_sweep(SWEEPS / "vit_norms.yaml", tmp_path, grid={"model.norm": ["batchnorm"]}),
+            "diag/bstat_fluct_mean",
+        ),
+        (
+            reduced_sweep(
+                SWEEPS / "resnet_microbatch.yaml",
+                tmp_path,
+                grid={"norm_setup": [b for b in setups if b["label"] == "nf"], "data.init_args.batch_size": [2]},
+            ),
+            "val/acc1",
+        ),
     ]
     codes = {}
-    threads = [threading.Thread(target=lambda p=p: codes.__setitem__(p, sweep_cli.main(["sweep", str(p), "--tracking-uri", store])))
-               for p, _ in cases]
+    threads = [
+        threading.Thread(
+            target=lambda p=p: codes.__setitem__(p, sweep_cli.main(["sweep", str(p), "--tracking-uri", store]))
+        )
+        for p, _ in cases
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -9,15 +9,20 @@ from normlight.cli import sweep as sweep_cli
 from tests.sweep.helpers import ROOT, reduced_sweep
 
 
-def test_sweep_runs_unchanged_against_a_tracking_server(tmp_path, empty_store_file, monkeypatch, capsys,
-                                                        start_mlflow_server):
+def test_sweep_runs_unchanged_against_a_tracking_server(
+    tmp_path, empty_store_file, monkeypatch, capsys, start_mlflow_server
+):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     shutil.copy(empty_store_file, tmp_path / "server.db")
     base, _ = start_mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path)
-    path = reduced_sweep(ROOT / "configs" / "sweeps" / "placement_lr.yaml", tmp_path,
-                         grid={"model.placement": ["pre"], "model.lr": [1.0e-3]},
-                         fixed={"data.init_args.block_size": 32, "data.init_args.batch_size": 4}, name="server-sweep")
+    path = reduced_sweep(
+        ROOT / "configs" / "sweeps" / "placement_lr.yaml",
+        tmp_path,
+        grid={"model.placement": ["pre"], "model.lr": [1.0e-3]},
+        fixed={"data.init_args.block_size": 32, "data.init_args.batch_size": 4},
+        name="server-sweep",
+    )
     s = sw.load_sweep(path)
     assert sweep_cli.main(["sweep", str(path), "--tracking-uri", base]) == 0
     client = MlflowClient(base)

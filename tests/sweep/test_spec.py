@@ -36,7 +36,12 @@ def test_grid_is_cartesian_with_stable_unique_hashes(tmp_path):
     s = sw.load_sweep(write(tmp_path, GOOD))
     runs = sw.plan(s)
     assert len(runs) == 8 and len({r.hash for r in runs}) == 8
-    assert runs[0].overrides == {"trainer.max_steps": 5, "model.norm": "layernorm", "model.lr": 1e-3, "seed_everything": 0}
+    assert runs[0].overrides == {
+        "trainer.max_steps": 5,
+        "model.norm": "layernorm",
+        "model.lr": 1e-3,
+        "seed_everything": 0,
+    }
     assert [r.hash for r in sw.plan(sw.load_sweep(tmp_path / "s.yaml"))] == [r.hash for r in runs]  # deterministic
     # identity depends on the base config text and on every override, not on key order
     assert sw.config_hash("a", {"x": 1, "y": 2}) == sw.config_hash("a", {"y": 2, "x": 1})
@@ -46,24 +51,36 @@ def test_grid_is_cartesian_with_stable_unique_hashes(tmp_path):
     assert runs[0].name == "s/layernorm/lr=0.001/s0"
 
 
-@pytest.mark.parametrize("text, match", [
-    ("experiment: e\nbase: base.yaml\n", "missing required key 'grid'"),
-    ("experiment: e\nbase: base.yaml\ngrid: {model.norm: []}\n", "non-empty list"),
-    ("experiment: e\nbase: nope.yaml\ngrid: {model.norm: [a]}\n", "base config 'nope.yaml' not found"),
-    ("experiment: e\nbase: base.yaml\ngrid: {norm: [a]}\n", "must start with one of"),
-    ("experiment: e\nbase: base.yaml\ngrid: {model.norm: [a]}\nfixed: {model.norm: b}\n", "both in 'grid' and in 'fixed'"),
-    ("experiment: e\nbase: base.yaml\ngrid: {model.norm: [a, a]}\n", "repeats a value"),
-    ("experiment: e\nbase: base.yaml\ngrid: {model.norm: [a]}\nworkers: 2\n", "unknown key"),
-    ("experiment: e\nbase: base.yaml\ngrid: {model.norm: [a]}\nfixed: {trainer.logger.init_args.run_id: x}\n", "set by the sweep"),
-    ("experiment: e\nbase: base.yaml\ngrid: {setup: [{model.norm: a}, b]}\n", "mixes mappings"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("experiment: e\nbase: base.yaml\n", "missing required key 'grid'"),
+        ("experiment: e\nbase: base.yaml\ngrid: {model.norm: []}\n", "non-empty list"),
+        ("experiment: e\nbase: nope.yaml\ngrid: {model.norm: [a]}\n", "base config 'nope.yaml' not found"),
+        ("experiment: e\nbase: base.yaml\ngrid: {norm: [a]}\n", "must start with one of"),
+        (
+            "experiment: e\nbase: base.yaml\ngrid: {model.norm: [a]}\nfixed: {model.norm: b}\n",
+            "both in 'grid' and in 'fixed'",
+        ),
+        ("experiment: e\nbase: base.yaml\ngrid: {model.norm: [a, a]}\n", "repeats a value"),
+        ("experiment: e\nbase: base.yaml\ngrid: {model.norm: [a]}\nworkers: 2\n", "unknown key"),
+        (
+            "experiment: e\nbase: base.yaml\ngrid: {model.norm: [a]}\nfixed: {trainer.logger.init_args.run_id: x}\n",
+            "set by the sweep",
+        ),
+        ("experiment: e\nbase: base.yaml\ngrid: {setup: [{model.norm: a}, b]}\n", "mixes mappings"),
+    ],
+)
 def test_bad_sweep_files_name_the_problem(tmp_path, text, match):
     with pytest.raises(sw.SweepError, match=match):
         sw.plan(sw.load_sweep(write(tmp_path, text)))
 
 
 def test_bundle_axis_sets_keys_together(tmp_path):
-    s = sw.load_sweep(write(tmp_path, """
+    s = sw.load_sweep(
+        write(
+            tmp_path,
+            """
 experiment: e
 base: base.yaml
 grid:
@@ -71,7 +88,9 @@ grid:
     - {label: gn+ws, model.norm: groupnorm, model.model_kwargs: {weight_standardization: true}}
     - {label: nf, model.norm: null, model.model_kwargs: {variant: nf}}
   data.init_args.batch_size: [2, 8]
-"""))
+""",
+        )
+    )
     runs = sw.plan(s)
     assert len(runs) == 4
     nf = runs[2]

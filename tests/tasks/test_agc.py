@@ -1,7 +1,5 @@
 """Adaptive gradient clipping, unit-wise (NFNets; norms.md 10)."""
 
-
-
 import numpy as np
 import pytest
 import torch

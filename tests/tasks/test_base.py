@@ -1,6 +1,5 @@
 """NormTask: placement hooks and recommended defaults, AGC wiring."""
 
-
 from __future__ import annotations
 
 import torch
@@ -27,18 +26,29 @@ class CountingBlock(PreNormBlock):
 
 
 def test_placement_hooks_and_recommended_defaults(tmp_path):
-    task = CausalLanguageModeling(model="gpt-nano", placement=CountingBlock, model_kwargs={"depth": 1},
-                                  sample_tokens=0, lr=1e-3)
+    task = CausalLanguageModeling(
+        model="gpt-nano", placement=CountingBlock, model_kwargs={"depth": 1}, sample_tokens=0, lr=1e-3
+    )
     assert task.applied_defaults == {"weight_decay": 0.0, "warmup_steps": 0}
     assert task.weight_decay == 0.0 and task.warmup_steps == 0
-    explicit = CausalLanguageModeling(model="gpt-nano", placement=CountingBlock, model_kwargs={"depth": 1},
-                                      weight_decay=0.2)
+    explicit = CausalLanguageModeling(
+        model="gpt-nano", placement=CountingBlock, model_kwargs={"depth": 1}, weight_decay=0.2
+    )
     assert explicit.weight_decay == 0.2 and explicit.applied_defaults == {"warmup_steps": 0}
     CountingBlock.calls = 0
     dm = PydocTextDataModule(block_size=16, batch_size=2)
-    trainer = Trainer(max_steps=3, accumulate_grad_batches=2, limit_val_batches=0, logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                      default_root_dir=tmp_path, accelerator="cpu", devices=1)
+    trainer = Trainer(
+        max_steps=3,
+        accumulate_grad_batches=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        devices=1,
+    )
     trainer.fit(task, dm)
     assert CountingBlock.calls == 3  # once per optimizer step, not per micro-batch
 

@@ -1,6 +1,5 @@
 """Optimizer parameter groups, the warmup + cosine schedule, optimizer choices and errors."""
 
-
 from __future__ import annotations
 
 import pytest

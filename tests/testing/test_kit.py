@@ -50,8 +50,11 @@ def test_checks_cover_every_contract_point():
 
 @pytest.mark.distributed
 def test_unsynced_batch_statistics_fail_the_two_rank_gloo_check():
-    with pytest.raises(ConformanceError, match=r"fails the 'distributed' check: 2 ranks on half batches give "
-                                               r"different outputs(.|\n)*all-reduce the per-channel sums"):
+    with pytest.raises(
+        ConformanceError,
+        match=r"fails the 'distributed' check: 2 ranks on half batches give "
+        r"different outputs(.|\n)*all-reduce the per-channel sums",
+    ):
         check_norm_plugin(bp.NoSync, 8, checks=["distributed"])
 
 

@@ -1,6 +1,5 @@
 """Tracking store defaults and the no-op helpers."""
 
-
 from __future__ import annotations
 
 from normlight.tracking import mlflow_utils
@@ -12,7 +11,10 @@ def test_tracking_uri_defaults(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert mlflow_utils.default_tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert mlflow_utils.default_artifact_location(mlflow_utils.default_tracking_uri()) == (tmp_path / "mlartifacts").as_uri()
+    assert (
+        mlflow_utils.default_artifact_location(mlflow_utils.default_tracking_uri())
+        == (tmp_path / "mlartifacts").as_uri()
+    )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     assert mlflow_utils.default_tracking_uri() == "http://127.0.0.1:5999"
     assert mlflow_utils.default_artifact_location("http://127.0.0.1:5999") is None

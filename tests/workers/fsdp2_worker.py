@@ -53,7 +53,10 @@ def main(out: Path, cases: list[str]) -> None:
 
     # refusals: tensor parallelism, and per-rank batch statistics under FSDP
     try:
-        scale.fsdp2_shard(build(model_name, norm), init_device_mesh("cpu", (1, world), mesh_dim_names=("data_parallel", "tensor_parallel")))
+        scale.fsdp2_shard(
+            build(model_name, norm),
+            init_device_mesh("cpu", (1, world), mesh_dim_names=("data_parallel", "tensor_parallel")),
+        )
     except NormlightError as e:
         res["tp_error"] = str(e)
     try:
@@ -87,7 +90,7 @@ def sharded_step(out: Path, model_name: str, norm: str, rank: int, world: int) -
 
     x, y = batch(model_name)
     half = x.shape[0] // world
-    x, y = x[rank * half:(rank + 1) * half], y[rank * half:(rank + 1) * half]
+    x, y = x[rank * half : (rank + 1) * half], y[rank * half : (rank + 1) * half]
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     model.train()
     loss = loss_fn(model, x, y)

@@ -29,7 +29,9 @@ class RankProbe(Callback):
         from torch.distributed.tensor import DTensor
 
         model = pl_module.model
-        if hasattr(model, "reshard"):  # FSDP2 keeps the root unsharded after a forward (the sanity check); shard it back
+        if hasattr(
+            model, "reshard"
+        ):  # FSDP2 keeps the root unsharded after a forward (the sanity check); shard it back
             model.reshard()
         params = list(model.parameters())
         self.rec["param_is_dtensor"] = [isinstance(p, DTensor) for p in params]
@@ -47,22 +49,28 @@ class RankProbe(Callback):
 
     def on_validation_end(self, trainer, pl_module):
         if not trainer.sanity_checking:
-            self.rec["val"].append({k: float(v) for k, v in trainer.callback_metrics.items()
-                                    if k.startswith("val/") and v.numel() == 1})
+            self.rec["val"].append(
+                {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/") and v.numel() == 1}
+            )
 
     def on_fit_end(self, trainer, pl_module):
         diag = [cb for cb in trainer.callbacks if hasattr(cb, "meter")]
         meter = diag[0].meter if diag else None
         rank = trainer.global_rank
         self.rec.update(
-            rank=rank, world_size=trainer.world_size, strategy=type(trainer.strategy).__name__,
-            global_step=trainer.global_step, precision=str(trainer.precision),
+            rank=rank,
+            world_size=trainer.world_size,
+            strategy=type(trainer.strategy).__name__,
+            global_step=trainer.global_step,
+            precision=str(trainer.precision),
             items_per_sec=(meter.total_items / meter.total_time) if meter and meter.total_time > 0 else math.nan,
             num_threads=torch.get_num_threads(),
         )
         model = pl_module.model
-        state = {"params": {k: _full(p) for k, p in model.named_parameters()},
-                 "buffers": {k: _full(b) for k, b in model.named_buffers() if "running" in k}}
+        state = {
+            "params": {k: _full(p) for k, p in model.named_parameters()},
+            "buffers": {k: _full(b) for k, b in model.named_buffers() if "running" in k},
+        }
         self.out.mkdir(parents=True, exist_ok=True)
         torch.save(state, self.out / f"rank{rank}.pt")
         (self.out / f"rank{rank}.json").write_text(json.dumps(self.rec))

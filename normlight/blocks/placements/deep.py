@@ -69,8 +69,14 @@ class DeepNormBlock(Block):
         with torch.no_grad():
             for blk in model.blocks:
                 q, k, v = qkv_slices(blk.attn)
-                for w, gain in ((q, 1.0), (k, 1.0), (v, beta), (blk.attn.out_proj.weight, beta),
-                                (blk.mlp.fc1.weight, beta), (blk.mlp.fc2.weight, beta)):
+                for w, gain in (
+                    (q, 1.0),
+                    (k, 1.0),
+                    (v, beta),
+                    (blk.attn.out_proj.weight, beta),
+                    (blk.mlp.fc1.weight, beta),
+                    (blk.mlp.fc2.weight, beta),
+                ):
                     nn.init.xavier_normal_(w, gain=gain)
                 for lin in (blk.attn.qkv, blk.attn.out_proj, blk.mlp.fc1, blk.mlp.fc2):
                     if lin.bias is not None:
@@ -120,8 +126,14 @@ class SubLNBlock(Block):
                 blk.mlp.fc1.reset_parameters()
                 blk.mlp.fc2.reset_parameters()
                 # torchscale scales every parameter named fc1/fc2/out_proj/v_proj, biases included
-                scaled = [qkv_slices(blk.attn)[2], blk.attn.out_proj.weight, blk.mlp.fc1.weight, blk.mlp.fc2.weight,
-                          blk.mlp.fc1.bias, blk.mlp.fc2.bias]
+                scaled = [
+                    qkv_slices(blk.attn)[2],
+                    blk.attn.out_proj.weight,
+                    blk.mlp.fc1.weight,
+                    blk.mlp.fc2.weight,
+                    blk.mlp.fc1.bias,
+                    blk.mlp.fc2.bias,
+                ]
                 for w in scaled:
                     if w is not None:
                         w.mul_(gamma)

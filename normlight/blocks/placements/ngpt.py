@@ -146,7 +146,12 @@ def _matrices(model: nn.Module, with_dim: bool = False) -> list:
         if m is not None:
             out.append((m.weight, 1))
     for blk in model.blocks:
-        out += [(blk.attn.qkv.weight, 1), (blk.mlp.fc1.weight, 1), (blk.attn.out_proj.weight, 0), (blk.mlp.fc2.weight, 0)]
+        out += [
+            (blk.attn.qkv.weight, 1),
+            (blk.mlp.fc1.weight, 1),
+            (blk.attn.out_proj.weight, 0),
+            (blk.mlp.fc2.weight, 0),
+        ]
     seen, uniq = set(), []
     for w, d in out:  # a tied head would appear twice
         if id(w) not in seen:

@@ -43,8 +43,16 @@ class BiasNorm(nn.Module):
     description = "BiasNorm: x / RMS(x - b) * exp(gamma), learnable per-channel bias b and scalar log-scale gamma"
     paper = "Yao et al. 2023, Zipformer: A faster and better encoder for automatic speech recognition"
 
-    def __init__(self, num_features: int, eps: float = 1e-8, log_scale: float = 1.0,
-                 log_scale_min: float = -1.5, log_scale_max: float = 1.5, device=None, dtype=None):
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-8,
+        log_scale: float = 1.0,
+        log_scale_min: float = -1.5,
+        log_scale_max: float = 1.5,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         if log_scale_min > log_scale_max:
             raise ValueError(f"biasnorm: log_scale_min={log_scale_min} must not exceed log_scale_max={log_scale_max}")
@@ -78,8 +86,15 @@ class L1Norm(nn.Module):
     description = "L1 normalization: LayerNorm with the mean absolute deviation instead of the std"
     paper = "2024, Towards Accurate and Efficient Sub-8-Bit Integer Training"
 
-    def __init__(self, num_features: int, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True,
-                 device=None, dtype=None):
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         self.num_features, self.eps = int(num_features), float(eps)
         kw = dict(device=device, dtype=dtype)
@@ -145,8 +160,16 @@ class L1BatchNorm(nn.Module):
     paper = "Wu et al. 2018, L1-Norm Batch Normalization for Efficient Training of Deep Neural Networks"
     uses_batch_statistics = True
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
-                 sync_stats: bool = True, device=None, dtype=None):
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        affine: bool = True,
+        sync_stats: bool = True,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"l1batchnorm: momentum={momentum} must be in [0, 1]")
@@ -189,8 +212,10 @@ class L1BatchNorm(nn.Module):
         """
         _check_features("l1batchnorm", x, self.num_features)
         if mask is not None and tuple(mask.shape) != tuple(x.shape[:-1]):
-            raise ValueError(f"l1batchnorm: mask of shape {tuple(mask.shape)} must have the input's shape without "
-                             f"the feature dim, {tuple(x.shape[:-1])}")
+            raise ValueError(
+                f"l1batchnorm: mask of shape {tuple(mask.shape)} must have the input's shape without "
+                f"the feature dim, {tuple(x.shape[:-1])}"
+            )
         ct = _compute_dtype(x)
         xf = x.to(ct)
         if self.training:

@@ -101,7 +101,9 @@ def test_l1batchnorm_mask_excludes_padding_from_the_statistics():
     x[~mask] = 1e4
     mu, mad = _l1bn_stats(_np(x)[_np(mask).astype(bool)])
     y = _np(m(x, mask=mask))
-    np.testing.assert_allclose(y[_np(mask).astype(bool)], ((_np(x) - mu) / (mad + 1e-5))[_np(mask).astype(bool)], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        y[_np(mask).astype(bool)], ((_np(x) - mu) / (mad + 1e-5))[_np(mask).astype(bool)], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_l1batchnorm_single_value_per_channel_is_a_clear_error():

@@ -76,8 +76,14 @@ def test_ngpt_effective_scales_and_unit_sphere_after_step():
     q_rows = blk.attn.qkv.weight.norm(dim=1)
     assert not torch.allclose(q_rows, torch.ones_like(q_rows), atol=1e-4)  # the step left the sphere
     model.placement_cls.after_optimizer_step(model)
-    for w, dim in ((model.tok_emb.weight, 1), (model.head.weight, 1), (blk.attn.qkv.weight, 1),
-                   (blk.mlp.fc1.weight, 1), (blk.attn.out_proj.weight, 0), (blk.mlp.fc2.weight, 0)):
+    for w, dim in (
+        (model.tok_emb.weight, 1),
+        (model.head.weight, 1),
+        (blk.attn.qkv.weight, 1),
+        (blk.mlp.fc1.weight, 1),
+        (blk.attn.out_proj.weight, 0),
+        (blk.mlp.fc2.weight, 0),
+    ):
         assert torch.allclose(w.norm(dim=dim), torch.ones(w.shape[1 - dim]), atol=1e-6)
     h = model.tok_emb(idx)
     for b in model.blocks:

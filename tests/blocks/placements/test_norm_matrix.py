@@ -53,8 +53,9 @@ def test_builds_forward_backward_finite(norm, placement, family):
 def test_every_norm_works_as_per_head_qk_norm(norm):
     load_or_skip("norms", norm)
     torch.manual_seed(0)
-    model = normlight.create_model("gpt-nano", max_seq_len=8, vocab_size=32, depth=1, dim=64, num_heads=2,
-                                   norm="identity", qk_norm=norm)
+    model = normlight.create_model(
+        "gpt-nano", max_seq_len=8, vocab_size=32, depth=1, dim=64, num_heads=2, norm="identity", qk_norm=norm
+    )
     assert model.spec["qk_norm"] == norm
     out = model(torch.randint(0, 32, (2, 8)))
     out.pow(2).mean().backward()

@@ -19,8 +19,9 @@ DEPTHS = (4, 16, 64)
 
 def stack(placement, depth, xavier=True):
     torch.manual_seed(0)
-    model = normlight.create_model("gpt-nano", depth=depth, dim=32, num_heads=2, max_seq_len=16,
-                                   norm=nn.LayerNorm, placement=placement)
+    model = normlight.create_model(
+        "gpt-nano", depth=depth, dim=32, num_heads=2, max_seq_len=16, norm=nn.LayerNorm, placement=placement
+    )
     if xavier:
         with torch.no_grad():
             for b in model.blocks:

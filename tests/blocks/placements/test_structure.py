@@ -43,13 +43,21 @@ POST = ["attn", "/attn", "attn_in", "mlp", "/mlp", "mlp_in"]
 PERI = ["attn_in", "attn", "/attn", "attn_out", "mlp_in", "mlp", "/mlp", "mlp_out"]
 BARE = ["attn", "/attn", "mlp", "/mlp"]
 ORDERS = {
-    ("pre", 0): PRE, ("post", 0): POST, ("peri", 0): PERI, ("sandwich", 0): PERI,
-    ("mix", 0): POST, ("mix", 1): PRE, ("lns", 2): PRE, ("none", 0): BARE,
+    ("pre", 0): PRE,
+    ("post", 0): POST,
+    ("peri", 0): PERI,
+    ("sandwich", 0): PERI,
+    ("mix", 0): POST,
+    ("mix", 1): PRE,
+    ("lns", 2): PRE,
+    ("none", 0): BARE,
     ("normformer", 0): ["attn_in", "attn", "/attn", "attn_out", "mlp_in", "mlp", "mlp_mid", "/mlp"],
     ("deepnorm", 0): POST,
     ("subln", 0): ["attn_in", "attn", "attn_out", "/attn", "mlp_in", "mlp", "mlp_mid", "/mlp"],
     ("hybrid", 0): ["attn", "qk", "qk", "qk", "/attn", "mlp_in", "mlp", "/mlp"],
-    ("rezero", 0): BARE, ("skipinit", 0): BARE, ("ngpt", 0): BARE,
+    ("rezero", 0): BARE,
+    ("skipinit", 0): BARE,
+    ("ngpt", 0): BARE,
 }
 
 
@@ -89,7 +97,7 @@ FORMULAS = {
     "lns": lambda b, x, A, M: (h := x + A(ln(x) / math.sqrt(3))) + M(ln(h) / math.sqrt(3)),  # layer_idx 2
     "none": lambda b, x, A, M: (h := x + A(x)) + M(h),
     "normformer": lambda b, x, A, M: (h := x + ln(A(ln(x)))) + M(ln(h)),
-    "deepnorm": lambda b, x, A, M: ln((8 ** 0.25) * (h := ln(8 ** 0.25 * x + A(x))) + M(h)),  # (2N)^(1/4), N=4
+    "deepnorm": lambda b, x, A, M: ln((8**0.25) * (h := ln(8**0.25 * x + A(x))) + M(h)),  # (2N)^(1/4), N=4
     "subln": lambda b, x, A, M: (h := x + A(ln(x))) + M(ln(h)),
     "hybrid": lambda b, x, A, M: (h := ln(x + A(x))) + M(h),
     "rezero": lambda b, x, A, M: (h := x + 0.3 * A(x)) + 0.3 * M(h),
@@ -113,8 +121,10 @@ def test_block_matches_paper_formula(name):
 
 
 def test_mix_layers_follow_floor_of_fraction():
-    is_post = lambda L, f=0.25: [normlight.get_placement("mix")(16, 2, layer_idx=i, num_layers=L, norm=RecordingNorm,
-                                                                 post_fraction=f).is_post for i in range(L)]
+    is_post = lambda L, f=0.25: [
+        normlight.get_placement("mix")(16, 2, layer_idx=i, num_layers=L, norm=RecordingNorm, post_fraction=f).is_post
+        for i in range(L)
+    ]
     assert is_post(12) == [True] * 3 + [False] * 9
     assert is_post(10) == [True] * 2 + [False] * 8  # floor(2.5) = 2, not ceil
     assert is_post(4, 0.5) == [True, True, False, False]
