@@ -261,7 +261,7 @@ class NormTask(LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Rebuild the norms with the checkpoint's schedule context before its weights load (before 0.x: none)."""
+        """Rebuild the norms with the checkpoint's schedule context before its weights load (old ones: none)."""
         self.use_norm_context(dict((checkpoint.get("normlight") or {}).get("norm_context") or {}))
 
     # ------------------------------------------------------------------ optimization

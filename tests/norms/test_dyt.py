@@ -1,15 +1,11 @@
-"""Dynamic Tanh (Zhu et al. 2025): formula, init and the single scalar alpha; alpha_init="auto"; the
-gpt-nano quickstart run gets below the byte-unigram plateau with the default."""
+"""Dynamic Tanh (Zhu et al. 2025): formula, init and the single scalar alpha; alpha_init="auto"."""
 
 from __future__ import annotations
 
 import io
-import math
-from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from normlight.norms.dyt import DyT
 from tests.norms.reference import build, randn, run
@@ -59,38 +55,3 @@ def test_dyt_auto_alpha_is_one_over_the_std_of_the_first_training_batch():
     legacy.load_state_dict(old)
     run(legacy.train(), x2, torch.float64)
     np.testing.assert_allclose(legacy.alpha.item(), alpha, rtol=1e-5)
-
-
-def test_dyt_escapes_the_byte_unigram_plateau_on_the_quickstart_gpt_nano(tmp_path, one_thread):
-    """The quickstart's own gpt-nano config, seed and step count (400). With the paper's alpha 0.5 the model
-    stalls on the byte-unigram plateau (val ppl 27.73; the unigram model of the training bytes scores 27.8 on
-    the validation bytes). With alpha_init="auto" it gets below it (25.2 at this seed, 19.7 at seed 1): at this
-    budget 1/std sits near the escape threshold (alpha 35 reaches 17.2, 30 stays at 25.0), so the margin is 5%."""
-    from lightning.pytorch import Trainer, seed_everything
-
-    from normlight.data import PydocTextDataModule
-    from normlight.tasks import CausalLanguageModeling
-
-    plan = yaml.safe_load((Path(__file__).parents[2] / "configs" / "quickstart.yaml").read_text())
-    cfg = next(e for e in plan["runs"] if e["name"] == "gpt")["config"]
-    seed_everything(cfg["seed_everything"])
-    dm = PydocTextDataModule(**cfg["data"]["init_args"])
-    task = CausalLanguageModeling(**{**cfg["model"]["init_args"], "norm": "dyt", "sample_tokens": 0})
-    trainer = Trainer(
-        **cfg["trainer"],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        devices=1,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(task, dm)
-    # the plateau: validation perplexity of the (add-one smoothed) unigram model of the training bytes
-    counts = np.bincount(dm.train_set.tokens.numpy().ravel(), minlength=256).astype(np.float64) + 1
-    logp = np.log(counts / counts.sum())
-    val = dm.val_set.tokens.numpy().ravel()
-    unigram_ppl = math.exp(-logp[val].mean())
-    ppl = float(trainer.callback_metrics["val/ppl"])
-    assert ppl < 0.95 * unigram_ppl, (ppl, unigram_ppl)
