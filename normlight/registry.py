@@ -19,7 +19,20 @@ from typing import Any, Callable
 from normlight import plugins
 from normlight.errors import AmbiguousNameError, PluginOptionError, UnknownNameError
 
-CONTEXT_KEYS = ("layer_idx", "num_layers", "site", "layout", "device", "dtype")
+CONTEXT_KEYS = (
+    "layer_idx",
+    "num_layers",
+    "site",
+    "layout",
+    "device",
+    "dtype",
+    "num_heads",
+    "total_steps",
+    "warmup_steps",
+)
+# The training schedule, in training forward calls (optimizer steps x gradient accumulation): known only once a
+# Trainer exists, so the training task fills it in (normlight.tasks.base) before the first training step.
+SCHEDULE_KEYS = ("total_steps", "warmup_steps")
 BUILTIN_DIST = "normlight"
 
 

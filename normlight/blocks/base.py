@@ -7,7 +7,9 @@ slots, ``build_norms`` / ``attention_parts`` / ``mlp_parts``. Every norm is buil
 Class attributes read by the model factories:
 - ``final_norm``: whether the model puts a norm (site "final") before the head;
 - ``allows_weight_tying``: nGPT forbids tying the embedding and the head;
-- ``recommended_defaults``: training hyperparameters the method's authors use (read by the task).
+- ``recommended_defaults``: training hyperparameters the method's authors use (read by the task);
+- ``positions``: the GPT position encodings the placement works with (the first is its default);
+- ``depth_scaled_init``: whether the GPT-2 init scales the residual writers by 1/sqrt(2L).
 Optional hooks (defined only where needed, so ``hasattr`` tells): ``init_weights(model)`` called by
 the model factory after construction, ``after_optimizer_step(model)`` called by the training task.
 """
@@ -30,6 +32,8 @@ class Block(nn.Module):
     final_norm: bool = True
     allows_weight_tying: bool = True
     recommended_defaults: dict = {}
+    positions: tuple = ("learned", "rope")
+    depth_scaled_init: bool = True
 
     def __init__(
         self,
@@ -70,11 +74,20 @@ class Block(nn.Module):
 
     # --- construction hooks ---------------------------------------------------------------------
     def make_norm(self, site: str, size: int | None = None, spec: Any = None, kwargs: dict | None = None) -> nn.Module:
-        """A norm from the block's spec (or ``spec``) over ``size`` features (default dim) at ``site``."""
+        """A norm from the block's spec (or ``spec``) over ``size`` features (default dim) at ``site``.
+
+        ``kwargs`` may hold per-site overrides under ``"sites"`` (resolved by ``create_norm``).
+        """
         spec = self.norm_spec if spec is None else spec
         kwargs = self.norm_kwargs if kwargs is None else kwargs
         return create_norm(
-            spec, size or self.dim, site=site, layer_idx=self.layer_idx, num_layers=self.num_layers, **kwargs
+            spec,
+            size or self.dim,
+            site=site,
+            layer_idx=self.layer_idx,
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            **kwargs,
         )
 
     def make_qk_norm(self) -> nn.Module:

@@ -2,7 +2,8 @@
 
 Reads ``configs/quickstart.yaml`` (three families x three norms), trains every run in this process through
 the same LightningCLI path as ``normlight fit`` into the MLflow experiment ``quickstart``, then prints a
-comparison table and the command that opens the runs in the MLflow UI.
+comparison table (each norm with the options the plan gives it), what each family's numbers are (the
+plan's ``what``), and the command that opens the runs in the MLflow UI.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ TRAINER = {
 
 
 def load_plan(path: Path) -> dict:
-    """The quickstart plan: ``experiment`` and ``runs`` (each ``name``, ``norms``, ``config``)."""
+    """The quickstart plan: ``experiment`` and ``runs`` (each ``name``, ``norms``, ``config``, optional ``what``)."""
     if not path.is_file():
         raise NormlightError(f"quickstart plan {path} not found; run from a normlight source checkout or pass --config")
     plan = yaml.safe_load(path.read_text())
@@ -51,6 +52,12 @@ def norm_choice(item: str | dict) -> tuple[str, dict]:
     raise NormlightError(
         f"quickstart plan: a norms item must be a name or {{norm: NAME, norm_kwargs: {{...}}}}, got {item!r}"
     )
+
+
+def norm_label(item: str | dict) -> str:
+    """A ``norms`` item as shown in the table: the name and its options (``dyt alpha_init=auto``)."""
+    name, kwargs = norm_choice(item)
+    return " ".join([name, *(f"{k}={v}" for k, v in kwargs.items())])
 
 
 def run_config(entry: dict, norm: str | dict, experiment: str, tracking_uri: str | None) -> dict:
@@ -71,8 +78,15 @@ def run_config(entry: dict, norm: str | dict, experiment: str, tracking_uri: str
     return cfg
 
 
-def print_table(rows: list[dict], wall: dict[str, float], tracking_uri: str, experiment: str) -> None:
-    """A rich comparison table and the UI command."""
+def print_table(
+    rows: list[dict],
+    wall: dict[str, float],
+    tracking_uri: str,
+    experiment: str,
+    labels: dict[str, str] | None = None,
+    notes: dict[str, str] | None = None,
+) -> None:
+    """A rich comparison table, what each family's numbers are (``notes``), and the UI command."""
     from rich.console import Console
     from rich.table import Table
 
@@ -84,7 +98,7 @@ def print_table(rows: list[dict], wall: dict[str, float], tracking_uri: str, exp
         shown = "-" if v is None else (f"ppl {v:.2f}" if r["metric"] == "val/ppl" else f"acc {100 * v:.1f}%")
         table.add_row(
             r["family"],
-            r["norm"],
+            (labels or {}).get(r["run"], r["norm"]),
             shown,
             "-" if r["val_loss"] is None else f"{r['val_loss']:.3f}",
             f"{r['params']:,}",
@@ -94,6 +108,8 @@ def print_table(rows: list[dict], wall: dict[str, float], tracking_uri: str, exp
         )
     console = Console(width=120)
     console.print(table)
+    for name, what in (notes or {}).items():
+        print(f"{name}: {what}", flush=True)
     # plain print: a long store path must stay one copy-pasteable line
     print(
         f"Open these runs in the MLflow UI:\n  normlight ui --tracking-uri {tracking_uri}\nthen browse "
@@ -102,9 +118,11 @@ def print_table(rows: list[dict], wall: dict[str, float], tracking_uri: str, exp
     )
 
 
-def train_all(plan: dict, experiment: str, tracking_uri: str | None, client) -> tuple[list[str], dict[str, float]]:
-    """Train every (family, norm) of the plan in this process; the run ids and wall seconds per run name."""
-    run_ids, wall = [], {}
+def train_all(
+    plan: dict, experiment: str, tracking_uri: str | None, client
+) -> tuple[list[str], dict[str, float], dict[str, str]]:
+    """Train every (family, norm) of the plan in this process; the run ids, wall seconds and norm labels per run name."""
+    run_ids, wall, labels = [], {}, {}
     total = sum(len(e["norms"]) for e in plan["runs"])
     with tempfile.TemporaryDirectory() as d:
         for entry in plan["runs"]:
@@ -118,7 +136,8 @@ def train_all(plan: dict, experiment: str, tracking_uri: str | None, client) -> 
                 run_id, run_name = results.latest_run(client, experiment)
                 run_ids.append(run_id)
                 wall[run_name] = time.perf_counter() - t0
-    return run_ids, wall
+                labels[run_name] = norm_label(norm)
+    return run_ids, wall, labels
 
 
 def main(argv: list[str]) -> int:
@@ -142,10 +161,11 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(1)
     start = time.perf_counter()
     try:
-        run_ids, wall = train_all(plan, experiment, args.tracking_uri, client)
+        run_ids, wall, labels = train_all(plan, experiment, args.tracking_uri, client)
     finally:
         torch.set_num_threads(threads)
     rows = results.run_rows(client, run_ids)
-    print_table(rows, wall, tracking_uri, experiment)
+    notes = {e["name"]: e["what"] for e in plan["runs"] if e.get("what")}
+    print_table(rows, wall, tracking_uri, experiment, labels, notes)
     print(f"quickstart: {len(rows)} runs in {time.perf_counter() - start:.0f} s", flush=True)
     return 0 if all(r["status"] == "FINISHED" for r in rows) else 1

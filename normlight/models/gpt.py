@@ -2,7 +2,12 @@
 
 ::
 
-    idx (B,T) ─ tok_emb [+ pos_emb (learned)] ─ dropout ─ blocks[0..L-1] ─ final norm ─ head [─ logit scale] ─> logits (B,T,V)
+    idx (B,T) ─ tok_emb [× emb_scale] [+ pos_emb (learned)] ─ dropout ─ blocks[0..L-1] ─ final norm ─ head
+        [─ logit scale] ─> logits (B,T,V)
+
+``pos``: "learned" (added embedding) or "rope" (rotary, in attention); None = the placement's default
+(``Block.positions[0]``: learned, except nGPT, which works with RoPE only). ``emb_scale=True`` multiplies the
+token embedding by one learnable scalar initialised to sqrt(dim) (the DyT paper's LLaMA recipe).
 
 Presets (parameter counts with the default pre/layernorm, learned positions, tied head; asserted in tests):
 
@@ -18,16 +23,26 @@ gpt-medium  24     1024  16    1024  50257  354,823,168
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import nn
 
-from normlight.models.transformer import build_blocks, final_norm, init_gpt2, placement_init, spec_value
+from normlight.blocks.factory import get_placement
+from normlight.models.transformer import (
+    build_blocks,
+    depth_scaled_init,
+    final_norm,
+    init_gpt2,
+    placement_init,
+    spec_value,
+)
 
 
 class GPT(nn.Module):
-    """Causal language model; ``pos="learned"|"rope"``, ``tie_weights`` (default: tie unless the placement forbids)."""
+    """Causal language model; ``pos``, ``emb_scale`` (module docstring), ``tie_weights`` (default: tie unless the
+    placement forbids)."""
 
     family = "gpt"
 
@@ -44,7 +59,8 @@ class GPT(nn.Module):
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
         bias: bool = True,
-        pos: str = "learned",
+        pos: str | None = None,
+        emb_scale: bool = False,
         tie_weights: bool | None = None,
         norm: Any = "layernorm",
         norm_kwargs: dict | None = None,
@@ -54,8 +70,16 @@ class GPT(nn.Module):
         qk_norm_kwargs: dict | None = None,
     ):
         super().__init__()
+        placement_cls = get_placement(placement)
+        pos = placement_cls.positions[0] if pos is None else pos
         if pos not in ("learned", "rope"):
             raise ValueError(f"gpt: pos must be 'learned' or 'rope', got {pos!r}")
+        if pos not in placement_cls.positions:
+            allowed = " or ".join(map(repr, placement_cls.positions))
+            raise ValueError(
+                f"gpt: placement {placement_cls.__name__} works with pos {allowed} only, got pos={pos!r} "
+                f"(see its docstring); leave pos unset for its default"
+            )
         self.spec = {
             k: spec_value(v)
             for k, v in dict(
@@ -70,6 +94,7 @@ class GPT(nn.Module):
                 dropout=dropout,
                 bias=bias,
                 pos=pos,
+                emb_scale=emb_scale,
                 tie_weights=tie_weights,
                 norm=norm,
                 norm_kwargs=norm_kwargs or {},
@@ -81,6 +106,7 @@ class GPT(nn.Module):
         }
         self.vocab_size, self.max_seq_len = vocab_size, max_seq_len
         self.tok_emb = nn.Embedding(vocab_size, dim)
+        self.emb_scale = nn.Parameter(torch.full((1,), math.sqrt(dim))) if emb_scale else None
         self.pos_emb = nn.Embedding(max_seq_len, dim) if pos == "learned" else None
         self.drop = nn.Dropout(dropout)
         self.placement_cls, self.blocks = build_blocks(
@@ -101,12 +127,16 @@ class GPT(nn.Module):
             rope=pos == "rope",
             max_seq_len=max_seq_len,
         )
-        self.norm = final_norm(self.placement_cls, norm, dim, norm_kwargs, depth)
+        self.norm = final_norm(self.placement_cls, norm, dim, norm_kwargs, depth, num_heads)
         self.head = nn.Linear(dim, vocab_size, bias=False)
-        self.logit_scale = self.placement_cls.logit_scale(vocab_size)
+        self.logit_scale = self.blocks[0].logit_scale(vocab_size)
         if tie_weights and not self.placement_cls.allows_weight_tying:
             raise ValueError(f"placement {self.placement_cls.__name__} does not allow tie_weights=True")
-        init_gpt2(self.blocks, [self.tok_emb, self.pos_emb, self.head] if self.pos_emb else [self.tok_emb, self.head])
+        init_gpt2(
+            self.blocks,
+            [self.tok_emb, self.pos_emb, self.head] if self.pos_emb else [self.tok_emb, self.head],
+            depth_scaled=depth_scaled_init(self.placement_cls, self.blocks),
+        )
         if tie_weights is None:
             tie_weights = self.placement_cls.allows_weight_tying
         if tie_weights:
@@ -120,6 +150,8 @@ class GPT(nn.Module):
         if t > self.max_seq_len:
             raise ValueError(f"sequence length {t} exceeds max_seq_len {self.max_seq_len} of this GPT")
         x = self.tok_emb(idx)
+        if self.emb_scale is not None:
+            x = x * self.emb_scale.to(x.dtype)
         if self.pos_emb is not None:
             x = x + self.pos_emb(torch.arange(t, device=idx.device))
         x = self.drop(x)

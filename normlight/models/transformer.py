@@ -37,17 +37,28 @@ def build_blocks(
     return cls, blocks
 
 
-def final_norm(placement_cls: type, norm: Any, dim: int, norm_kwargs: dict | None, depth: int) -> nn.Module:
+def final_norm(
+    placement_cls: type, norm: Any, dim: int, norm_kwargs: dict | None, depth: int, num_heads: int | None = None
+) -> nn.Module:
     """The norm before the head (site "final"), or Identity when the placement has none (Post-LN, ReZero, nGPT)."""
     if not placement_cls.final_norm:
         return nn.Identity()
-    return create_norm(norm, dim, site="final", layer_idx=depth - 1, num_layers=depth, **(norm_kwargs or {}))
+    return create_norm(
+        norm, dim, site="final", layer_idx=depth - 1, num_layers=depth, num_heads=num_heads, **(norm_kwargs or {})
+    )
 
 
-def init_gpt2(blocks: nn.ModuleList, others: list[nn.Module], std: float = 0.02) -> None:
+def depth_scaled_init(placement_cls: type, blocks: nn.ModuleList) -> bool:
+    """False if the placement or any module of the blocks declares ``depth_scaled_init = False`` (LayerNorm
+    Scaling: its authors use plain N(0, 0.02) for the residual writers)."""
+    return placement_cls.depth_scaled_init and all(getattr(m, "depth_scaled_init", True) for m in blocks.modules())
+
+
+def init_gpt2(blocks: nn.ModuleList, others: list[nn.Module], std: float = 0.02, depth_scaled: bool = True) -> None:
     """GPT-2 init: N(0, std) for every projection and embedding, zero biases, and the residual
-    writers (attn.out_proj, mlp.fc2) at std/sqrt(2L). Norm parameters keep their plugin's init."""
-    depth = len(blocks)
+    writers (attn.out_proj, mlp.fc2) at std/sqrt(2L) (at std with ``depth_scaled=False``). Norm parameters
+    keep their plugin's init."""
+    writer_std = std / math.sqrt(2 * len(blocks)) if depth_scaled else std
     for m in others:
         for sub in m.modules():
             if isinstance(sub, (nn.Linear, nn.Embedding)):
@@ -58,8 +69,8 @@ def init_gpt2(blocks: nn.ModuleList, others: list[nn.Module], std: float = 0.02)
         for lin, s in (
             (blk.attn.qkv, std),
             (blk.mlp.fc1, std),
-            (blk.attn.out_proj, std / math.sqrt(2 * depth)),
-            (blk.mlp.fc2, std / math.sqrt(2 * depth)),
+            (blk.attn.out_proj, writer_std),
+            (blk.mlp.fc2, writer_std),
         ):
             nn.init.normal_(lin.weight, std=s)
             if lin.bias is not None:

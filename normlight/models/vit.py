@@ -25,7 +25,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from normlight.models.transformer import build_blocks, final_norm, init_gpt2, placement_init, spec_value
+from normlight.models.transformer import (
+    build_blocks,
+    depth_scaled_init,
+    final_norm,
+    init_gpt2,
+    placement_init,
+    spec_value,
+)
 from normlight.norms.factory import create_norm
 
 
@@ -166,20 +173,26 @@ class ViT(nn.Module):
         )
         self.pe_norms = (
             nn.ModuleList(
-                create_norm(norm, dim, site="pos", layer_idx=i, num_layers=depth, **(norm_kwargs or {}))
+                create_norm(
+                    norm, dim, site="pos", layer_idx=i, num_layers=depth, num_heads=num_heads, **(norm_kwargs or {})
+                )
                 for i in range(depth)
             )
             if lape
             else None
         )
-        self.norm = final_norm(self.placement_cls, norm, dim, norm_kwargs, depth)
+        self.norm = final_norm(self.placement_cls, norm, dim, norm_kwargs, depth, num_heads)
         self.gem = GeM() if pool == "gem" else None
         self.head = nn.Linear(dim, num_classes)
-        self.logit_scale = self.placement_cls.logit_scale(num_classes)
+        self.logit_scale = self.blocks[0].logit_scale(num_classes)
         nn.init.trunc_normal_(self.pos_emb, std=0.02)
         if self.cls_token is not None:
             nn.init.trunc_normal_(self.cls_token, std=0.02)
-        init_gpt2(self.blocks, [self.patch_embed.proj, self.head])
+        init_gpt2(
+            self.blocks,
+            [self.patch_embed.proj, self.head],
+            depth_scaled=depth_scaled_init(self.placement_cls, self.blocks),
+        )
         placement_init(self)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:

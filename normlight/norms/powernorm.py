@@ -13,9 +13,13 @@ the running estimate ``running_phi`` does, also in training. The backward is the
 
 Eval: ``y = weight * x / sqrt(running_phi + eps) + bias`` (after GroupScaling).
 
-``warmup_iters`` defaults to the class default of the reference code (10000); the fairseq recipe
-passes the learning-rate warmup steps instead (``warmup_iters=warmup_updates``) and ``group_num``
-= number of attention heads. The iteration counter counts *training forward calls*, so gradient
+Defaults follow the paper's fairseq recipe, which builds every PowerNorm as
+``MaskPowerNorm(dim, group_num=head_num, warmup_iters=warmup_updates)`` (``norm_select.py``): when the
+build context knows them, ``warmup_iters`` = the run's learning-rate warmup (the ``warmup_steps``
+context, in training forward calls) and ``group_num`` = the number of attention heads (``num_heads``
+context; 1 at the per-head ``qk`` site or when the heads do not divide the features). Without that
+context they fall back to the reference class defaults, ``warmup_iters=10000`` and ``group_num=1``;
+explicit values always win. The iteration counter counts *training forward calls*, so gradient
 accumulation advances it once per micro-batch. Padded tokens (``mask`` False) are left out of
 ``psi2`` and of ``mean_tokens(g_hat * z)`` (the reference code averages the latter over padded
 positions too; here a padded token never enters a statistic). Under data parallelism ``psi2`` and the backward
@@ -90,16 +94,26 @@ class PowerNorm(nn.Module):
     def __init__(
         self,
         num_features: int,
-        group_num: int = 1,
-        warmup_iters: int = 10000,
+        group_num: int | None = None,
+        warmup_iters: int | None = None,
         alpha_fwd: float = 0.9,
         alpha_bkw: float = 0.9,
         eps: float = 1e-5,
         sync_stats: bool = True,
+        num_heads: int | None = None,
+        warmup_steps: int | None = None,
+        site: str | None = None,
         device=None,
         dtype=None,
     ):
         super().__init__()
+        if group_num is None:  # fairseq recipe: one group per attention head (not inside a head)
+            heads_fit = num_heads is not None and site != "qk" and num_features % num_heads == 0
+            group_num = num_heads if heads_fit else 1
+        if warmup_iters is None:  # fairseq recipe: the LR warmup; else the reference class default
+            warmup_iters = warmup_steps if warmup_steps is not None else 10000
+        if warmup_iters < 0:
+            raise ValueError(f"powernorm: warmup_iters must be >= 0, got {warmup_iters}")
         if group_num < 1 or num_features % group_num:
             raise ValueError(
                 f"powernorm: group_num={group_num} must be a positive divisor of num_features={num_features}"
@@ -118,6 +132,10 @@ class PowerNorm(nn.Module):
     def running_stat(self) -> torch.Tensor:
         """The running quadratic mean ``running_phi`` used in eval."""
         return self.running_phi
+
+    def resolved_options(self) -> dict:
+        """The options derived from the build context (heads, LR warmup), for the run record."""
+        return {"group_num": self.group_num, "warmup_iters": self.warmup_iters}
 
     def extra_repr(self) -> str:
         """Options shown in ``print(module)``."""

@@ -4,12 +4,18 @@ RepBN: ``y = BN(x) + alpha * x`` with BatchNorm over batch x tokens per channel 
 scalar ``alpha`` (init 1). At inference it is one per-channel affine (``inference_affine``), which is
 why it can be folded into the neighbouring linear layer.
 
-PRepBN (the paper's ``LinearNorm``): in training, after ``warmup_steps`` forward calls of pure
+PRepBN (the paper's ``LinearNorm``): in training, after ``warm`` forward calls of pure
 LayerNorm, ``y = lambda * LN(x) + (1 - lambda) * RepBN(x)`` with ``lambda = r0 * iter / total_steps``
 decreasing linearly from ``r0`` to 0 as ``iter`` counts down from ``total_steps``. Eval is always
 RepBN, even mid-schedule. The counters advance once per *training forward call*, not per optimizer
-step: with gradient accumulation over k micro-batches the schedule runs k times faster, so set
-``total_steps`` (and ``warmup_steps``) in micro-batches.
+step (with gradient accumulation over k micro-batches, k per step).
+
+Schedule: the paper takes lambda from 1 at the start of training to 0 at its end, so that the trained
+network is the pure RepBN one it evaluates. When the build context knows the run's length
+(``total_steps``, in training forward calls) the blend spans it; otherwise ``total_steps`` falls back to
+60000, the value of SLAB's DeiT/Swin recipes (their ImageNet runs are about 375,000 iterations per GPU;
+``LinearNorm``'s own default, 300000, covers about 80% of them). A fixed 60000 in a run of a few hundred
+steps would leave lambda near 1: training as LayerNorm, evaluating as RepBN. Explicit values always win.
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ class RepBN(bs.InnerBatchStats, nn.Module):
 
 
 class PRepBN(bs.InnerBatchStats, nn.Module):
-    """Progressive LayerNorm -> RepBN (options ``total_steps``, ``warmup_steps``, ``r0``, ``ln_eps``, BN ``eps``, ``momentum``).
+    """Progressive LayerNorm -> RepBN (options ``total_steps``, ``warm``, ``r0``, ``ln_eps``, BN ``eps``, ``momentum``).
 
     ::
 
@@ -77,8 +83,8 @@ class PRepBN(bs.InnerBatchStats, nn.Module):
     def __init__(
         self,
         num_features: int,
-        total_steps: int = 60000,
-        warmup_steps: int = 0,
+        total_steps: int | None = None,
+        warm: int = 0,
         r0: float = 1.0,
         ln_eps: float = 1e-6,
         eps: float = 1e-5,
@@ -88,16 +94,20 @@ class PRepBN(bs.InnerBatchStats, nn.Module):
         dtype=None,
     ):
         super().__init__()
-        if total_steps < 1 or warmup_steps < 0:
-            raise ValueError(
-                f"prepbn: total_steps must be >= 1 and warmup_steps >= 0, got {total_steps}, {warmup_steps}"
-            )
+        if total_steps is None:  # no schedule in the build context: SLAB's DeiT/Swin value
+            total_steps = 60000
+        if total_steps < 1 or warm < 0:
+            raise ValueError(f"prepbn: total_steps must be >= 1 and warm >= 0, got {total_steps}, {warm}")
         self.r0 = r0
         self.norm1 = nn.LayerNorm(num_features, eps=ln_eps, device=device, dtype=dtype)
         self.norm2 = RepBN(num_features, eps=eps, momentum=momentum, sync_stats=sync_stats, device=device, dtype=dtype)
-        self.register_buffer("warm", torch.tensor(warmup_steps, dtype=torch.long, device=device))
+        self.register_buffer("warm", torch.tensor(warm, dtype=torch.long, device=device))
         self.register_buffer("iter", torch.tensor(total_steps, dtype=torch.long, device=device))
         self.register_buffer("total_step", torch.tensor(total_steps, dtype=torch.long, device=device))
+
+    def resolved_options(self) -> dict:
+        """The blend length (from the run's schedule when the build context had it), for the run record."""
+        return {"total_steps": int(self.total_step)}
 
     def extra_repr(self) -> str:
         """Schedule state shown in ``print(module)``."""

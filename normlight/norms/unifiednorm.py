@@ -16,13 +16,21 @@ statistic. At training iteration ``t`` (counted from 1, once per training forwar
 
 Backward (gradient compensation, approximate by design):
 ``r = sqrt(var + eps) / sqrt(running_var + eps)`` (the running value before this step's update)
-clamped to [1/5, 5], forced to 1 while ``t <= max(1000, warmup_iters)`` or on skip;
+clamped to [1/5, 5], forced to 1 while ``t <= max(ratio_warmup_iters, warmup_iters)`` or on skip
+(``ratio_warmup_iters`` is the reference's hard-coded 1000);
 ``g = dy * weight * r``; ``gz = mean(g * z)``; ``mean_gz`` = window mean of ``gz`` once past warmup
 and the window, else ``gz``; ``ema_gz = momentum * ema_gz + (1 - momentum) * mean_gz``;
 ``dx = (g - ema_gz * z) / sqrt(var + eps)`` (``mean_gz`` instead of ``ema_gz`` on skip);
 ``dweight = sum(dy * r * z)``.
 
 Eval: ``y = weight * x / sqrt(running_var + eps) + bias``, which folds into a neighbouring linear.
+
+Schedule: the reference counts both warmups in training iterations of long runs (its NMT recipe:
+``un_warmup=4000`` with a 6000-update LR warmup of 100,000 updates; 1000 is 1% of that run), so in a run
+of a few hundred steps neither would ever end. When the build context knows the schedule (in training
+forward calls), ``warmup_iters`` defaults to the run's LR warmup (``warmup_steps``, as PowerNorm's fairseq
+recipe, on which UN builds) and ``ratio_warmup_iters`` to 1% of the run (``total_steps / 100``); without
+it they fall back to the reference's 4000 and 1000. Explicit values always win.
 
 Padding tokens (``mask`` False) are left out of ``x2`` and of ``mean(g * z)`` (the reference code
 averages ``g * z`` over padded positions too; here a padded token never enters a statistic).
@@ -64,7 +72,7 @@ class UNFunction(torch.autograd.Function):
                 un.skip_counter.add_(1)
         var = x2 if (t <= fp or t < un.warmup_iters or skip) else geometric_mean(un.buffer_x2)
         r = torch.sqrt(var + un.eps) / torch.sqrt(rv + un.eps)
-        r = torch.ones_like(r) if (t <= max(1000, un.warmup_iters) or skip) else r.clamp(1 / 5, 5)
+        r = torch.ones_like(r) if (t <= max(un.ratio_warmup_iters, un.warmup_iters) or skip) else r.clamp(1 / 5, 5)
         var, r = var.to(x.dtype), r.to(x.dtype)
         z = x * torch.rsqrt(var + un.eps)
         rv.mul_(un.momentum).add_(var.to(rv.dtype), alpha=1 - un.momentum)
@@ -95,7 +103,8 @@ class UNFunction(torch.autograd.Function):
 
 class UnifiedNorm(nn.Module):
     """UN with options ``window_size`` (int or (forward, backward) pair), ``warmup_iters``,
-    ``outlier_filtration``, ``eps``, ``momentum`` (weight on the old value), ``sync_stats``.
+    ``outlier_filtration``, ``eps``, ``momentum`` (weight on the old value), ``sync_stats``,
+    ``ratio_warmup_iters`` (the gradient-compensation ratio is 1 until then; see the module docstring).
 
     ``batch_stat`` is the batch second moment ``x2`` of the last training forward, ``running_stat``
     the running variance used in eval.
@@ -109,15 +118,27 @@ class UnifiedNorm(nn.Module):
         self,
         num_features: int,
         window_size: int | tuple[int, int] = 4,
-        warmup_iters: int = 4000,
+        warmup_iters: int | None = None,
         outlier_filtration: bool = False,
         eps: float = 1e-5,
         momentum: float = 0.9,
         sync_stats: bool = True,
+        ratio_warmup_iters: int | None = None,
+        warmup_steps: int | None = None,
+        total_steps: int | None = None,
         device=None,
         dtype=None,
     ):
         super().__init__()
+        if warmup_iters is None:  # the run's LR warmup when known, else the reference default
+            warmup_iters = warmup_steps if warmup_steps is not None else 4000
+        if ratio_warmup_iters is None:  # the reference's 1000 is 1% of its 100k-update NMT run
+            ratio_warmup_iters = max(1, round(total_steps / 100)) if total_steps is not None else 1000
+        if warmup_iters < 0 or ratio_warmup_iters < 0:
+            raise ValueError(
+                f"unifiednorm: warmup_iters and ratio_warmup_iters must be >= 0, "
+                f"got {warmup_iters}, {ratio_warmup_iters}"
+            )
         window = (window_size, window_size) if isinstance(window_size, int) else tuple(window_size)
         if len(window) != 2 or min(window) < 1:
             raise ValueError(
@@ -125,6 +146,7 @@ class UnifiedNorm(nn.Module):
             )
         kw = dict(device=device, dtype=dtype)
         self.num_features, self.window, self.warmup_iters = num_features, window, warmup_iters
+        self.ratio_warmup_iters = ratio_warmup_iters
         self.outlier_filtration, self.eps, self.momentum, self.sync_stats = (
             outlier_filtration,
             eps,
@@ -146,10 +168,15 @@ class UnifiedNorm(nn.Module):
         """The running variance used in eval."""
         return self.running_var
 
+    def resolved_options(self) -> dict:
+        """The options derived from the build context (the schedule), for the run record."""
+        return {"warmup_iters": self.warmup_iters, "ratio_warmup_iters": self.ratio_warmup_iters}
+
     def extra_repr(self) -> str:
         """Options shown in ``print(module)``."""
         return (
             f"{self.num_features}, window={self.window}, warmup_iters={self.warmup_iters}, "
+            f"ratio_warmup_iters={self.ratio_warmup_iters}, "
             f"outlier_filtration={self.outlier_filtration}, eps={self.eps}, momentum={self.momentum}"
         )
 

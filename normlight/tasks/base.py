@@ -11,6 +11,15 @@ checkpoint's hyperparameters and MLflow params all see the same thing::
 A placement may recommend hyperparameters (``recommended_defaults``, e.g. nGPT: no weight decay, no warmup);
 they fill in whatever the user left unset (None) and are recorded in ``self.applied_defaults`` and as an
 MLflow tag. Its ``after_optimizer_step(model)`` hook runs after every optimizer step.
+
+The training schedule reaches the norms (PowerNorm's and UN's warmups, PRepBN's blend length follow it).
+The model is built in ``__init__``, before any Trainer exists. When ``fit`` starts (``setup``), the task
+knows the schedule and, if a norm factory of the model names ``total_steps`` or ``warmup_steps``
+(``normlight.registry.SCHEDULE_KEYS``), rebuilds the model once with them in the norms' build context, in
+training forward calls (optimizer steps x gradient accumulation). The rebuild keeps the parameters and
+leaves the global RNG untouched, so the run starts from the same weights and data order. That context is
+stored in checkpoints and re-applied before the weights load, so resuming or reloading a checkpoint gives
+the same norms. The schedule and each norm's ``resolved_options()`` are logged as MLflow params.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from normlight import __version__, registry
 from normlight.distributed import fsdp2_shard
 from normlight.errors import NormlightError
 from normlight.models.factory import create_model
+from normlight.norms.factory import norm_scope
 from normlight.tasks import optim
 from normlight.tasks.agc import adaptive_grad_clip_
 from normlight.tracking import mlflow_utils
@@ -102,7 +112,9 @@ class NormTask(LightningModule):
         ):
             if value is not None:
                 spec[key] = value
-        self.model = create_model(model, **spec)
+        self._model_spec = spec
+        self.norm_context: dict | None = None  # schedule context the norms were built with; None = not yet
+        self.model = self.build_model({})
         self.placement_cls = getattr(self.model, "placement_cls", None)
         recommended = dict(getattr(self.placement_cls, "recommended_defaults", None) or {})
         chosen = {"weight_decay": weight_decay, "warmup_steps": warmup_steps}
@@ -169,13 +181,71 @@ class NormTask(LightningModule):
         parts += [f"lr{format_lr(self.hparams.lr)}", f"s{os.environ.get('PL_GLOBAL_SEED', 'x')}"]
         return "/".join(parts)
 
+    # ------------------------------------------------------------------ the schedule in the norms' context
+    def build_model(self, context: dict) -> torch.nn.Module:
+        """The model, its norms built with ``context`` (schedule keys); records which norms asked for it."""
+        with norm_scope(**context) as scope:
+            model = create_model(self.hparams.model, **self._model_spec)
+        self._norm_records = scope.records
+        return model
+
+    def schedule_steps(self) -> tuple[int, int]:
+        """``(total, warmup)`` optimizer steps of this fit: the Trainer's estimate and the effective LR warmup."""
+        total = self.trainer.estimated_stepping_batches if self.trainer is not None else math.inf
+        total = int(total) if math.isfinite(total) else 10**9
+        warmup = self.warmup_steps if self.warmup_steps is not None else int(0.05 * total) if total < 10**9 else 0
+        return total, warmup
+
+    def use_norm_context(self, context: dict) -> None:
+        """Rebuild the model with ``context`` if a norm asks for schedule keys and it differs from the current one.
+
+        Parameters carry over and the global RNG is left as it was, so the weights and the data order do not change.
+        """
+        asks = any(r.schedule_keys for r in self._norm_records)
+        if asks and context != (self.norm_context or {}):
+            old = self.model
+            with torch.random.fork_rng(devices=[]):
+                self.model = self.build_model(context)
+            params = {k for k, _ in old.named_parameters()}
+            if params != {k for k, _ in self.model.named_parameters()}:
+                raise NormlightError(
+                    "a norm changed the model's parameters when built with the training schedule; "
+                    "the schedule may change a norm's settings and buffers, not its parameters"
+                )
+            self.model.load_state_dict({k: v for k, v in old.state_dict().items() if k in params}, strict=False)
+        self.norm_context = dict(context)
+
+    def schedule_params(self) -> dict[str, Any]:
+        """Effective schedule and the options norms derived from it, as flat MLflow params."""
+        total, warmup = self.schedule_steps()
+        params: dict[str, Any] = {"schedule/total_steps": total, "schedule/warmup_steps": warmup}
+        params.update({f"norm_context/{k}": v for k, v in (self.norm_context or {}).items()})
+        by_key: dict[str, dict[str, Any]] = {}
+        for r in self._norm_records:
+            resolved = getattr(r.module, "resolved_options", None)
+            for k, v in (resolved() if callable(resolved) else {}).items():
+                by_key.setdefault(k, {})[str(r.site)] = v
+        for k, per_site in by_key.items():
+            if len(set(map(str, per_site.values()))) == 1:
+                params[f"norm/{k}"] = next(iter(per_site.values()))
+            else:
+                params.update({f"norm/{site}/{k}": v for site, v in per_site.items()})
+        return params
+
     def setup(self, stage: str) -> None:
-        """Check the data against the model, then name and tag the MLflow run (rank 0; no-op without MLflow)."""
+        """Check the data against the model, give the norms the fit's schedule (first fit only), then name,
+        tag and parametrize the MLflow run (rank 0; no-op without MLflow)."""
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None:
             self.check_data(dm)
+        if stage == "fit" and self.norm_context is None:
+            total, warmup = self.schedule_steps()
+            k = max(1, int(getattr(self.trainer, "accumulate_grad_batches", 1) or 1))
+            self.use_norm_context({"total_steps": total * k, "warmup_steps": warmup * k})
         mlflow_utils.set_default_run_name(self.trainer, self.run_name())
         mlflow_utils.set_tags(self.trainer, self.run_tags())
+        if stage == "fit":
+            mlflow_utils.log_params(self.trainer, self.schedule_params())
 
     def configure_model(self) -> None:
         """Shard the model with FSDP2 when the strategy provides a device mesh (ModelParallelStrategy)."""
@@ -183,8 +253,16 @@ class NormTask(LightningModule):
             fsdp2_shard(self.model, self.device_mesh)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Record the MLflow run id so that resuming from this checkpoint continues the same run."""
-        checkpoint["normlight"] = {"mlflow_run_id": mlflow_utils.get_run_id(self.trainer), "version": __version__}
+        """Record the MLflow run id (resuming continues the same run) and the norms' schedule context."""
+        checkpoint["normlight"] = {
+            "mlflow_run_id": mlflow_utils.get_run_id(self.trainer),
+            "version": __version__,
+            "norm_context": self.norm_context or {},
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Rebuild the norms with the checkpoint's schedule context before its weights load (old ones: none)."""
+        self.use_norm_context(dict((checkpoint.get("normlight") or {}).get("norm_context") or {}))
 
     # ------------------------------------------------------------------ optimization
     def log_train_loss(self, loss: torch.Tensor) -> None:
@@ -201,9 +279,7 @@ class NormTask(LightningModule):
         opt = optim.build_optimizer(
             hp.optimizer, groups, hp.lr, betas=hp.betas, eps=hp.eps, momentum=hp.momentum, nesterov=hp.nesterov
         )
-        total = self.trainer.estimated_stepping_batches if self.trainer is not None else math.inf
-        total = int(total) if math.isfinite(total) else 10**9
-        warmup = self.warmup_steps if self.warmup_steps is not None else int(0.05 * total) if total < 10**9 else 0
+        total, warmup = self.schedule_steps()
         sched = optim.build_scheduler(opt, warmup, total, hp.min_lr_ratio)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 

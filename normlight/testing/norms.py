@@ -357,6 +357,7 @@ def _check_train_eval(s: _Norm) -> None:
     if getattr(m, "uses_batch_statistics", False):
         return
     m = s.build().train()
+    _train_steps(s, m, 1)  # a data-dependent init on the first training forward (ActNorm, DyT "auto") is allowed
     x2 = x.clone()
     x2[1:] = s.input(2, 5, c, seed=9)
     ya, yb = _forward(s, copy.deepcopy(m), x, "train_eval"), _forward(s, copy.deepcopy(m), x2, "train_eval")

@@ -124,6 +124,18 @@ def set_tags(trainer: Any, tags: Mapping[str, Any]) -> None:
             lg.experiment.set_tag(lg.run_id, k, str(v))
 
 
+def log_params(trainer: Any, params: Mapping[str, Any]) -> None:
+    """Log flat params the run does not have yet (a resumed run keeps its first values)."""
+    lg = _rank0_logger(trainer)
+    if lg is None:
+        return
+    if isinstance(lg, MLFlowLogger):
+        lg.log_params_once(params)
+    else:
+        existing = lg.experiment.get_run(lg.run_id).data.params
+        lg.log_hyperparams({k: v for k, v in params.items() if k not in existing})
+
+
 def log_metrics(trainer: Any, metrics: Mapping[str, float], step: int | None = None) -> None:
     """Log scalar metrics at ``step`` (default: the trainer's global step)."""
     lg = _rank0_logger(trainer)

@@ -101,3 +101,21 @@ def test_spec_rebuilds_the_same_architecture():
     import json
 
     json.dumps(model.spec)  # plain serializable
+
+
+def test_embedding_scale_option_is_a_learnable_sqrt_d_scalar():
+    torch.manual_seed(0)
+    plain = normlight.create_model("gpt-nano", norm=LN)
+    torch.manual_seed(0)
+    scaled = normlight.create_model("gpt-nano", norm=LN, emb_scale=True)
+    assert plain.emb_scale is None and scaled.spec["emb_scale"] is True
+    assert scaled.emb_scale.shape == (1,) and scaled.emb_scale.item() == pytest.approx(8.0)  # sqrt(64)
+    assert num_params(scaled) == num_params(plain) + 1
+    seen = {}
+    scaled.blocks[0].register_forward_pre_hook(lambda m, a: seen.__setitem__("x", a[0]))
+    idx = torch.randint(0, 256, (2, 8))
+    scaled(idx)
+    want = scaled.tok_emb(idx) * 8.0 + scaled.pos_emb(torch.arange(8))
+    assert torch.allclose(seen["x"], want, atol=1e-6)
+    scaled(idx).sum().backward()
+    assert scaled.emb_scale.grad is not None and scaled.emb_scale.grad.abs().item() > 0

@@ -107,8 +107,9 @@ def np_evonorm_b0(x, var_batch, v, w, b, eps=1e-3):
 class NumpyUN:
     """Unified Normalization (norms.md sec 4) in float64 numpy, one training iteration per ``step``."""
 
-    def __init__(self, C, window, warmup, outlier, t0=0, eps=1e-5, m=0.9):
+    def __init__(self, C, window, warmup, outlier, t0=0, eps=1e-5, m=0.9, ratio_warmup=1000):
         self.W, self.warmup, self.outlier, self.eps, self.m, self.t = window, warmup, outlier, eps, m, t0
+        self.ratio_warmup = ratio_warmup
         self.rv, self.ema = np.ones(C), np.zeros(C)
         self.bx2, self.bgz = np.zeros((window, C)), np.zeros((window, C))
         self.skips = 0
@@ -126,7 +127,7 @@ class NumpyUN:
             skip, self.skips = True, self.skips + 1
         var = x2 if (t <= W or t < self.warmup or skip) else gm(self.bx2)
         r = np.sqrt(var + eps) / np.sqrt(self.rv + eps)
-        r = np.ones_like(r) if (t <= max(1000, self.warmup) or skip) else np.clip(r, 0.2, 5)
+        r = np.ones_like(r) if (t <= max(self.ratio_warmup, self.warmup) or skip) else np.clip(r, 0.2, 5)
         z = x / np.sqrt(var + eps)
         self.rv = m * self.rv + (1 - m) * var
         g = dy * w * r

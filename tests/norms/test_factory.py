@@ -47,3 +47,45 @@ def test_probe_runs_once_per_factory_on_a_copy():
 def test_probe_catches_callable_returning_wrong_shape():
     with pytest.raises(PluginError, match=r"returned \(2, 3, 2\) for an input of shape \(2, 3, 4\)"):
         normlight.create_norm(lambda c: nn.Linear(c, 2), 4)
+
+
+def test_per_site_options_reach_their_site_and_unknown_sites_are_named():
+    kwargs = {"alpha_init": 0.5, "sites": {"final": {"alpha_init": 0.2}, "attn_in": {"alpha_init": 0.8}}}
+    model = normlight.create_model("gpt-nano", norm="dyt", norm_kwargs=kwargs)
+    assert model.norm.alpha.item() == pytest.approx(0.2)
+    assert [b.norm1.alpha.item() for b in model.blocks] == pytest.approx([0.8, 0.8])
+    assert [b.norm2.alpha.item() for b in model.blocks] == pytest.approx([0.5, 0.5])  # shared option
+    with pytest.raises(normlight.PluginOptionError, match=r"'fnal'.*attn_in, final, mlp_in"):
+        normlight.create_model("gpt-nano", norm="dyt", norm_kwargs={"sites": {"fnal": {"alpha_init": 0.2}}})
+    # peri builds attn_out/mlp_out too; post builds no final norm, so "final" is unknown there
+    normlight.create_model("gpt-nano", norm="dyt", placement="peri", norm_kwargs={"sites": {"mlp_out": {}}})
+    with pytest.raises(normlight.PluginOptionError, match=r"norm_kwargs.sites names 'final'.*sites attn_in, mlp_in;"):
+        normlight.create_model("gpt-nano", norm="dyt", placement="post", norm_kwargs={"sites": {"final": {}}})
+    with pytest.raises(normlight.PluginOptionError, match="must map site names to option dicts"):
+        normlight.create_norm("dyt", 4, site="final", sites={"final": 0.2})
+
+
+def test_norm_scope_offers_the_schedule_by_signature_and_records_what_was_built():
+    seen = []
+
+    def factory(num_features, total_steps=None, warmup_steps=None, site=None):
+        seen.append((site, total_steps, warmup_steps))
+        return nn.Identity()
+
+    plain = normlight.create_norm(nn.LayerNorm, 4)  # takes no schedule: nothing passed, nothing asked
+    assert isinstance(plain, nn.LayerNorm)
+    with norm_factory.norm_scope(total_steps=100, warmup_steps=5) as outer:
+        with norm_factory.norm_scope(warmup_steps=7) as inner:
+            normlight.create_norm(factory, 4, site="final")
+            normlight.create_norm(factory, 4, site="qk", total_steps=9)  # explicit wins
+            normlight.create_norm(nn.LayerNorm, 4, site="attn_in")
+    assert seen == [("final", 100, 7), ("qk", 9, 7)]
+    assert [(r.site, sorted(r.schedule_keys)) for r in inner.records] == [
+        ("final", ["total_steps", "warmup_steps"]),
+        ("qk", ["total_steps", "warmup_steps"]),
+        ("attn_in", []),
+    ]
+    assert outer.records == inner.records
+    with pytest.raises(normlight.PluginOptionError, match="unknown context key"):
+        with norm_factory.norm_scope(steps=3):
+            pass

@@ -29,3 +29,14 @@ def test_layernorm_scaling_off_by_one_and_missing_layer_idx():
         build("layernorm_scaling", 8)
     with pytest.raises(normlight.PluginOptionError, match="base must be one of"):
         build("layernorm_scaling", 8, layer_idx=0, base="batchnorm")
+
+
+def test_layernorm_scaling_leaves_model_level_norms_unscaled():
+    x = randn(2, 8, seed=42)
+    for site in ("final", "patch_pre", "patch_post"):
+        np.testing.assert_allclose(
+            run(build("layernorm_scaling", 8, layer_idx=5, site=site), x, torch.float64), np_layernorm(x), rtol=1e-6
+        )
+    np.testing.assert_allclose(run(build("layernorm_scaling", 8, site="final"), x, torch.float64), np_layernorm(x))
+    y = run(build("layernorm_scaling", 8, layer_idx=3, site="mlp_in"), x, torch.float64)
+    np.testing.assert_allclose(y, np_layernorm(x) * 0.5, rtol=1e-6)

@@ -102,3 +102,23 @@ def test_powernorm_mask_bf16_gradcheck_and_errors():
     assert torch.autograd.gradcheck(m64, (x.double().requires_grad_(),))
     with pytest.raises(ValueError, match="powernorm.*group_num=4.*num_features=6"):
         PowerNorm(C, group_num=4)
+
+
+def test_powernorm_defaults_follow_the_fairseq_recipe_from_the_build_context():
+    import normlight
+
+    C = 8
+    m = normlight.create_norm("powernorm", C, num_heads=4, warmup_steps=2, site="mlp_in")
+    assert (m.group_num, m.warmup_iters) == (4, 2) and m.resolved_options() == {"group_num": 4, "warmup_iters": 2}
+    assert normlight.create_norm("powernorm", C, num_heads=4, site="qk").group_num == 1  # inside a head: no groups
+    assert normlight.create_norm("powernorm", C, num_heads=3).group_num == 1  # heads do not divide C
+    plain = normlight.create_norm("powernorm", C)
+    assert (plain.group_num, plain.warmup_iters) == (1, 10000)  # no context: the reference class defaults
+    explicit = normlight.create_norm("powernorm", C, group_num=2, warmup_iters=7, num_heads=4, warmup_steps=2)
+    assert (explicit.group_num, explicit.warmup_iters) == (2, 7)
+    # the context-built norm IS the explicit one (numpy-checked above): same outputs across the end of warmup
+    ref = PowerNorm(C, group_num=4, warmup_iters=2)
+    for t in range(4):
+        x = rand(3, 4, C, seed=300 + t, scale=2.0)
+        torch.testing.assert_close(m(x), ref(x))
+    assert not torch.allclose(plain(x), m(x))  # still in warmup with the fallback 10000

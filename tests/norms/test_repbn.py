@@ -28,7 +28,7 @@ def test_repbn_forward_eval_and_inference_affine():
 
 def test_prepbn_schedule_ln_to_repbn():
     C, total = 6, 4
-    m = normlight.create_norm("prepbn", C, total_steps=total, warmup_steps=1)
+    m = normlight.create_norm("prepbn", C, total_steps=total, warm=1)
     ref_bn = RepBN(C)
     xs = [rand(3, 2, C, seed=130 + i, scale=2.0, shift=-1.0) for i in range(total + 3)]
     # warmup call: pure LayerNorm (eps 1e-6), the BN branch is not run
@@ -50,3 +50,15 @@ def test_prepbn_schedule_ln_to_repbn():
     assert m2(xs[0].bfloat16()).dtype == torch.bfloat16
     m2.train()
     assert m2(xs[0].bfloat16()).dtype == torch.bfloat16
+
+
+def test_prepbn_blend_spans_the_run_from_the_build_context():
+    from normlight.norms.factory import norm_scope
+
+    with norm_scope(total_steps=3, warmup_steps=2):  # the LR warmup is not PRepBN's LayerNorm-only phase
+        m = normlight.create_norm("prepbn", 4)
+    assert int(m.total_step) == 3 and int(m.warm) == 0 and m.resolved_options() == {"total_steps": 3}
+    for k in range(3):
+        m(rand(3, 2, 4, seed=150 + k))
+    assert int(m.iter) == 0  # lambda reached 0 at the end of the 3-call run: train == eval form
+    assert int(normlight.create_norm("prepbn", 4).total_step) == 60000  # no schedule: SLAB's DeiT/Swin value

@@ -30,10 +30,19 @@ def test_unifiednorm_geometric_mean_window_and_eval_running_var():
 
 
 @pytest.mark.parametrize("outlier", [False, True])
-def test_unifiednorm_forward_backward_buffers_match_numpy(outlier):
-    C, W, t0 = 4, 3, 997  # start near t=1000 so the gradient-compensation ratio r becomes active
-    m = UnifiedNorm(C, window_size=W, warmup_iters=0, outlier_filtration=outlier)
-    ref = NumpyUN(C, W, 0, outlier, t0=t0)
+@pytest.mark.parametrize("schedule", [False, True], ids=["reference-1000", "schedule-1pct"])
+def test_unifiednorm_forward_backward_buffers_match_numpy(outlier, schedule):
+    C, W = 4, 3
+    if schedule:  # a 300-step run: the ratio r turns on after 1% of it (3 calls), not after the reference's 1000
+        m = normlight.create_norm(
+            "unifiednorm", C, window_size=W, outlier_filtration=outlier, warmup_iters=0, total_steps=300
+        )
+        t0, ratio_warmup = 0, 3
+        assert m.ratio_warmup_iters == 3
+    else:  # start near t=1000 so the gradient-compensation ratio r becomes active
+        m = UnifiedNorm(C, window_size=W, warmup_iters=0, outlier_filtration=outlier)
+        t0, ratio_warmup = 997, 1000
+    ref = NumpyUN(C, W, 0, outlier, t0=t0, ratio_warmup=ratio_warmup)
     with torch.no_grad():
         m.iters.fill_(t0)
         m.weight.copy_(rand(C, seed=200) + 1)
@@ -76,3 +85,12 @@ def test_unifiednorm_mask_and_bf16():
     assert m1(x.bfloat16()).dtype == torch.bfloat16 and torch.isfinite(m1.running_var).all()
     m64 = UnifiedNorm(4, dtype=torch.float64).eval()  # the eval path uses autograd: exact gradient
     assert torch.autograd.gradcheck(m64, (x.double().requires_grad_(),))
+
+
+def test_unifiednorm_warmups_follow_the_schedule_context():
+    m = normlight.create_norm("unifiednorm", 4, warmup_steps=30, total_steps=400)
+    assert m.resolved_options() == {"warmup_iters": 30, "ratio_warmup_iters": 4}
+    plain = normlight.create_norm("unifiednorm", 4)
+    assert (plain.warmup_iters, plain.ratio_warmup_iters) == (4000, 1000)  # the reference's constants
+    explicit = normlight.create_norm("unifiednorm", 4, warmup_iters=5, ratio_warmup_iters=6, warmup_steps=30)
+    assert (explicit.warmup_iters, explicit.ratio_warmup_iters) == (5, 6)

@@ -72,3 +72,60 @@ def test_agc_option_clips_unit_wise_before_the_step():
         p.grad = torch.ones_like(p) * 10.0
     off.on_before_optimizer_step(None)
     assert all(torch.all(p.grad == 10.0) for p in off.model.parameters())
+
+
+def test_the_schedule_reaches_the_norms_before_training_and_keeps_weights_and_rng():
+    task = CausalLanguageModeling(model="gpt-nano", norm="prepbn", sample_tokens=0)
+    assert task.norm_context is None and int(task.model.blocks[0].norm1.total_step) == 60000  # no Trainer yet
+    before = {k: v.clone() for k, v in task.model.named_parameters()}
+    rng = torch.get_rng_state()
+    task.use_norm_context({"total_steps": 10, "warmup_steps": 1})
+    assert torch.equal(torch.get_rng_state(), rng)  # data order and dropout of the run do not change
+    assert all(torch.equal(p, before[k]) for k, p in task.model.named_parameters())
+    assert {int(m.total_step) for m in task.model.modules() if hasattr(m, "total_step")} == {10}
+    plain = CausalLanguageModeling(model="gpt-nano", norm="layernorm", sample_tokens=0)
+    model = plain.model
+    plain.use_norm_context({"total_steps": 10, "warmup_steps": 1})
+    assert plain.model is model  # no norm asks for the schedule: nothing rebuilt
+
+
+def test_fit_gives_powernorm_the_lr_warmup_and_heads_logs_and_checkpoints_them(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from mlflow import MlflowClient
+
+    from normlight.tracking.mlflow_utils import MLFlowLogger
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    task = CausalLanguageModeling(
+        model="gpt-nano", norm="powernorm", model_kwargs={"depth": 1}, sample_tokens=0, warmup_steps=2
+    )
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt")
+    trainer = Trainer(
+        max_steps=3,
+        accumulate_grad_batches=2,
+        limit_val_batches=0,
+        logger=MLFlowLogger(experiment_name="schedule", tracking_uri=uri),
+        callbacks=[ckpt],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        devices=1,
+    )
+    trainer.fit(task, PydocTextDataModule(block_size=16, batch_size=4))
+    # in training forward calls: 3 steps x 2 micro-batches, LR warmup 2 steps x 2
+    assert task.norm_context == {"total_steps": 6, "warmup_steps": 4}
+    pns = [m for m in task.model.modules() if type(m).__name__ == "PowerNorm"]
+    assert len(pns) == 3 and {(m.warmup_iters, m.group_num) for m in pns} == {(4, 4)}  # 4 heads (fairseq recipe)
+    client = MlflowClient(uri)
+    run = client.search_runs([client.get_experiment_by_name("schedule").experiment_id])[0]
+    params = run.data.params
+    assert params["schedule/total_steps"] == "3" and params["schedule/warmup_steps"] == "2"
+    assert params["norm_context/total_steps"] == "6" and params["norm_context/warmup_steps"] == "4"
+    assert params["norm/warmup_iters"] == "4" and params["norm/group_num"] == "4"
+    reloaded = CausalLanguageModeling.load_from_checkpoint(ckpt.best_model_path or ckpt.last_model_path)
+    assert reloaded.norm_context == {"total_steps": 6, "warmup_steps": 4}
+    assert {m.warmup_iters for m in reloaded.model.modules() if type(m).__name__ == "PowerNorm"} == {4}
+    assert all(
+        torch.equal(a, b) for a, b in zip(reloaded.model.state_dict().values(), task.model.state_dict().values())
+    )

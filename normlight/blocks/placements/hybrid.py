@@ -13,7 +13,10 @@ class HybridNormBlock(Block):
 
     q/k use the ``qk_norm`` spec when given, otherwise the block norm; v always uses the block norm
     (all three at site "qk"). Option ``star=True`` (HybridNorm*): block 0 is plain Pre-Norm for both
-    sublayers (QKV-norm still on).
+    sublayers (QKV-norm still on). Option ``attn_bias`` (default False, as the reference OLMo config,
+    which has no biases): with bias-free projections the attention is invariant to the scale of its
+    input, Attn(cX) = Attn(X) for c > 0, the property QKV-norm is for; ``attn_bias=True`` follows the
+    model's ``bias`` and loses it.
 
     ::
 
@@ -26,9 +29,14 @@ class HybridNormBlock(Block):
 
     paper = "Zhuo et al. 2025, HybridNorm: Towards Stable and Efficient Transformer Training via Hybrid Normalization"
 
-    def __init__(self, dim, num_heads, *, star: bool = False, **kw):
+    def __init__(self, dim, num_heads, *, star: bool = False, attn_bias: bool = False, **kw):
         self.star = bool(star) and kw.get("layer_idx", 0) == 0
+        self.attn_bias = bool(attn_bias)
         super().__init__(dim, num_heads, **kw)
+
+    def build_attention(self, *, bias, **kw):
+        """Attention with bias-free q/k/v/out projections unless ``attn_bias=True``."""
+        return super().build_attention(bias=bias and self.attn_bias, **kw)
 
     def attention_parts(self):
         """Per-head q, k, v norms."""

@@ -1,9 +1,13 @@
 """nGPT (Loshchilov et al. 2024): the hidden state lives on the unit sphere; no norm layers at all.
 
-Scaling-parameter trick: every learned scale s is stored as a parameter initialised at
-``BASE_SCALE`` and used as ``s = p * (s_init / BASE_SCALE)``, so its effective init is ``s_init``
-while the stored value (what the optimizer sees) starts at ``BASE_SCALE`` = 1/sqrt(1024), as
-hard-coded in the NVIDIA config. ``justnorm(x) = x / ||x||_2`` has no eps (as in the reference).
+Scaling-parameter trick: every learned scale s is stored as a parameter initialised at its own
+``scaling`` and used as ``s = p * (s_init / scaling)``, so its effective init is ``s_init`` while the
+stored value (what the optimizer sees, so what sets Adam's relative step) starts at ``scaling``. As in
+the NVIDIA reference: alpha_A, alpha_M (init 0.05), s_qk and s_z (init 1) use ``base_scale``; s_uv
+(init 1) uses scaling 1.0 (``suv_init_scaling``). ``base_scale`` is a placement option, default
+1/sqrt(1024) as hard-coded in the reference config; the paper's rule is 1/sqrt(d_model)
+(``placement_kwargs={"base_scale": d_model ** -0.5}``). It is also the init std of every matrix.
+``justnorm(x) = x / ||x||_2`` has no eps (as in the reference).
 """
 
 from __future__ import annotations
@@ -27,16 +31,18 @@ def justnorm(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 
 class ScaledParam(nn.Module):
-    """A learned vector with the scaling-parameter trick: ``effective = p * (init / BASE_SCALE)``."""
+    """A learned vector with the scaling-parameter trick: stored ``p`` starts at ``scaling``, ``effective = p * (init / scaling)``."""
 
-    def __init__(self, size: int | tuple, init: float):
+    def __init__(self, size: int | tuple, init: float, scaling: float = BASE_SCALE):
         super().__init__()
-        self.init = init
-        self.p = nn.Parameter(torch.full(size if isinstance(size, tuple) else (size,), BASE_SCALE))
+        if scaling <= 0:
+            raise ValueError(f"ngpt: a parameter scaling must be > 0, got {scaling}")
+        self.init, self.scaling = init, scaling
+        self.p = nn.Parameter(torch.full(size if isinstance(size, tuple) else (size,), float(scaling)))
 
     def effective(self) -> torch.Tensor:
         """The scale actually used in the forward."""
-        return self.p * (self.init / BASE_SCALE)
+        return self.p * (self.init / self.scaling)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x * effective scale (broadcast over the last dim)."""
@@ -46,9 +52,9 @@ class ScaledParam(nn.Module):
 class NGPTAttention(Attention):
     """Attention with ``q, k = s_qk * justnorm(.)`` per head after RoPE and softmax scale sqrt(head_dim)."""
 
-    def __init__(self, dim, num_heads, **kw):
+    def __init__(self, dim, num_heads, *, base_scale: float = BASE_SCALE, **kw):
         super().__init__(dim, num_heads, scale=math.sqrt(dim // num_heads), **kw)
-        self.sqk = ScaledParam((num_heads, 1, dim // num_heads), 1.0)
+        self.sqk = ScaledParam((num_heads, 1, dim // num_heads), 1.0, base_scale)
 
     def project(self, x):
         """q, k normalized per head and scaled by s_qk (effective init 1); v as projected."""
@@ -58,13 +64,14 @@ class NGPTAttention(Attention):
 
 
 class NGPTMLP(nn.Module):
-    """``uv = s_uv * sqrt(dim) * fc1(h)``; ``u, v = chunk(uv)``; ``fc2(u * silu(v))`` (s_uv effective init 1 on both halves)."""
+    """``uv = s_uv * sqrt(dim) * fc1(h)``; ``u, v = chunk(uv)``; ``fc2(u * silu(v))`` (s_uv init 1, stored at
+    scaling 1 as the reference's ``suv_init_scaling``, on both halves)."""
 
     def __init__(self, dim: int, hidden: int, *, dropout: float = 0.0):
         super().__init__()
         self.fc1 = nn.Linear(dim, 2 * hidden, bias=False)
         self.fc2 = nn.Linear(hidden, dim, bias=False)
-        self.suv = ScaledParam(2 * hidden, 1.0)
+        self.suv = ScaledParam(2 * hidden, 1.0, scaling=1.0)
         self.sqrt_dim = math.sqrt(dim)
         self.dropout = nn.Dropout(dropout)
 
@@ -78,8 +85,10 @@ class NGPTBlock(Block):
     """nGPT block: normalized residual updates with per-dimension eigen learning rates (effective init 0.05).
 
     The ``norm``/``qk_norm`` specs are not used: justnorm is the method's only normalization. The model
-    gets no final norm, a learned logit scale s_z (effective init 1) and no weight tying; use ``pos="rope"``
-    as the paper does. Projections have no bias. ``after_optimizer_step`` re-normalizes the matrices.
+    gets no final norm, a learned logit scale s_z (effective init 1) and no weight tying. Positions: RoPE
+    only (GPT's default with this placement; a learned position embedding would add an un-normalized vector
+    to the unit-norm stream and is refused). Projections have no bias. ``after_optimizer_step``
+    re-normalizes the matrices. Option ``base_scale`` (module docstring).
 
     ::
 
@@ -93,15 +102,19 @@ class NGPTBlock(Block):
     final_norm = False
     allows_weight_tying = False
     recommended_defaults = {"weight_decay": 0.0, "warmup_steps": 0}
+    positions = ("rope",)
 
-    def __init__(self, dim, num_heads, **kw):
+    def __init__(self, dim, num_heads, *, base_scale: float = BASE_SCALE, **kw):
+        if not base_scale > 0:
+            raise ValueError(f"ngpt placement: base_scale must be > 0, got {base_scale}")
+        self.base_scale = float(base_scale)
         super().__init__(dim, num_heads, **kw)
-        self.attn_alpha = ScaledParam(dim, ALPHA_INIT)
-        self.mlp_alpha = ScaledParam(dim, ALPHA_INIT)
+        self.attn_alpha = ScaledParam(dim, ALPHA_INIT, self.base_scale)
+        self.mlp_alpha = ScaledParam(dim, ALPHA_INIT, self.base_scale)
 
     def build_attention(self, *, bias, **kw):
         """Attention without biases, with s_qk and the sqrt(head_dim) softmax scale."""
-        return NGPTAttention(self.dim, self.num_heads, bias=False, **kw)
+        return NGPTAttention(self.dim, self.num_heads, bias=False, base_scale=self.base_scale, **kw)
 
     def build_mlp(self, *, act, bias, dropout):
         """The scaled SwiGLU MLP (the ``mlp`` activation option does not apply)."""
@@ -117,17 +130,17 @@ class NGPTBlock(Block):
         h_a = justnorm(h)
         return justnorm(h_a + self.mlp_alpha.effective().abs().to(x.dtype) * (justnorm(self.mlp(h)) - h_a))
 
-    @classmethod
-    def logit_scale(cls, num_outputs: int) -> nn.Module:
-        """s_z: per-output logit scale, effective init 1."""
-        return ScaledParam(num_outputs, 1.0)
+    def logit_scale(self, num_outputs: int) -> nn.Module:
+        """s_z: per-output logit scale, effective init 1, stored at ``base_scale``."""
+        return ScaledParam(num_outputs, 1.0, self.base_scale)
 
     @staticmethod
     def init_weights(model: nn.Module) -> None:
-        """N(0, BASE_SCALE) for every matrix of the blocks, the token embedding and the head; then normalize."""
+        """N(0, base_scale) for every matrix of the blocks, the token embedding and the head; then normalize."""
+        std = model.blocks[0].base_scale
         with torch.no_grad():
             for w in _matrices(model):
-                nn.init.normal_(w, std=BASE_SCALE)
+                nn.init.normal_(w, std=std)
         NGPTBlock.after_optimizer_step(model)
 
     @staticmethod

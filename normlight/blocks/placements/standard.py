@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import math
 
-import torch
-from torch import nn
-
 from normlight.blocks.base import Block
+from normlight.errors import PluginOptionError
+from normlight.norms.layernorm_scaling import LayerNormScaling
 
 
 class PreNormBlock(Block):
@@ -123,7 +122,9 @@ class LayerNormScalingBlock(Block):
     """LayerNorm Scaling (Sun et al. 2025, "The Curse of Depth"): Pre-LN with pre-norm outputs times 1/sqrt(l).
 
     l = layer_idx + 1 (1-based). The final norm is not scaled. The authors warn against combining it with a
-    depth-scaled init, so ``init_weights`` resets the residual writers (out_proj, fc2) to plain N(0, 0.02).
+    depth-scaled init, so the model draws the residual writers (out_proj, fc2) from plain N(0, 0.02)
+    (``depth_scaled_init = False``). The same model as ``placement="pre"`` with ``norm="layernorm_scaling"``;
+    combining this placement with that norm would scale by 1/l and is refused.
 
     ::
 
@@ -132,23 +133,22 @@ class LayerNormScalingBlock(Block):
     """
 
     paper = "Sun et al. 2025, The Curse of Depth in Large Language Models"
+    depth_scaled_init = False
 
     def __init__(self, dim, num_heads, **kw):
         super().__init__(dim, num_heads, **kw)
+        if isinstance(self.norm1, LayerNormScaling):
+            raise PluginOptionError(
+                "placement 'lns' already scales the pre-norm outputs by 1/sqrt(l); with norm 'layernorm_scaling' "
+                "they would be scaled twice (1/l). Use placement 'lns' with norm 'layernorm' or 'rmsnorm', or "
+                "placement 'pre' with norm 'layernorm_scaling' (the same model)"
+            )
         self.ln_scale = 1.0 / math.sqrt(self.layer_idx + 1)
 
     def forward(self, x, pos=None):
         """x + attn(norm1(x)/sqrt(l)), then + mlp(norm2(.)/sqrt(l))."""
         x = x + self.attn(self.norm1(x) * self.ln_scale, pos)
         return x + self.mlp(self.norm2(x) * self.ln_scale)
-
-    @staticmethod
-    def init_weights(model) -> None:
-        """Undo the GPT-2 depth scaling of the residual writers: N(0, 0.02) like every other projection."""
-        with torch.no_grad():
-            for blk in model.blocks:
-                nn.init.normal_(blk.attn.out_proj.weight, std=0.02)
-                nn.init.normal_(blk.mlp.fc2.weight, std=0.02)
 
 
 class NoNormBlock(Block):

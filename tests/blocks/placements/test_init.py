@@ -115,3 +115,18 @@ def test_lns_uses_plain_init_while_pre_scales_residual_writers():
     assert pre.blocks[2].mlp.fc2.weight.std().item() == pytest.approx(0.02 / 4, rel=0.05)  # 0.02/sqrt(2L)
     assert lns.blocks[2].mlp.fc2.weight.std().item() == pytest.approx(0.02, rel=0.05)
     assert lns.blocks[2].attn.out_proj.weight.std().item() == pytest.approx(0.02, rel=0.05)
+
+
+def test_ngpt_scalars_are_stored_as_in_the_reference_and_base_scale_is_an_option():
+    model = gpt("ngpt", depth=1)
+    blk = model.blocks[0]
+    assert model.spec["pos"] == "rope" and model.pos_emb is None  # nGPT's default: RoPE
+    assert torch.equal(blk.mlp.suv.p, torch.ones(512))  # suv_init_scaling = 1.0: Adam moves it at the reference rate
+    for scaled in (blk.attn_alpha, blk.mlp_alpha, blk.attn.sqk, model.logit_scale):
+        assert torch.allclose(scaled.p, torch.full_like(scaled.p, 1 / 32))  # base_scale 1/sqrt(1024)
+    paper = gpt("ngpt", depth=1, placement_kwargs={"base_scale": 64**-0.5})  # the paper's 1/sqrt(d_model)
+    assert paper.blocks[0].attn_alpha.p[0].item() == pytest.approx(1 / 8)
+    assert torch.allclose(paper.blocks[0].attn_alpha.effective(), torch.full((64,), 0.05))
+    assert torch.allclose(paper.logit_scale.effective(), torch.ones(256))
+    with pytest.raises(normlight.PluginOptionError, match="works with pos 'rope' only"):
+        gpt("ngpt", pos="learned")

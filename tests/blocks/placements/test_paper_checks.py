@@ -80,3 +80,47 @@ def test_hybrid_attention_is_input_scale_invariant_and_ffn_is_post_norm():
     # the other placements are not invariant
     pre = block("pre", bias=False)
     assert not torch.allclose(pre.attn(3.7 * x), pre.attn(x), atol=1e-3)
+
+
+def test_hybrid_default_attention_is_bias_free_and_scale_invariant():
+    blk = block("hybrid")  # the model's bias=True default: attention stays bias-free (reference OLMo config)
+    assert blk.attn.qkv.bias is None and blk.attn.out_proj.bias is None and blk.mlp.fc1.bias is not None
+    x = torch.randn(2, 6, 16)
+    assert torch.allclose(blk.attn(3.7 * x), blk.attn(x), atol=1e-4)
+    biased = block("hybrid", attn_bias=True)
+    with torch.no_grad():
+        biased.attn.qkv.bias.normal_()
+    assert not torch.allclose(biased.attn(3.7 * x), biased.attn(x), atol=1e-3)
+
+
+def test_normformer_drops_out_after_the_post_attention_norm_as_fairseq():
+    p = 0.5
+    blk = block("normformer", dropout=p)
+    blk.attn.attn_dropout = 0.0  # keep the attention itself deterministic; test the residual dropout's place
+    with torch.no_grad():
+        blk.mlp.fc2.weight.zero_()
+        blk.mlp.fc2.bias.zero_()
+    x = torch.randn(2, 6, 16)
+    blk.eval()
+    clean = blk.attn_out_norm(blk.attn(blk.norm1(x)))  # LN output: per token mean 0, var 1
+    blk.train()
+    torch.manual_seed(1)
+    inc = blk(x) - x
+    kept = inc != 0
+    assert 0.3 < 1 - kept.float().mean().item() < 0.7  # dropout zeroes entries of the LN OUTPUT
+    assert torch.allclose(inc[kept] * (1 - p), clean[kept], atol=1e-5)
+
+
+def test_lns_norm_route_and_placement_route_build_the_same_model():
+    torch.manual_seed(0)
+    a = normlight.create_model("gpt-nano", depth=4, placement="pre", norm="layernorm_scaling")
+    torch.manual_seed(0)
+    b = normlight.create_model("gpt-nano", depth=4, placement="lns", norm="layernorm")
+    idx = torch.randint(0, 256, (2, 8))
+    assert torch.allclose(a(idx), b(idx), atol=1e-5)
+    assert a.norm.scale == 1.0  # the paper leaves the final norm unscaled
+    for m in (a, b):  # plain N(0, 0.02) for the residual writers, not GPT-2's 0.02/sqrt(2L) = 0.0071
+        w = torch.cat([blk.attn.out_proj.weight.flatten() for blk in m.blocks])
+        assert w.std().item() == pytest.approx(0.02, rel=0.05)
+    with pytest.raises(normlight.PluginOptionError, match="scaled twice"):
+        normlight.create_model("gpt-nano", placement="lns", norm="layernorm_scaling")
