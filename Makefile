@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: quickstart test test-slow lint format venv clean-venv
+.PHONY: quickstart test test-slow mutation lint format venv clean-venv
 
 venv: $(STAMP)
 
@@ -37,6 +37,12 @@ test: lint
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+# Mutation testing (mutmut) of norms, blocks, fold, compare and the sweep state, each with its own tests only.
+# Slow (see docs/testing.md); not part of `make test` or CI. One target: make mutation MUTATION_TARGETS="repbn fold"
+mutation: $(STAMP)
+	@test -x $(BIN)/mutmut || $(BIN)/pip install -q -c constraints.txt -e '.[dev,mutation]'
+	nice -n 10 $(BIN)/python tools/mutation.py $(MUTATION_TARGETS)
 
 clean-venv:
 	rm -rf $(VENV)

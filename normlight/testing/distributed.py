@@ -7,6 +7,7 @@ buffers for the parent to compare with one process on the full batch (``sync_cas
 
 from __future__ import annotations
 
+import datetime
 import functools
 import importlib
 import json
@@ -52,7 +53,9 @@ def main(argv: list[str]) -> int:
     """One rank: ``argv[0]`` is the JSON config written by :func:`run_ranks`."""
     cfg = json.loads(argv[0])
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(cfg["port"]))
-    dist.init_process_group("gloo", rank=cfg["rank"], world_size=cfg["world"])
+    # the parent's timeout, not gloo's default 30 min: a rank whose peer died fails instead of waiting
+    timeout = datetime.timedelta(seconds=cfg["timeout"])
+    dist.init_process_group("gloo", rank=cfg["rank"], world_size=cfg["world"], timeout=timeout)
     try:
         out = sync_case(
             load_spec(cfg["spec"]), cfg["num_features"], cfg["options"], cfg["context"], cfg["rank"], cfg["world"]
@@ -89,6 +92,7 @@ def run_ranks(
             rank=rank,
             world=world,
             port=port,
+            timeout=timeout,
             out=os.path.join(tmp, f"rank{rank}.pt"),
         )
         procs.append(
@@ -107,11 +111,22 @@ def run_ranks(
         except subprocess.TimeoutExpired:
             for q in procs:
                 q.kill()
+            for q in procs:
+                q.wait()  # joined: no rank outlives the check
             raise TimeoutError(f"the {world}-rank gloo run did not finish within {timeout:.0f} s") from None
         if p.returncode and failed is None:
             failed = f"a rank exited with {p.returncode}:\n    " + "\n    ".join(out.strip().splitlines()[-8:])
     return failed
 
 
+def exit_now(code: int) -> None:
+    """Leave without interpreter finalization: the group is already destroyed on every rank (barrier, destroy),
+    and gloo objects still referenced at exit would otherwise be torn down during finalization in no fixed
+    order, which can end in std::terminate (rc -6) after the results were saved."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    exit_now(main(sys.argv[1:]))

@@ -43,3 +43,17 @@ def test_divergence_guard_records_first_step_only():
     assert g.check(float("inf"), 7, "loss")
     assert not g.check(float("nan"), 9, "gradient norm")
     assert (g.diverged, g.step) == (True, 7) and "loss" in g.reason
+
+
+@pytest.mark.parametrize("threshold,flagged", [(3.0, True), (6.0, False)])
+def test_spike_threshold_is_the_one_given(threshold, flagged):
+    """A loss at robust z of about 4 is a spike at threshold 3 and not at 6."""
+    hist = [1.0 + 0.01 * d for d in (-2, -1, -1, 0, 0, 0, 1, 1, 2, -2, 2, 0)]
+    med = np.median(hist)
+    mad = np.median(np.abs(np.asarray(hist) - med))
+    value = float(med + 4.0 * 1.4826 * mad)  # z = 4 by the numpy formula
+    det = loss_spikes.SpikeDetector(window=20, threshold=threshold, min_history=len(hist))
+    assert not any(det.update(v) for v in hist)
+    assert det.update(value) is flagged
+    assert det.last_z == pytest.approx(4.0)
+    assert det.count == int(flagged)

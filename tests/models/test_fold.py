@@ -146,3 +146,32 @@ def test_fold_gpt_keeps_tied_head_untouched():
     x = torch.randint(0, model.vocab_size, (2, 16))
     with torch.no_grad():
         torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "layer,bn,shape",
+    [
+        (nn.Conv1d(3, 4, 3, padding=1, bias=True), nn.BatchNorm1d(4), (2, 3, 7)),
+        (nn.Conv2d(3, 4, 3, padding=1, bias=True), nn.BatchNorm2d(4), (2, 3, 5, 5)),
+        (nn.Linear(5, 4, bias=True), nn.BatchNorm1d(4), (2, 5)),
+    ],
+    ids=["conv1d", "conv2d", "linear"],
+)
+def test_fold_into_a_preceding_layer_with_bias(layer, bn, shape):
+    """The layer's own bias c is scaled with the kernel: b' = a (c - mean) + beta, a = gamma / sqrt(var + eps)."""
+    torch.manual_seed(0)
+    with torch.no_grad():  # running statistics and affine far from their (0, 1) init, a bias far from 0
+        layer.bias.uniform_(-3.0, 3.0)
+        bn.running_mean.uniform_(-2.0, 2.0)
+        bn.running_var.uniform_(0.05, 4.0)
+        bn.weight.uniform_(0.5, 2.0)
+        bn.bias.uniform_(-1.0, 1.0)
+    model = nn.Sequential(layer, bn)
+    folded = normlight.fold(model, torch.randn(*shape))
+    assert folded.folded_norms == ["1"] and isinstance(folded[1], nn.Identity)
+    a = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
+    want_w = layer.weight.detach() * a.view(-1, *[1] * (layer.weight.ndim - 1))
+    want_b = a * (layer.bias.detach() - bn.running_mean) + bn.bias.detach()
+    torch.testing.assert_close(folded[0].weight.detach(), want_w, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(folded[0].bias.detach(), want_b, rtol=1e-5, atol=1e-6)
+    assert_same(model, folded, torch.randn(*shape))

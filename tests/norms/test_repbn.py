@@ -62,3 +62,26 @@ def test_prepbn_blend_spans_the_run_from_the_build_context():
         m(rand(3, 2, 4, seed=150 + k))
     assert int(m.iter) == 0  # lambda reached 0 at the end of the 3-call run: train == eval form
     assert int(normlight.create_norm("prepbn", 4).total_step) == 60000  # no schedule: SLAB's DeiT/Swin value
+
+
+def test_repbn_inference_affine_uses_eps_at_small_running_var():
+    """At running_var 1e-4 the eps (1e-5) changes 1/sqrt(var + eps) by 5%: the affine must include it."""
+    C = 4
+    m = RepBN(C).eval()
+    with torch.no_grad():
+        m.bn.running_var.fill_(1e-4)
+        m.bn.running_mean.copy_(torch.tensor([0.5, -1.0, 2.0, 0.0]))
+        m.bn.weight.copy_(torch.tensor([1.0, 2.0, 0.5, 1.5]))
+        m.bn.bias.copy_(torch.tensor([0.1, -0.2, 0.3, 0.0]))
+        m.alpha.fill_(0.7)
+    x = rand(3, 5, C, seed=121, scale=2.0, shift=1.0)
+    xn = x.double().numpy()
+    bn = {k: v.double().numpy() for k, v in m.bn.state_dict().items() if v.is_floating_point()}
+    inv = bn["weight"] / np.sqrt(bn["running_var"] + 1e-5)
+    want_scale, want_shift = inv + 0.7, bn["bias"] - bn["running_mean"] * inv
+    scale, shift = m.inference_affine()
+    np.testing.assert_allclose(scale.detach().numpy(), want_scale, rtol=1e-6)
+    np.testing.assert_allclose(shift.detach().numpy(), want_shift, rtol=1e-6, atol=1e-6)
+    with torch.no_grad():
+        y = m(x).double().numpy()
+    np.testing.assert_allclose(y, xn * want_scale + want_shift, rtol=1e-5, atol=1e-5)

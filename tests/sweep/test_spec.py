@@ -174,3 +174,30 @@ def test_finished_skipped_failed_held_until_retry(tmp_path, store, capsys):
     assert state[runs[0].hash]["state"] == "FINISHED" and state[runs[1].hash]["state"] == "FAILED"
     assert state[runs[2].hash]["state"] == "INTERRUPTED"
     assert MlflowClient(store).get_experiment_by_name("exp").artifact_location.endswith("mlartifacts")
+
+
+def test_a_point_that_failed_then_finished_counts_as_finished(tmp_path, store, capsys):
+    """Several runs of one config hash: FINISHED beats FAILED beats INTERRUPTED, in whatever order they ran."""
+    path = write(tmp_path, GOOD)
+    runs = sw.plan(sweep := sw.load_sweep(path))
+    c = sweep_runs.client(store)
+    exp = sweep_runs.ensure_experiment(c, "exp", store)
+    for status in ("FAILED", "FINISHED"):  # failed once, then finished on a --retry-failed
+        c.set_terminated(sweep_runs.create_run(c, exp, runs[0].name, runs[0].tags), status)
+    for status in ("FINISHED", "FAILED"):  # the same two records in the other order
+        c.set_terminated(sweep_runs.create_run(c, exp, runs[1].name, runs[1].tags), status)
+    sweep_runs.create_run(c, exp, runs[2].name, runs[2].tags)  # a killed attempt (left RUNNING) after a failure
+    c.set_terminated(sweep_runs.create_run(c, exp, runs[2].name, runs[2].tags), "FAILED")
+    state = sweep_runs.state_by_hash(sweep_runs.sweep_runs(c, exp, sweep.name))
+    assert state[runs[0].hash]["state"] == state[runs[1].hash]["state"] == "FINISHED"
+    assert len(state[runs[0].hash]["failed"]) == len(state[runs[0].hash]["finished"]) == 1
+    assert state[runs[2].hash]["state"] == "FAILED" and len(state[runs[2].hash]["interrupted"]) == 1
+
+    def pending(*extra):
+        assert sweep_cli.main(["sweep", str(path), "--dry-run", "--tracking-uri", store, *extra]) == 0
+        out = capsys.readouterr().out
+        return {h for h in (r.hash for r in runs) if f'"sweep_hash":"{h}"' in out}
+
+    all_h = {r.hash for r in runs}
+    assert pending() == all_h - {runs[0].hash, runs[1].hash, runs[2].hash}
+    assert pending("--retry-failed") == all_h - {runs[0].hash, runs[1].hash}

@@ -2,6 +2,8 @@
 
 from types import SimpleNamespace
 
+import pytest
+
 from normlight.tracking import compare
 
 
@@ -37,3 +39,48 @@ def test_field_value_lookup_order():
     assert compare.field_value(run, "batch_size") == "8"
     assert compare.field_value(run, "norm_setup") == "gn+ws"
     assert compare.field_value(run, "missing") is None
+
+
+# ---------------------------------------------------------------- summarize: mean, std and diverged runs
+
+
+@pytest.fixture(scope="module")
+def seeded_runs():
+    """FINISHED MLflow runs (real ``mlflow.entities.Run`` records, as ``load_runs`` returns them): layernorm with
+    val/loss 1, 2, 3 over three seeds; rmsnorm with one finished seed (5.0) and one seed that diverged but
+    still logged a finite last val/loss (0.5)."""
+    from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunTag
+
+    rows = [("layernorm", 1, 1.0, "false"), ("layernorm", 2, 2.0, "false"), ("layernorm", 3, 3.0, "false")]
+    rows += [("rmsnorm", 1, 5.0, "false"), ("rmsnorm", 2, 0.5, "true")]
+    runs = []
+    for i, (norm, seed, loss, diverged) in enumerate(rows):
+        info = RunInfo(f"run{i}", "1", "", "FINISHED", 0, 1, "active", run_name=f"{norm}-{seed}")
+        data = RunData(
+            metrics=[Metric("val/loss", loss, 1, 10)],
+            params=[Param("seed_everything", str(seed))],
+            tags=[RunTag("norm", norm), RunTag("diverged", diverged)],
+        )
+        runs.append(Run(info, data))
+    return runs
+
+
+def _record(records, norm):
+    (rec,) = [r for r in records if r["group"]["norm"] == norm]
+    return rec
+
+
+def test_std_over_seeds_is_the_sample_std(seeded_runs):
+    _, _, records = compare.summarize(seeded_runs, ["norm"], "val/loss")
+    rec = _record(records, "layernorm")
+    assert rec["final_mean"] == pytest.approx(2.0)
+    assert rec["final_std"] == pytest.approx(1.0)  # n - 1 in the denominator; the population std is 0.816
+    assert rec["diverged"] == 0
+
+
+def test_diverged_runs_are_counted_but_not_averaged(seeded_runs):
+    _, _, records = compare.summarize(seeded_runs, ["norm"], "val/loss")
+    rec = _record(records, "rmsnorm")
+    assert rec["final_mean"] == pytest.approx(5.0)  # the diverged seed's finite 0.5 is left out
+    assert rec["final_std"] == 0.0  # one value behind the mean
+    assert rec["diverged"] == 1 and rec["n"] == 2

@@ -1,0 +1,152 @@
+"""``make mutation``: mutation testing (mutmut) of the modules whose tests must catch bugs, one target at a time.
+
+Each target is a set of modules and the tests that guard them. For a target, a scratch copy of the package,
+the tests and the configs is made under ``.mutation/<target>/`` with a ``[tool.mutmut]`` section naming only
+that target's modules and tests (mutmut reads its settings from the working directory), then ``mutmut run``
+mutates each line, runs the covering tests per mutant in forked children and records killed / survived.
+The summary (mutants, killed, survived, score, wall time per target) is printed and written to
+``.mutation/summary.json``; ``mutmut results`` / ``mutmut show NAME`` inside the target's folder list the
+surviving mutants and their diffs.
+
+    python tools/mutation.py                 # every target (slow: see docs/testing.md)
+    python tools/mutation.py repbn fold      # some targets
+    python tools/mutation.py --list          # the targets
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / ".mutation"
+
+# target -> (modules mutmut may mutate, the tests that guard them); norms and blocks are one target per family
+TARGETS: dict[str, tuple[list[str], list[str]]] = {
+    "fold": (["normlight/models/fold.py"], ["tests/models/test_fold.py"]),
+    "compare": (["normlight/tracking/compare.py"], ["tests/tracking/test_compare.py"]),
+    "sweep_state": (["normlight/tracking/sweep_runs.py"], ["tests/sweep/test_spec.py"]),
+    "blocks": (
+        ["normlight/blocks/*"],
+        ["tests/blocks"],
+    ),
+}
+for _path in sorted((ROOT / "normlight" / "norms").glob("*.py")):
+    if _path.stem not in ("__init__", "factory", "_common", "_batchstats"):
+        # the family's own file plus the suite-wide norm checks (bf16, masks, sync flag, contract); mutmut runs
+        # only the tests that reach the mutated function
+        TARGETS[_path.stem] = ([f"normlight/norms/{_path.name}"], ["tests/norms"])
+TARGETS["norms_shared"] = (
+    ["normlight/norms/_common.py", "normlight/norms/_batchstats.py", "normlight/norms/factory.py"],
+    ["tests/norms"],
+)
+
+PYTEST_ARGS = ["-p", "no:cacheprovider", "-m", "not slow and not distributed", "-x", "-q"]
+
+
+def toml_list(items: list[str]) -> str:
+    """A TOML array of strings."""
+    return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+
+def prepare(name: str) -> Path:
+    """A fresh scratch folder for ``name``: package, tests, configs and a pyproject with the mutmut settings."""
+    modules, tests = TARGETS[name]
+    missing = [t for t in tests if not (ROOT / t).exists()]
+    if missing:
+        raise SystemExit(f"error: target {name!r}: no test file {', '.join(missing)}")
+    d = WORK / name
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for sub in ("normlight", "tests", "configs"):
+        shutil.copytree(ROOT / sub, d / sub, ignore=ignore)
+    text = (ROOT / "pyproject.toml").read_text()
+    text += (
+        "\n[tool.mutmut]\n"
+        'source_paths = ["normlight"]\n'
+        f"only_mutate = {toml_list(modules)}\n"
+        'also_copy = ["configs"]\n'
+        f"pytest_add_cli_args = {toml_list(PYTEST_ARGS)}\n"
+        f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
+    )
+    (d / "pyproject.toml").write_text(text)
+    return d
+
+
+def counts(d: Path, env: dict) -> dict:
+    """mutmut's own tally for the target (``mutmut export-cicd-stats``): killed, survived, no_tests, timeout..."""
+    subprocess.run([sys.executable, "-m", "mutmut", "export-cicd-stats"], cwd=d, env=env, capture_output=True)
+    path = d / "mutants" / "mutmut-cicd-stats.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def survivors(d: Path, env: dict) -> list[str]:
+    """Names of the surviving mutants (``mutmut results``)."""
+    res = subprocess.run([sys.executable, "-m", "mutmut", "results"], cwd=d, env=env, capture_output=True, text=True)
+    return [ln.split(":")[0].strip() for ln in res.stdout.splitlines() if ln.strip().endswith("survived")]
+
+
+def run_target(name: str, max_children: int) -> dict:
+    """Run mutmut for one target; returns its counts, score, survivors and wall time."""
+    d = prepare(name)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(d))
+    mutmut = Path(sys.executable).with_name("mutmut")
+    start = time.monotonic()
+    proc = subprocess.run(
+        [str(mutmut), "run", "--max-children", str(max_children)], cwd=d, env=env, capture_output=True, text=True
+    )
+    seconds = time.monotonic() - start
+    (d / "mutmut-run.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+    c = counts(d, env)
+    # score = killed / (killed + survived + no_tests): a mutant no selected test reaches counts as a survivor
+    caught = c.get("killed", 0) + c.get("timeout", 0)
+    judged = caught + c.get("survived", 0) + c.get("no_tests", 0) + c.get("suspicious", 0)
+    return {
+        "target": name,
+        "rc": proc.returncode,
+        **{k: c.get(k, 0) for k in ("total", "killed", "timeout", "survived", "no_tests", "suspicious", "skipped")},
+        "score": round(100.0 * caught / judged, 1) if judged else None,
+        "survivors": survivors(d, env),
+        "seconds": round(seconds),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the named targets (all by default) and print one summary line per target."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("targets", nargs="*", help="targets to run (default: all)")
+    p.add_argument("--list", action="store_true", help="list the targets and exit")
+    p.add_argument("--max-children", type=int, default=2, help="parallel mutant runs (default 2)")
+    args = p.parse_args(argv)
+    if args.list:
+        for name, (modules, tests) in TARGETS.items():
+            print(f"{name:17s} {' '.join(modules)}  <-  {' '.join(tests)}")
+        return 0
+    unknown = [t for t in args.targets if t not in TARGETS]
+    if unknown:
+        print(f"error: unknown mutation target(s) {', '.join(unknown)}; see --list", file=sys.stderr)
+        return 2
+    results = []
+    for name in args.targets or list(TARGETS):
+        r = run_target(name, args.max_children)
+        results.append(r)
+        print(
+            f"{name:17s} mutants {r['total']}  killed {r['killed'] + r['timeout']}  survived {r['survived']}  "
+            f"no tests {r['no_tests']}  score {r['score']}%  {r['seconds']} s  (rc {r['rc']})",
+            flush=True,
+        )
+    WORK.mkdir(exist_ok=True)
+    (WORK / "summary.json").write_text(json.dumps(results, indent=1) + "\n")
+    return 0 if all(r["rc"] == 0 for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
