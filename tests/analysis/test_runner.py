@@ -6,7 +6,7 @@ import pytest
 
 from normlight.analysis import analyze, list_analyses, resolve_names
 from normlight.errors import PluginError, PluginOptionError, UnknownNameError
-from tests.analysis.models import lm_batches, tiny_gpt
+from tests.analysis.models import image_batches, lm_batches, tiny_gpt, tiny_vit
 
 BUILTIN = {
     "block_influence",
@@ -25,11 +25,18 @@ def test_builtins_are_registered_and_all_runs_them_first():
     assert set(resolve_names("all")[:7]) == BUILTIN and resolve_names("all")[6] == "removal_curve"
 
 
-def test_every_builtin_runs_on_a_gpt(one_thread):
-    results = analyze(tiny_gpt(depth=3), lm_batches(n=1), sorted(BUILTIN))
+@pytest.mark.parametrize("family", ["gpt", "vit", "vit-lape"])
+def test_every_builtin_runs_on_each_family(family, one_thread):
+    if family == "gpt":
+        model, batches = tiny_gpt(depth=3), lm_batches(n=1)
+    else:
+        model = tiny_vit(lape=family == "vit-lape")
+        batches = image_batches(n=1)
+    results = analyze(model, batches, sorted(BUILTIN))
     assert set(results) == BUILTIN
     for res in results.values():
         assert res.scalars and all(isinstance(v, float) for v in res.scalars.values())
+        assert all(v == v for v in res.scalars.values()), res.scalars  # no NaN on a healthy model
         assert res.metrics() and all(name.startswith(f"analysis/{res.name}/") for name, _, _ in res.metrics())
 
 
