@@ -79,6 +79,16 @@ def analyze(workdir: Path, batches: int) -> dict[str, dict]:
     return out
 
 
+def removal_order(sets: list[str]) -> list[int]:
+    """The block added at each step of nested removed sets written as "2", "2,4", "1,2,4", ..."""
+    order, seen = [], set()
+    for text in sets:
+        now = {int(v) for v in text.split(",")}
+        order += sorted(now - seen)
+        seen = now
+    return order
+
+
 def summarize(reports: dict[str, dict]) -> dict:
     """Per placement: final val loss, baseline loss on the analysis batches, max_removed per score, curves, BI."""
     rows = {}
@@ -93,7 +103,7 @@ def summarize(reports: dict[str, dict]) -> dict:
             "max_removed": {s: int(rc["scalars"][f"max_removed/{s}"]) for s in SCORES},
             "rel_loss": {s: rc["series"][f"rel_loss/{s}"]["values"] for s in SCORES},
             "block_influence": bi["series"]["bi/block"]["values"],
-            "bi_order": [r["layers"] for r in rc["tables"]["curve"] if r["score"] == "bi"],
+            "bi_order": removal_order([r["layers"] for r in rc["tables"]["curve"] if r["score"] == "bi"][1:]),
             "logit_lens": res["logit_lens"]["series"]["loss/lens"]["values"],
             "analysis_cost": reports[placement]["meta"]["cost"],
             "run_id": reports[placement]["run_id"],
@@ -132,7 +142,9 @@ def write(rows: dict, meta: dict) -> None:
     md += ["| placement | " + " | ".join(f"k={k}" for k in range(6)) + " | BI removal order |", "|---|" + "---|" * 7]
     for p, r in rows.items():
         md.append(
-            f"| {p} | " + " | ".join(f"{v:+.3f}" for v in r["rel_loss"]["bi"]) + f" | {' > '.join(r['bi_order'][1:])} |"
+            f"| {p} | "
+            + " | ".join(f"{v:+.3f}" for v in r["rel_loss"]["bi"])
+            + f" | {' > '.join(map(str, r['bi_order']))} |"
         )
     md += ["", "Block Influence per block (1 - cos(h_in, h_out)):", ""]
     md += ["| placement | " + " | ".join(f"block {i}" for i in range(6)) + " |", "|---|" + "---|" * 6]
