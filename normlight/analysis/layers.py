@@ -99,6 +99,7 @@ class GPTLayers(LayerModel):
     task = "lm"
 
     def embed(self, x):
+        """Token embedding + learned positions (RoPE lives in the attention), then the embedding dropout."""
         m = self.model
         h = m.tok_emb(x)
         if m.pos_emb is not None:
@@ -106,6 +107,7 @@ class GPTLayers(LayerModel):
         return m.drop(h)
 
     def readout(self, h):
+        """Final norm, head, and nGPT's logit scale where the placement has one."""
         m = self.model
         logits = m.head(m.norm(h))
         return logits if m.logit_scale is None else m.logit_scale(logits)
@@ -119,6 +121,7 @@ class ViTLayers(LayerModel):
     task = "classification"
 
     def embed(self, x):
+        """Patch tokens, the class token, positions (unless LaPE), dropout."""
         m = self.model
         h = m.patch_embed(x)
         if m.cls_token is not None:
@@ -126,6 +129,7 @@ class ViTLayers(LayerModel):
         return m.drop(h + m.pos_emb) if m.pe_norms is None else m.drop(h)
 
     def block(self, i, h):
+        """Block ``i``; under LaPE with its position embedding ``pe_i = LN_pe^i(...LN_pe^0(pos_emb))``."""
         m = self.model
         if m.pe_norms is None:
             return m.blocks[i](h)
@@ -135,6 +139,7 @@ class ViTLayers(LayerModel):
         return m.blocks[i](h, pe)
 
     def readout(self, h):
+        """Final norm per token, the pooling (cls / mean / GeM), head, logit scale."""
         m = self.model
         h = m.norm(h)
         if m.pool == "cls":
@@ -145,6 +150,7 @@ class ViTLayers(LayerModel):
         return logits if m.logit_scale is None else m.logit_scale(logits)
 
     def summary(self, h):
+        """The class token, or the token mean for pooled ViTs."""
         return h[:, 0] if self.model.pool == "cls" else h.mean(dim=1)
 
 

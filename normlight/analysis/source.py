@@ -73,7 +73,10 @@ def load_checkpoint(path: str | Path) -> dict:
 def build_task(class_path: str, init_args: dict) -> NormTask:
     """The task (and its model) from a class path and its init arguments."""
     cls = resolve_class(class_path, "normlight.tasks", NormTask, "task")
-    return cls(**init_args)
+    try:
+        return cls(**init_args)
+    except TypeError as exc:  # e.g. a checkpoint from a version whose task took other arguments
+        raise AnalysisInputError(f"task {cls.__name__} rejected the recorded arguments: {exc}") from None
 
 
 def from_checkpoint(path: str | Path) -> Source:
