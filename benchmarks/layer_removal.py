@@ -161,7 +161,8 @@ def write(rows: dict, meta: dict) -> None:
         )
         axes[1].plot(range(6), r["block_influence"], marker="o", color=line.get_color(), label=p)
     axes[0].axhline(0.05, color="k", lw=0.8, ls="--")
-    axes[0].set_yscale("symlog", linthresh=0.05)
+    axes[0].set_yscale("symlog", linthresh=0.05)  # linear up to +5%, logarithmic above
+    axes[0].set_ylim(bottom=0.0)
     axes[0].set_xlabel("blocks removed")
     axes[0].set_ylabel("relative val-loss increase")
     axes[0].set_title("gpt-tiny: loss vs blocks removed (dashed: +5%)")
