@@ -1,7 +1,7 @@
 """The layering in docs/architecture.md, enforced by parsing every import in normlight (function-level ones too).
 
 Layers from the bottom: errors -> plugins, registry -> distributed, layers -> norms -> blocks -> models ->
-tasks, data, tracking, diagnostics, testing -> sweep -> cli. A module may import its own layer and below,
+tasks, data, tracking, diagnostics, testing, analysis -> sweep -> cli. A module may import its own layer and below,
 never above; the package ``__init__`` (the public facade) and ``__main__`` are the only exceptions.
 """
 
@@ -31,6 +31,7 @@ LAYERS = {
     "tracking": 6,
     "diagnostics": 6,
     "testing": 6,
+    "analysis": 6,
     "sweep": 7,
     "cli": 8,
 }

@@ -1,7 +1,7 @@
 """The ``normlight`` command: the only place that wires the package's parts together.
 
 One module per command, each with ``main(argv) -> int`` (litgpt's command folders): ``train`` (fit,
-validate, test, predict through LightningCLI), ``quickstart``, ``sweep``, ``compare``, ``ui`` and
+validate, test, predict through LightningCLI), ``quickstart``, ``sweep``, ``compare``, ``analyze``, ``ui`` and
 ``plugins`` (list, new). A command's module is imported only when it runs. Nothing below ``cli``
 imports from it.
 """
@@ -23,6 +23,7 @@ COMMANDS = {
     "predict": ("normlight.cli.train", "predict with a model (LightningCLI)"),
     "sweep": ("normlight.cli.sweep", "run a grid of configs into one MLflow experiment"),
     "compare": ("normlight.cli.compare", "tables and plots comparing the runs of an experiment"),
+    "analyze": ("normlight.cli.analyze", "layer analysis of a trained model: redundancy, removable depth, profiles"),
     "ui": ("normlight.cli.ui", "start the MLflow UI on this project's store"),
     "quickstart": ("normlight.cli.quickstart", "train a small GPT + ViT + ResNet norm comparison"),
     "plugins": ("normlight.cli.plugins", "list installed norm, placement and model plugins; scaffold new ones"),

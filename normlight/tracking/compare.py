@@ -23,6 +23,9 @@ from pathlib import Path
 from normlight.errors import NormlightError
 
 COMPARE_TAG = "normlight.compare"
+# run tag "step_axis/<metric>": what the step of a non-training metric counts (set by `normlight analyze`, whose
+# per-layer and removal-curve metrics use the step for a layer index or the number of layers removed)
+STEP_AXIS_TAG = "step_axis/"
 
 
 def higher_is_better(name: str) -> bool:
@@ -171,6 +174,11 @@ def _label(group: dict) -> str:
     return " ".join(f"{v}" if k in ("norm", "placement", "model") else f"{k}={v}" for k, v in group.items()) or "all"
 
 
+def step_axis(runs, metric: str) -> str:
+    """What the step of ``metric`` counts: the runs' ``step_axis/<metric>`` tag, else the training step."""
+    return next((r.data.tags[STEP_AXIS_TAG + metric] for r in runs if STEP_AXIS_TAG + metric in r.data.tags), "step")
+
+
 def plot_curves(client, records, metrics: list[str], path: Path) -> Path | None:
     """Metric vs step per group: mean over seeds with a min-max band."""
     import matplotlib
@@ -204,7 +212,7 @@ def plot_curves(client, records, metrics: list[str], path: Path) -> Path | None:
                 xs, [statistics.fmean(v) for v in vals], label=_label(rec["group"]) + f" (n={len(per_run)})"
             )
             ax.fill_between(xs, [min(v) for v in vals], [max(v) for v in vals], color=line.get_color(), alpha=0.2)
-        ax.set_xlabel("step")
+        ax.set_xlabel(step_axis([r for rec, _ in histories[m] for r in rec["runs"]], m))
         ax.set_ylabel(m)
         ax.set_title(f"{m}: mean over seeds, band = min..max")
         ax.grid(alpha=0.3)
