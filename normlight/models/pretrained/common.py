@@ -128,6 +128,9 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
     return model
 
 
+CNN_SIZE = 32  # image side for the CNN output checks: any size works, small is cheap
+
+
 def example_images(channels: int, size: int, dtype: torch.dtype) -> torch.Tensor:
     """A fixed random batch of two images for the output checks."""
     return torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(0)).to(dtype)

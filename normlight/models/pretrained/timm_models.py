@@ -42,6 +42,7 @@ from torch import nn
 
 from normlight.errors import CheckpointError
 from normlight.models.pretrained.common import (
+    CNN_SIZE,
     check_same_outputs,
     example_images,
     existing_file,
@@ -81,7 +82,7 @@ def build_peer(name: str, file: str | None, timm_kw: dict, source: str) -> nn.Mo
     except CheckpointError:
         raise
     except (RuntimeError, OSError, ValueError, KeyError, AssertionError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = " ".join(str(exc).split())[:400] or type(exc).__name__
         where = f"from {file}" if file else "(offline, HF_HUB_OFFLINE=1, only weights already in the cache load)"
         raise CheckpointError(f"{source}: timm could not load {name!r} {where}: {type(exc).__name__}: {first}") from exc
 
@@ -235,7 +236,7 @@ def resnet_from_timm(peer: nn.Module, source: str) -> tuple[nn.Module, dict, tor
     )
     model = create_model(preset, **settings)
     state = peer.state_dict()
-    return model, state, example_images(model.in_chans, 64, floating_dtype(state))
+    return model, state, example_images(model.in_chans, CNN_SIZE, floating_dtype(state))
 
 
 # ---------------------------------------------------------------------------------------------- export
@@ -325,7 +326,7 @@ def export(model: nn.Module, path: Path) -> Path:
     elif family == "resnet" and name in ("resnet18", "resnet50"):
         args = {"num_classes": model.num_classes, "in_chans": model.in_chans}
         config = dict(architecture=name, num_classes=model.num_classes, model_args=args)
-        state, size = {k: v.detach() for k, v in model.state_dict().items()}, 64
+        state, size = {k: v.detach() for k, v in model.state_dict().items()}, CNN_SIZE
     else:
         raise CheckpointError(f"export {fmt}: only normlight ViTs and resnet18/resnet50 have a timm layout")
     in_chans, device = model.in_chans, next(model.parameters()).device

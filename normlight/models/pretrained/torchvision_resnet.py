@@ -23,6 +23,7 @@ from torch import nn
 
 from normlight.errors import CheckpointError
 from normlight.models.pretrained.common import (
+    CNN_SIZE,
     check_same_outputs,
     example_images,
     floating_dtype,
@@ -81,7 +82,7 @@ def load(ref: str, model_kwargs: dict, source: str) -> nn.Module:
         raise CheckpointError(f"{source}: the state_dict does not fit torchvision's {arch}: {short_list(wrong)}")
     model = create_model(arch, **merge_settings(dict(norm="batchnorm", num_classes=classes), user))
     load_state(model, peer.state_dict(), source)
-    check_same_outputs(peer, model, example_images(3, 64, peer.fc.weight.dtype), source)
+    check_same_outputs(peer, model, example_images(3, CNN_SIZE, peer.fc.weight.dtype), source)
     return model
 
 
@@ -102,7 +103,7 @@ def export(model: nn.Module, path: Path) -> Path:
     except RuntimeError as exc:
         raise CheckpointError(f"export {fmt}: torchvision's {name} does not take this state: {exc}") from exc
     device = next(model.parameters()).device
-    x = example_images(3, 64, floating_dtype(state)).to(device)
+    x = example_images(3, CNN_SIZE, floating_dtype(state)).to(device)
     check_same_outputs(peer.to(device), model, x, f"export {fmt}")
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
