@@ -173,3 +173,19 @@ def test_clear_errors(saved, tmp_path):
         load_pretrained(f"hf:{tmp_path}")
     with pytest.raises(CheckpointError, match="shapes differ.*pos_emb"):
         load_pretrained(f"hf:{path}", max_seq_len=8)
+
+
+def test_norm_rmsnorm_converts_exactly(saved):
+    """``norm="rmsnorm"`` / ``"crmsnorm"`` on a GPT-2 source: the exact Pre-(C)RMSNorm conversion, same logits."""
+    ref, path = saved
+    x = tokens()
+    for norm in ("rmsnorm", "crmsnorm"):
+        ours = load_pretrained(f"hf:{path}", norm=norm).eval()
+        assert ours.spec["norm"] == norm and type(ours.norm).__name__ == (
+            "RMSNorm" if norm == "rmsnorm" else "CRMSNorm"
+        )
+        assert (ref(x).logits - ours(x)).abs().max() <= 1e-10
+    with pytest.raises(CheckpointError, match="takes no norm_kwargs"):
+        load_pretrained(f"hf:{path}", norm="rmsnorm", norm_kwargs={"eps": 1e-6})
+    with pytest.raises(CheckpointError, match="does not fit"):  # post-LN has no final norm for ln_f
+        load_pretrained(f"hf:{path}", norm="rmsnorm", placement="post")

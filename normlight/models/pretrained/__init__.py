@@ -25,6 +25,7 @@ from pathlib import Path
 from torch import nn
 
 from normlight.errors import CheckpointError
+from normlight.models.convert import to_pre_crmsnorm, to_pre_rmsnorm
 
 SOURCES = {  # prefix -> module (imported on use: each pulls in its own peer library)
     "hf": "hf_gpt2",
@@ -32,6 +33,7 @@ SOURCES = {  # prefix -> module (imported on use: each pulls in its own peer lib
     "timm": "timm_models",
     "torchvision": "torchvision_resnet",
 }
+CONVERSIONS = {"rmsnorm": to_pre_rmsnorm, "crmsnorm": to_pre_crmsnorm}  # norm= on a Pre-LN source: exact conversion
 FORMS = "hf:<model id or directory>, nanogpt:<ckpt.pt>, timm:<model>[:<file>], torchvision:<resnet18|resnet50>[:<weights or file>]"
 
 
@@ -40,11 +42,29 @@ def _module(kind: str):
 
 
 def load_pretrained(source: str, **model_kwargs) -> nn.Module:
-    """A normlight model equal to the pretrained checkpoint ``source`` (``<kind>:<ref>``, see the module doc)."""
+    """A normlight model equal to the pretrained checkpoint ``source`` (``<kind>:<ref>``, see the module doc).
+
+    ``norm="rmsnorm"`` or ``"crmsnorm"`` for a Pre-LN GPT or ViT source loads it and converts it exactly
+    (:mod:`normlight.models.convert`, Jiang et al. 2023): the same logits with Pre-(C)RMSNorm.
+    """
     kind, sep, ref = str(source).partition(":")
     if not sep or kind not in SOURCES or not ref:
         raise CheckpointError(f"unknown pretrained source {source!r}; use {FORMS}")
-    model = _module(kind).load(ref, dict(model_kwargs), source)
+    target = model_kwargs.get("norm")
+    if target in CONVERSIONS:
+        if model_kwargs.get("norm_kwargs"):
+            raise CheckpointError(
+                f"{source}: norm={target!r} converts the pretrained LayerNorms exactly (eps of the LayerNorm, no "
+                "affine), so it takes no norm_kwargs; drop them"
+            )
+        kwargs = {k: v for k, v in model_kwargs.items() if k not in ("norm", "norm_kwargs")}
+        model = _module(kind).load(ref, kwargs, source)
+        try:
+            model = CONVERSIONS[target](model)
+        except ValueError as exc:
+            raise CheckpointError(f"{source}: norm={target!r} needs an exact conversion, which fails: {exc}") from exc
+    else:
+        model = _module(kind).load(ref, dict(model_kwargs), source)
     model.spec = {**getattr(model, "spec", {}), "init_from": source}
     return model.train()
 
