@@ -189,3 +189,11 @@ def test_norm_rmsnorm_converts_exactly(saved):
         load_pretrained(f"hf:{path}", norm="rmsnorm", norm_kwargs={"eps": 1e-6})
     with pytest.raises(CheckpointError, match="does not fit"):  # post-LN has no final norm for ln_f
         load_pretrained(f"hf:{path}", norm="rmsnorm", placement="post")
+
+
+def test_sharded_safetensors(saved, tmp_path):
+    ref, _ = saved
+    ref.save_pretrained(tmp_path, max_shard_size="20KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file() and not (tmp_path / "model.safetensors").exists()
+    ours = load_pretrained(f"hf:{tmp_path}").eval()
+    assert (ref(tokens()).logits - ours(tokens())).abs().max() <= 1e-10
