@@ -128,10 +128,10 @@ def test_timm_resnet(tmp_path):
     def grads():
         return [(peer.conv1.weight, ours.conv1.weight), (peer.layer4[1].bn2.weight, ours.layer4[1].bn2.weight)]
 
-    assert_same(peer, ours, images(32), grads)
+    assert_same(peer, ours, images(16), grads)
     out = export_pretrained(ours, tmp_path / "export", format="timm")
     back = timm.create_model(f"local-dir:{out}", pretrained=True, dtype=torch.float64).eval()
-    assert (back(images(32)) - peer(images(32))).abs().max() <= 1e-10
+    assert (back(images(16)) - peer(images(16))).abs().max() <= 1e-10
     save_file(timm.create_model("test_resnet", pretrained=False).state_dict(), str(tmp_path / "small.safetensors"))
     with pytest.raises(CheckpointError, match=r"only timm's plain resnet18.*this is BasicBlock x \[1, 1, 1, 1\]"):
         load_pretrained(f"timm:test_resnet:{tmp_path / 'small.safetensors'}")
@@ -150,11 +150,11 @@ def test_torchvision_resnet(tmp_path, monkeypatch):
     def grads():
         return [(peer.fc.weight, ours.fc.weight), (peer.layer1[0].conv2.weight, ours.layer1[0].conv2.weight)]
 
-    assert_same(peer, ours, images(32), grads)
+    assert_same(peer, ours, images(16), grads)
     out = export_pretrained(ours, tmp_path / "r18.pth", format="torchvision")
     back = torchvision.models.resnet18(weights=None).double().eval()
     back.load_state_dict(torch.load(out, weights_only=True))
-    assert (back(images(32)) - peer(images(32))).abs().max() <= 1e-10
+    assert (back(images(16)) - peer(images(16))).abs().max() <= 1e-10
     ten = load_pretrained(f"torchvision:resnet18:{out}", num_classes=10)  # a fresh classifier, the rest loaded
     assert ten.num_classes == 10 and torch.equal(ten.conv1.weight, ours.conv1.weight)
     with pytest.raises(CheckpointError, match="IMAGENET1K_V1"):

@@ -128,7 +128,7 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
     return model
 
 
-CNN_SIZE = 32  # image side for the CNN output checks: any size works, small is cheap
+CNN_SIZE = 16  # image side for the CNN output checks: any size works, small is cheap
 
 
 def example_images(channels: int, size: int, dtype: torch.dtype) -> torch.Tensor:
