@@ -106,6 +106,11 @@ def test_timm_vit_new_head_and_refusals(vit_files, tmp_path, monkeypatch):
     _, path = vit_files
     three = load_pretrained(f"timm:vit_tiny_patch16_224:{path / 'model.safetensors'}", **{**VIT, "num_classes": 3})
     assert three.num_classes == 3  # timm gives it a fresh classifier; everything else loads
+    # a task passes its config's norm / placement along: agreeing ones are fine, others are refused
+    file = f"timm:vit_tiny_patch16_224:{path / 'model.safetensors'}"
+    assert load_pretrained(file, **VIT, norm="layernorm", placement="pre").spec["placement"] == "pre"
+    with pytest.raises(CheckpointError, match="the timm model fixes .*'norm': 'layernorm'"):
+        load_pretrained(file, **VIT, norm="batchnorm")
     with pytest.raises(CheckpointError, match="global_pool='avg'"):
         load_pretrained(
             f"timm:vit_tiny_patch16_224:{path / 'model.safetensors'}", **VIT, global_pool="avg", fc_norm=False

@@ -147,6 +147,7 @@ def from_normlight(
     eps = []
 
     def put_norm(name: str, norm: nn.Module, where: str) -> None:
+        """The norm's LayerNorm form under ``name``."""
         w, b, e = layernorm_params(norm, where, fmt, writers, model.tok_emb.weight)
         eps.append(e)
         state[f"{name}.weight"] = w
@@ -156,6 +157,7 @@ def from_normlight(
             raise CheckpointError(f"export {fmt}: {where} has a bias, but the exported layout has none")
 
     def put_linear(name: str, lin: nn.Linear, where: str) -> None:
+        """The linear under ``name`` (transposed for HF's Conv1D)."""
         state[f"{name}.weight"] = lin.weight.t() if transposed else lin.weight
         if with_bias:
             state[f"{name}.bias"] = lin.bias if lin.bias is not None else torch.zeros_like(lin.weight[:, 0])

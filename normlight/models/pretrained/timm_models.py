@@ -7,7 +7,8 @@ In (``ref`` after ``timm:``):
                             loader (``weights_only=True``; EMA weights first, wrapper prefixes removed)
     local-dir:<directory>   a timm model directory (config.json + weights), e.g. one ``export_pretrained`` wrote
     hf-hub:<repo id>        a timm model on the Hub
-The model options go to ``timm.create_model`` (the architecture: ``img_size``, ``patch_size``, ``depth``,
+The model options go to ``timm.create_model`` (except normlight's norm / placement options, which must agree with
+the model derived from timm's; the architecture: ``img_size``, ``patch_size``, ``depth``,
 ``num_classes``, ...); timm adapts the checkpoint as for its own models (a fresh classifier for another
 ``num_classes``, a resampled position embedding for another ``img_size``). The normlight model is then built
 from the timm model's architecture, loaded strictly, and its logits are checked against timm's on a random
@@ -52,6 +53,8 @@ from normlight.models.pretrained.common import (
 from normlight.models.pretrained.norm_view import Writers, layernorm_params, one_eps
 
 SOURCES = ("hf-hub:", "local-dir:")
+# normlight options a task passes along (e.g. from a config): checked against the derived model, not given to timm
+NORMLIGHT_OPTIONS = ("norm", "norm_kwargs", "placement", "placement_kwargs", "qk_norm")
 RESNETS = {("BasicBlock", (2, 2, 2, 2)): "resnet18", ("Bottleneck", (3, 4, 6, 3)): "resnet50"}
 VIT_EPS = 1e-6  # timm.layers.LayerNorm's default, what every timm VisionTransformer uses
 
@@ -107,8 +110,8 @@ def load(ref: str, model_kwargs: dict, source: str) -> nn.Module:
     from timm.models.vision_transformer import VisionTransformer
 
     name, file = split_ref(ref)
-    user = dict(model_kwargs)
-    peer = build_peer(name, file, user, source)
+    timm_kw = {k: v for k, v in model_kwargs.items() if k not in NORMLIGHT_OPTIONS}
+    peer = build_peer(name, file, timm_kw, source)
     if type(peer) is VisionTransformer:
         model, state, x = vit_from_timm(peer, source)
     elif type(peer) is ResNet:
@@ -117,6 +120,14 @@ def load(ref: str, model_kwargs: dict, source: str) -> nn.Module:
         raise CheckpointError(
             f"{source}: {type(peer).__name__} has no normlight counterpart; timm's VisionTransformer and ResNet "
             f"(resnet18/50) map (any timm model trains with its own weights as create_model('timm:{name}'))"
+        )
+    chosen = {k: model_kwargs[k] for k in NORMLIGHT_OPTIONS if model_kwargs.get(k) not in (None, {})}
+    differ = {k: v for k, v in chosen.items() if model.spec.get(k) != v}
+    if differ:
+        derived = {k: model.spec.get(k) for k in differ}
+        raise CheckpointError(
+            f"{source}: the timm model fixes {derived}; {differ} would not hold its weights (norm='rmsnorm' "
+            "converts a ViT exactly; convert or swap norms after loading otherwise)"
         )
     load_state(model, state, source)
     check_same_outputs(peer, model, x, source)
