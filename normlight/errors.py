@@ -22,3 +22,7 @@ class AmbiguousNameError(UnknownNameError):
 
 class PluginOptionError(NormlightError, TypeError):
     """An option that the selected plugin does not accept, or rejects."""
+
+
+class CheckpointError(NormlightError):
+    """A pretrained checkpoint that cannot be read, mapped or exported exactly (names the source and the keys)."""

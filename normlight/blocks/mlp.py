@@ -1,5 +1,8 @@
 """Position-wise MLP: ``fc1 -> act [-> mid_norm] -> fc2 -> dropout`` with GELU, ReLU or SwiGLU.
 
+``gelu`` is the exact (erf) GELU of nanoGPT, timm's ViT and BERT; ``gelu_tanh`` is the tanh approximation
+``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`` that GPT-2 was trained with (Hugging Face ``gelu_new``).
+
 SwiGLU: ``fc1`` emits 2*hidden features split into (gate, up); ``h = silu(gate) * up``.
 ``mid_norm`` (size hidden) is the slot NormFormer and Sub-LN use after the activation.
 """
@@ -10,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ACTIVATIONS = ("gelu", "relu", "swiglu")
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "swiglu")
 
 
 class MLP(nn.Module):
@@ -40,6 +43,8 @@ class MLP(nn.Module):
         if self.act == "swiglu":
             gate, up = h.chunk(2, dim=-1)
             return F.silu(gate) * up
+        if self.act == "gelu_tanh":
+            return F.gelu(h, approximate="tanh")
         return F.gelu(h) if self.act == "gelu" else F.relu(h)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,12 @@ gpt-tiny    6      256   4     256   256    4,870,144
 gpt-small   12     768   12    1024  50257  124,439,808
 gpt-medium  24     1024  16    1024  50257  354,823,168
 =========== ====== ===== ===== ===== ====== ==============
+
+Every preset uses the exact (erf) GELU (``mlp="gelu"``, as nanoGPT); GPT-2 itself was trained with the tanh
+approximation, ``mlp="gelu_tanh"``, which ``normlight.models.load_pretrained("hf:...")`` sets (docs/pretrained.md).
+``bias=False`` removes the biases of the linears and of the norms (nanoGPT's ``bias=False``). With tied weights,
+loading a state_dict whose ``head.weight`` differs from ``tok_emb.weight`` is refused (it would silently keep only
+one of them); build with ``tie_weights=False`` to load both.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from normlight.models.transformer import (
     init_gpt2,
     placement_init,
     spec_value,
+    with_norm_bias,
 )
 
 
@@ -104,6 +111,7 @@ class GPT(nn.Module):
                 qk_norm_kwargs=qk_norm_kwargs or {},
             ).items()
         }
+        norm_kwargs, qk_norm_kwargs = with_norm_bias(norm_kwargs, bias), with_norm_bias(qk_norm_kwargs, bias)
         self.vocab_size, self.max_seq_len = vocab_size, max_seq_len
         self.tok_emb = nn.Embedding(vocab_size, dim)
         self.emb_scale = nn.Parameter(torch.full((1,), math.sqrt(dim))) if emb_scale else None
@@ -142,6 +150,7 @@ class GPT(nn.Module):
         if tie_weights:
             self.head.weight = self.tok_emb.weight
         self.spec["tie_weights"] = bool(tie_weights)
+        self.register_load_state_dict_pre_hook(refuse_untied_state)
         placement_init(self)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
@@ -159,6 +168,18 @@ class GPT(nn.Module):
             x = block(x)
         logits = self.head(self.norm(x))
         return logits if self.logit_scale is None else self.logit_scale(logits)
+
+
+def refuse_untied_state(model: GPT, state_dict: dict, prefix: str, *args) -> None:
+    """load_state_dict pre-hook: a tied model cannot hold a state whose head and embedding differ."""
+    emb, head = state_dict.get(prefix + "tok_emb.weight"), state_dict.get(prefix + "head.weight")
+    if model.head.weight is not model.tok_emb.weight or emb is None or head is None:
+        return
+    if emb.shape != head.shape or not torch.equal(emb, head.to(emb.device, emb.dtype)):
+        raise ValueError(
+            f"this GPT ties head and embedding, but the state_dict's {prefix}head.weight differs from its "
+            f"{prefix}tok_emb.weight (loading would keep only one); build the model with tie_weights=False"
+        )
 
 
 def _preset(name: str, defaults: dict, kwargs: dict) -> GPT:

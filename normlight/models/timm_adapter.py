@@ -11,6 +11,11 @@ input showed::
     timm.create_model(name, norm_layer=Placeholder) --> forward(example) --> each placeholder saw
     (N, C, H, W) -> create_norm(norm, C, layout="channels_first")   or   (..., C) -> create_norm(norm, C)
 
+Each plugin norm gets timm's eps for its site (a plugin that takes ``eps``, unless ``norm_kwargs`` sets one):
+the eps timm passed to ``norm_layer``, or else the eps of the norm timm builds there by default (read from
+the same model built with its own norms on the meta device). So ``timm:vit_*`` with ``norm="layernorm"`` gets
+timm's LayerNorm eps 1e-6, where ViT calls ``norm_layer(dim)`` and relies on that default.
+
 Pretrained weights are never fetched (``pretrained=False``).
 """
 
@@ -164,7 +169,8 @@ def create_timm_model(
     in_chans = in_chans or getattr(model, "in_chans", None) or model.pretrained_cfg.get("input_size", (3,))[0]
     size = img_size or model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
     if norm is not None:
-        _swap_norms(model, name, made, norm, dict(norm_kwargs or {}), in_chans, size)
+        own = {k: v for k, v in build_kw.items() if k != "norm_layer"}
+        _swap_norms(model, name, made, norm, dict(norm_kwargs or {}), in_chans, size, default_eps(timm, name, own))
     model.family = "timm"
     model.placement_cls = None
     model.in_chans, model.img_size = in_chans, size
@@ -183,8 +189,21 @@ def create_timm_model(
     return model
 
 
+def default_eps(timm, name: str, build_kw: dict) -> dict[str, float]:
+    """The eps of every norm timm builds by default in model ``name``, by qualified name (built on the meta device)."""
+    model = timm.create_model(name, pretrained=False, device="meta", **build_kw)
+    return {q: float(m.eps) for q, m in model.named_modules() if isinstance(getattr(m, "eps", None), float)}
+
+
 def _swap_norms(
-    model: nn.Module, name: str, made: list, norm: Any, norm_kwargs: dict, in_chans: int, size: int
+    model: nn.Module,
+    name: str,
+    made: list,
+    norm: Any,
+    norm_kwargs: dict,
+    in_chans: int,
+    size: int,
+    own_eps: dict[str, float],
 ) -> None:
     """Run the placeholder model once, then put the plugin norm, built for the seen layout, in each place."""
     placed = {id(m): q for q, m in model.named_modules()}
@@ -204,8 +223,9 @@ def _swap_norms(
     num_layers = max(1, len(_blocks(model)))
     for ph in used:
         opts = dict(norm_kwargs)
-        if takes_eps and ph.eps is not None and "eps" not in opts:
-            opts["eps"] = ph.eps  # like-for-like with timm's own choice at that site
+        eps = ph.eps if ph.eps is not None else own_eps.get(placed[id(ph)])
+        if takes_eps and eps is not None and "eps" not in opts:
+            opts["eps"] = eps  # like-for-like with timm's own choice at that site, passed or default
         layout = layout_of(ph.seen, ph.num_features)
         try:
             real = create_norm(

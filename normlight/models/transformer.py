@@ -87,3 +87,12 @@ def placement_init(model: nn.Module) -> None:
 def num_params(model: nn.Module) -> int:
     """Number of distinct parameters (tied weights counted once)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def with_norm_bias(kwargs: dict | None, bias: bool) -> dict:
+    """Norm options for a model with ``bias``: ``bias=False`` also drops the norms' biases (nanoGPT's meaning:
+    no bias in any linear or norm); an explicit ``bias`` in ``kwargs`` wins."""
+    kwargs = dict(kwargs or {})
+    if not bias:
+        kwargs.setdefault("bias", False)
+    return kwargs

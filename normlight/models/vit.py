@@ -16,6 +16,12 @@
 Presets (pre/layernorm, parameter counts asserted in tests): vit-tiny 32 px / patch 4 / depth 6 / dim 192 /
 3 heads / 10 classes (2,693,578 params); vit-small 224 / 16 / 12 / 384 / 6 / 1000 (22,050,664); vit-base
 224 / 16 / 12 / 768 / 12 / 1000 (86,567,656).
+
+LayerNorm eps convention: the presets keep normlight's (and torch's) LayerNorm default eps 1e-5, while timm's
+ViTs and big_vision use 1e-6 (timm's ``LayerNorm`` default). Pass ``norm_kwargs={"eps": 1e-6}`` to match them;
+``normlight.models.load_pretrained("timm:vit_...")`` takes the eps from the checkpoint's own model and
+``export_pretrained(..., format="timm")`` refuses any other eps (docs/pretrained.md). ``bias=False`` removes
+the biases of the linears and of the norms.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from normlight.models.transformer import (
     init_gpt2,
     placement_init,
     spec_value,
+    with_norm_bias,
 )
 from normlight.norms.factory import create_norm
 
@@ -147,6 +154,7 @@ class ViT(nn.Module):
                 qk_norm_kwargs=qk_norm_kwargs or {},
             ).items()
         }
+        norm_kwargs, qk_norm_kwargs = with_norm_bias(norm_kwargs, bias), with_norm_bias(qk_norm_kwargs, bias)
         self.img_size, self.in_chans, self.num_classes, self.pool = img_size, in_chans, num_classes, pool
         self.patch_embed = PatchEmbed(
             img_size, patch_size, in_chans, dim, dual_patchnorm=dual_patchnorm, norm=norm, norm_kwargs=norm_kwargs

@@ -126,6 +126,24 @@ def probe_norm(module: Any, num_features: int, label: str, layout: str | None = 
         raise PluginError(f"{label} returned non-finite values for a finite probe input of shape {tuple(shape)}")
 
 
+BIAS_NAMES = ("bias", "beta")  # the additive (shift) parameters of the built-in norms (GRN calls its shift beta)
+
+
+def drop_bias(module: torch.nn.Module) -> list[str]:
+    """Remove a norm's additive parameters: each becomes a non-persistent zero buffer (the same
+    computation without the shift: no parameter, no optimizer state, no state_dict key). Returns their names."""
+    dropped = []
+    for qual, sub in module.named_modules():
+        for name in BIAS_NAMES:
+            p = sub._parameters.get(name)
+            if p is None:
+                continue
+            del sub._parameters[name]
+            sub.register_buffer(name, torch.zeros_like(p.detach()), persistent=False)
+            dropped.append(f"{qual}.{name}" if qual else name)
+    return dropped
+
+
 def create_norm(
     spec: Any,
     num_features: int,
@@ -146,11 +164,16 @@ def create_norm(
     ``spec`` is a registered name, a class, a callable or a partial. Context keywords (``CONTEXT_KEYS``:
     position, heads, the training schedule in forward calls, ...) are passed only if the factory names them;
     a factory without ``layout`` is wrapped in the channels-first adapter. ``options["sites"]`` holds
-    per-site overrides (see :func:`site_options`).
+    per-site overrides (see :func:`site_options`). ``bias=False`` works for every norm: a factory that does not
+    take ``bias`` gets its additive parameters removed after construction (:func:`drop_bias`), as nanoGPT's
+    ``bias=False`` has none.
     """
 
     factory, label = resolve("norms", spec)
     options, overrides = site_options(options, site)
+    strip_bias = options.get("bias", True) is False and not accepts(factory, "bias")
+    if strip_bias:
+        options = {k: v for k, v in options.items() if k != "bias"}
     scopes = _scopes.get()
     context = {k: v for s in scopes for k, v in s.context.items()}
     explicit = dict(
@@ -169,6 +192,8 @@ def create_norm(
     if takes_layout and layout is not None:
         context["layout"] = layout
     module = call_with_context(factory, label, (num_features,), options, context)
+    if strip_bias:
+        drop_bias(module)
     if layout == "channels_first" and not takes_layout:
         module = ChannelsFirst(module)
     key = (getattr(factory, "func", factory), layout)

@@ -6,6 +6,8 @@ checkpoint's hyperparameters and MLflow params all see the same thing::
     model: str preset ("gpt-tiny", "vit-small", "resnet20", "timm:resnet18")
     norm / norm_kwargs, placement / placement_kwargs, qk_norm      -> normlight.create_model(...)
     model_kwargs: dict of shape overrides (depth, dim, img_size, ...)
+    init_from: a pretrained checkpoint ("hf:gpt2", "nanogpt:ckpt.pt", "timm:vit_small_patch16_224", ...) that
+               replaces the preset: normlight.models.load_pretrained(init_from, norm..., **model_kwargs)
     optimizer ("adamw" | "sgd"), lr, weight_decay, warmup_steps, min_lr_ratio, agc_clipping, ...
 
 A placement may recommend hyperparameters (``recommended_defaults``, e.g. nGPT: no weight decay, no warmup);
@@ -35,6 +37,7 @@ from normlight import __version__, registry
 from normlight.distributed import fsdp2_shard
 from normlight.errors import NormlightError
 from normlight.models.factory import create_model
+from normlight.models.pretrained import load_pretrained
 from normlight.norms.factory import norm_scope
 from normlight.tasks import optim
 from normlight.tasks.agc import adaptive_grad_clip_
@@ -66,6 +69,8 @@ class NormTask(LightningModule):
         placement_kwargs: options of the placement.
         qk_norm: norm applied to queries and keys (transformers only); None = no qk-norm.
         model_kwargs: further model arguments (depth, dim, num_heads, img_size, ...).
+        init_from: start from a pretrained checkpoint instead of the preset ``model`` (docs/pretrained.md):
+            ``hf:<id or dir>``, ``nanogpt:<ckpt.pt>``, ``timm:<name>[:<file>]``, ``torchvision:<resnet18|50>``.
         optimizer: ``adamw`` or ``sgd``.
         lr: peak learning rate.
         weight_decay: decoupled (AdamW) / L2 (SGD) weight decay; None = placement recommendation, else
@@ -88,6 +93,7 @@ class NormTask(LightningModule):
         placement_kwargs: dict | None = None,
         qk_norm: str | None = None,
         model_kwargs: dict | None = None,
+        init_from: str | None = None,
         optimizer: str = "adamw",
         lr: float = 1e-3,
         weight_decay: float | None = None,
@@ -146,6 +152,7 @@ class NormTask(LightningModule):
         tags = {
             "family": str(getattr(self.model, "family", "?")),
             "preset": hp.model,
+            **({"init_from": hp.init_from} if hp.init_from else {}),
             "norm": str(spec.get("norm", hp.norm)),
             "placement": str(spec.get("placement", hp.placement)) if self.placement_cls is not None else "n/a",
             "qk_norm": str(spec.get("qk_norm", hp.qk_norm)),
@@ -172,7 +179,7 @@ class NormTask(LightningModule):
     def run_name(self) -> str:
         """A readable run name: ``<preset>/<placement>/<norm>/lr<lr>/s<seed>`` (no placement for ResNet/timm)."""
         tags = self.run_tags()
-        parts = [self.hparams.model]
+        parts = [self.hparams.init_from or self.hparams.model]
         if self.placement_cls is not None:
             parts.append(tags["placement"])
         parts.append(tags["norm"])
@@ -185,7 +192,12 @@ class NormTask(LightningModule):
     def build_model(self, context: dict) -> torch.nn.Module:
         """The model, its norms built with ``context`` (schedule keys); records which norms asked for it."""
         with norm_scope(**context) as scope:
-            model = create_model(self.hparams.model, **self._model_spec)
+            init_from = self.hparams.init_from
+            model = (
+                load_pretrained(init_from, **self._model_spec)
+                if init_from
+                else create_model(self.hparams.model, **self._model_spec)
+            )
         self._norm_records = scope.records
         return model
 

@@ -27,3 +27,17 @@ def test_mlp_matches_numpy(act):
 
         h = 0.5 * h * (1 + np.vectorize(erf)(h / math.sqrt(2)))
     assert np.allclose(mlp(x).detach().numpy(), h @ W2.T + b2, atol=1e-5)
+
+
+def test_gelu_tanh_is_gpt2s_gelu_new():
+    """mlp="gelu_tanh": 0.5 h (1 + tanh(sqrt(2/pi) (h + 0.044715 h^3))) (GPT-2's gelu_new), not the erf GELU."""
+    torch.manual_seed(0)
+    mlp = MLP(6, 10, act="gelu_tanh").double()
+    x = torch.randn(3, 6, dtype=torch.float64) * 3
+    h = x.numpy() @ mlp.fc1.weight.detach().numpy().T + mlp.fc1.bias.detach().numpy()
+    a = 0.5 * h * (1 + np.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h**3)))
+    expected = a @ mlp.fc2.weight.detach().numpy().T + mlp.fc2.bias.detach().numpy()
+    assert np.abs(mlp(x).detach().numpy() - expected).max() < 1e-12
+    exact = MLP(6, 10, act="gelu").double()
+    exact.load_state_dict(mlp.state_dict())
+    assert (exact(x) - mlp(x)).abs().max() > 1e-5  # the two GELUs are distinguishable

@@ -119,3 +119,24 @@ def test_embedding_scale_option_is_a_learnable_sqrt_d_scalar():
     assert torch.allclose(seen["x"], want, atol=1e-6)
     scaled(idx).sum().backward()
     assert scaled.emb_scale.grad is not None and scaled.emb_scale.grad.abs().item() > 0
+
+
+def test_bias_false_drops_norm_biases_too():
+    """nanoGPT's bias=False: no bias in any linear or norm (with any norm plugin)."""
+    for norm in ("layernorm", "dyt", "batchnorm"):
+        model = normlight.create_model("gpt-nano", norm=norm, bias=False)
+        assert not [n for n, _ in model.named_parameters() if n.endswith(("bias", "beta"))], norm
+    with_bias = normlight.create_model("gpt-nano")
+    assert with_bias.blocks[0].norm1.bias is not None and with_bias.blocks[0].attn.qkv.bias is not None
+
+
+def test_tied_model_refuses_a_state_whose_head_differs():
+    model = normlight.create_model("gpt-nano")
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["head.weight"] += 1.0
+    with pytest.raises(ValueError, match="tie_weights=False"):
+        model.load_state_dict(state)
+    untied = normlight.create_model("gpt-nano", tie_weights=False)
+    untied.load_state_dict(state)
+    assert not torch.equal(untied.head.weight, untied.tok_emb.weight)
+    model.load_state_dict({k: v.clone() for k, v in model.state_dict().items()})  # an equal pair loads

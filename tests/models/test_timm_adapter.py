@@ -83,3 +83,22 @@ def test_clear_errors():
         normlight.create_model("timm:test_vit", norm="rmsnrom")
     with pytest.raises(PluginOptionError, match="groupnorm.*24"):
         normlight.create_model("timm:test_convnext", norm="groupnorm", conv_mlp=True)
+
+
+def test_like_for_like_with_timms_default_eps():
+    """timm's ViT calls norm_layer(dim) and relies on timm's LayerNorm eps 1e-6: norm="layernorm" must get it too,
+    so the adapter model equals plain timm with copied weights (no eps passed by anyone)."""
+    import timm
+
+    kw = dict(num_classes=5, img_size=32, patch_size=8, depth=2)
+    torch.manual_seed(0)
+    plain = timm.create_model("vit_tiny_patch16_224", pretrained=False, **kw).eval()
+    ours = normlight.create_model("timm:vit_tiny_patch16_224", norm="layernorm", **kw).eval()
+    assert {m.eps for m in ours.modules() if type(m).__name__ == "LayerNorm"} == {1e-6}
+    with torch.no_grad():  # inputs to the norms with a small variance, where eps matters
+        plain.patch_embed.proj.weight.mul_(0.05)
+    ours.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    assert (plain(x) - ours(x)).abs().max() == 0
+    explicit = normlight.create_model("timm:vit_tiny_patch16_224", norm="layernorm", norm_kwargs={"eps": 1e-5}, **kw)
+    assert {m.eps for m in explicit.modules() if type(m).__name__ == "LayerNorm"} == {1e-5}  # the user's wins

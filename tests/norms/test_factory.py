@@ -89,3 +89,25 @@ def test_norm_scope_offers_the_schedule_by_signature_and_records_what_was_built(
     with pytest.raises(normlight.PluginOptionError, match="unknown context key"):
         with norm_factory.norm_scope(steps=3):
             pass
+
+
+@pytest.mark.parametrize("name", normlight.list_norms())
+def test_bias_false_removes_every_norms_shift(name):
+    """``bias=False`` works for every norm: no parameter named bias/beta remains (none in the state_dict),
+    and the output equals the norm built with its (zero-initialized) shift."""
+    opts = {"num_groups": 4} if name in ("bcn", "evonorm_s0", "groupnorm") else {}
+    ctx = {"layer_idx": 0, "num_layers": 2}
+    torch.manual_seed(0)
+    with_bias = normlight.create_norm(name, 8, **ctx, **opts)
+    torch.manual_seed(0)
+    without = normlight.create_norm(name, 8, bias=False, **ctx, **opts)
+    shifts = [n for n, _ in with_bias.named_parameters() if n.rsplit(".", 1)[-1] in norm_factory.BIAS_NAMES]
+    assert not [n for n, _ in without.named_parameters() if n.rsplit(".", 1)[-1] in norm_factory.BIAS_NAMES]
+    assert not [k for k in without.state_dict() if k.rsplit(".", 1)[-1] in norm_factory.BIAS_NAMES]
+    kept = {k: v for k, v in with_bias.state_dict().items() if k.rsplit(".", 1)[-1] not in norm_factory.BIAS_NAMES}
+    assert set(kept) == set(without.state_dict())
+    x = torch.randn(4, 3, 8)
+    with_bias.eval(), without.eval()
+    torch.testing.assert_close(without(x), with_bias(x))
+    if name in ("layernorm", "batchnorm", "dyt", "grn", "prepbn", "powernorm", "unifiednorm"):
+        assert shifts  # these do have a shift to remove
