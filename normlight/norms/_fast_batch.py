@@ -1,0 +1,368 @@
+"""Fast paths of the batch-statistic norms: state-aware autograd Functions on rows ``(M, C)``.
+
+Each Function computes its per-channel statistics in as few passes as eager torch allows (column sums
+through matrix-vector products, an exact two-pass variance instead of ``torch.var_mean``, which is
+~28 copies of the tensor on CPU), sums them over data-parallel ranks when ``sync`` (the same sums the
+reference code all-reduces), and has an analytic backward whose per-channel gradient sums are
+all-reduced the same way the reference's differentiable all-reduce does. Running statistics are
+updated by the caller (BatchNorm family) or inside the Function exactly as the reference does
+(PowerNorm, UN: their buffers change in forward and backward). Only the input and per-channel (or
+per-row) statistics are saved for backward.
+
+A padding ``real`` row mask (bool, True = real token) keeps rows out of the statistics; the
+normalization still applies to every row, as in the reference.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from normlight import distributed
+from normlight.norms import _batchstats as bs
+from normlight.norms.fast import colsum, kernel
+
+
+def _weights(real: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    return None if real is None else real.to(dtype)
+
+
+def row_count(
+    name: str, x2: torch.Tensor, real: torch.Tensor | None, sync: bool, minimum: int = 2
+) -> int | torch.Tensor:
+    """Number of rows entering the statistics (over all ranks when ``sync``); errors out below ``minimum``."""
+    if real is None and not sync:
+        n = x2.shape[0]
+        if minimum == 2:
+            bs.require_values(name, n)
+        return n
+    count = x2.new_tensor([x2.shape[0] if real is None else float(real.sum())])
+    if sync:
+        distributed.all_reduce_sum_(count)
+    n = int(count.item())
+    if minimum == 2:
+        bs.require_values(name, n)
+    elif n < 1:
+        raise ValueError(f"{name}: no real token in the batch to compute statistics from (all masked out)")
+    return n
+
+
+def synced(t: torch.Tensor, sync: bool) -> torch.Tensor:
+    """``t`` summed over ranks in place when ``sync``."""
+    return distributed.all_reduce_sum_(t) if sync else t
+
+
+# ------------------------------------------------------------------ BatchNorm family: y = (x - mean) * rstd * w + b (+ alpha * x)
+@kernel
+def centered_sumsq(x2, mean, wr):
+    """Per-channel ``sum_rows(w_row * (x - mean)^2)`` (``wr`` None = every row)."""
+    d = (x2 - mean).square_()
+    return colsum(d, wr)
+
+
+@kernel
+def affine_rows(x2, scale, shift):
+    """``x * scale + shift`` per channel."""
+    return torch.addcmul(shift, x2, scale)
+
+
+@kernel
+def bn_sums(dy, x2, mean, rstd):
+    """``(p = dy * x, sum dy, sum dy * xhat, sum dy * x)`` per channel over all local rows."""
+    p = dy * x2
+    a, b = colsum(dy), colsum(p)
+    return p, a, rstd * (b - mean * a), b
+
+
+class BatchAffineFunction(torch.autograd.Function):
+    """``(x - mean) * rstd * weight + bias + alpha * x`` with batch statistics over real rows (BatchNorm, RepBN).
+
+    Returns ``(y, mean, var)``; ``mean`` and the biased ``var`` are non-differentiable outputs for the
+    running-statistics update. ``weight``/``bias``/``alpha`` may be None.
+    """
+
+    @staticmethod
+    def forward(ctx, x2, weight, bias, alpha, real, n, sync, eps, compiled):
+        """Statistics (two passes, synced sums), then one affine pass."""
+        wr = _weights(real, x2.dtype)
+        mean = synced(colsum(x2, wr), sync) / n
+        var = synced(centered_sumsq(x2, mean, wr, compiled=compiled), sync) / n
+        rstd = torch.rsqrt(var + eps)
+        scale = rstd if weight is None else rstd * weight
+        shift = -mean * scale if bias is None else bias - mean * scale
+        if alpha is not None:
+            scale = scale + alpha
+        y = affine_rows(x2, scale, shift, compiled=compiled)
+        ctx.save_for_backward(x2, weight, alpha, real, mean, rstd)
+        ctx.n, ctx.sync, ctx.compiled = n, sync, compiled
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    def backward(ctx, dy, _dmean, _dvar):
+        """``dx = s * dy - [real] * rstd * w / n * (sum dy + xhat * sum dy xhat)``, sums over all rows and ranks."""
+        x2, weight, alpha, real, mean, rstd = ctx.saved_tensors
+        dy = dy.contiguous()
+        p, a, t, b = bn_sums(dy, x2, mean, rstd, compiled=ctx.compiled)
+        dw, db = t.clone(), a.clone()  # local sums: parameter gradients are per rank
+        glob = synced(torch.stack([a, t]), ctx.sync)
+        ga, gt = glob[0], glob[1]
+        rw = rstd if weight is None else rstd * weight
+        k2 = -rw * rstd * gt / ctx.n
+        k1 = -rw * ga / ctx.n - mean * k2
+        torch.addcmul(k1, x2, k2, out=p)
+        if real is not None:
+            p.mul_(real.to(p.dtype).unsqueeze(1))
+        s = rw if alpha is None else rw + alpha
+        dx = p.addcmul_(dy, s)
+        need = ctx.needs_input_grad
+        return (
+            dx,
+            dw if need[1] else None,
+            db if need[2] else None,
+            b.sum().reshape(1) if need[3] else None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def batch_affine(x2, weight, bias, alpha, real, n, sync, eps, compiled=False):
+    """Fast batch normalization of rows ``(M, C)`` (+ ``alpha * x``); returns ``(y, mean, biased var)``."""
+    return BatchAffineFunction.apply(x2, weight, bias, alpha, real, n, sync, eps, compiled)
+
+
+# ------------------------------------------------------------------ EvoNorm-B0
+@kernel
+def b0_fwd(x3, v, gamma, beta, std_b, std_i):
+    """``y = gamma * x / max(std_b, v * x + std_i) + beta``."""
+    den = torch.maximum(torch.addcmul(std_i, v, x3), std_b)
+    return torch.addcmul(beta, x3.div(den), gamma)
+
+
+@kernel
+def instance_moments(x3, wp):
+    """Per-(sample, channel) ``(mean, biased var, count)`` over positions (``wp`` (N, L) weights or None)."""
+    if wp is None:
+        count = x3.new_full((x3.shape[0], 1), float(x3.shape[1]))
+        mean = x3.sum(1) / count
+        d = (x3 - mean.unsqueeze(1)).square_()
+        return mean, d.sum(1) / count, count
+    count = wp.sum(1, keepdim=True).clamp_min(1)
+    mean = torch.bmm(wp.unsqueeze(1), x3).squeeze(1) / count
+    d = (x3 - mean.unsqueeze(1)).square_()
+    return mean, torch.bmm(wp.unsqueeze(1), d).squeeze(1) / count, count
+
+
+class EvoNormB0Function(torch.autograd.Function):
+    """EvoNorm-B0 in training on ``(N, L, C)``: batch and instance variances, the max, the affine.
+
+    Returns ``(y, var_batch)`` (``var_batch`` non-differentiable, for the running estimate). The
+    gradient of ``max`` is split evenly at ties, as ``torch.maximum``'s.
+    """
+
+    @staticmethod
+    def forward(ctx, x3, v, gamma, beta, real, n, sync, eps, running_var, compiled):
+        """Statistics, then ``gamma * x / max(sqrt(var_b + eps), v * x + sqrt(var_i + eps)) + beta``.
+
+        With ``running_var`` (eval) the batch variance is that buffer and receives no gradient.
+        """
+        x2 = x3.reshape(-1, x3.shape[-1])
+        wr = _weights(real, x3.dtype)
+        if running_var is None:
+            mean_b = synced(colsum(x2, wr), sync) / n
+            var_b = synced(centered_sumsq(x2, mean_b, wr, compiled=compiled), sync) / n
+        else:
+            mean_b, var_b = None, running_var.to(x3.dtype)
+        wp = None if wr is None else wr.reshape(x3.shape[0], -1)
+        mean_i, var_i, count = instance_moments(x3, wp, compiled=compiled)
+        std_b, std_i = torch.sqrt(var_b + eps), torch.sqrt(var_i + eps).unsqueeze(1)
+        y = b0_fwd(x3, v, gamma, beta, std_b, std_i, compiled=compiled)
+        ctx.save_for_backward(x3, v, gamma, real, mean_b, std_b, mean_i, std_i, count)
+        ctx.n, ctx.sync, ctx.compiled, ctx.batch = n, sync, compiled, running_var is None
+        ctx.mark_non_differentiable(var_b)
+        return y, var_b
+
+    @staticmethod
+    def backward(ctx, dy, _dvar):
+        """Through the max to the instance std (per sample) or the batch std (per channel, over ranks)."""
+        x3, v, gamma, real, mean_b, std_b, mean_i, std_i, count = ctx.saved_tensors
+        dy = dy.contiguous()
+        r = torch.addcmul(std_i, v, x3)
+        den = torch.maximum(r, std_b)
+        u = dy * gamma
+        dgamma = (dy * x3 / den).sum((0, 1))
+        dden = -u * x3 / den.square()
+        win_r = (r > std_b).to(dy.dtype) + 0.5 * (r == std_b).to(dy.dtype)
+        dr = dden * win_r
+        dstd_b = (dden - dr).sum((0, 1))  # the batch std receives what the instance branch does not
+        dv = (dr * x3).sum((0, 1))
+        dvar_i = dr.sum(1) / (2 * std_i.squeeze(1))  # (N, C)
+        wp = None if real is None else real.to(dy.dtype).reshape(x3.shape[0], -1, 1)
+        dx = u / den + dr * v
+        corr = (x3 - mean_i.unsqueeze(1)) * (2 * dvar_i / count).unsqueeze(1)
+        if ctx.batch:  # the batch variance is a function of every real row (on every rank)
+            dvar_b = synced(dstd_b / (2 * std_b), ctx.sync)
+            corr = corr + (x3 - mean_b) * (2 * dvar_b / ctx.n)
+        dx = dx + (corr if wp is None else corr * wp)
+        need = ctx.needs_input_grad
+        return (
+            dx,
+            dv if need[1] else None,
+            dgamma if need[2] else None,
+            dy.sum((0, 1)) if need[3] else None,
+            *([None] * 6),
+        )
+
+
+def evonorm_b0(x3, v, gamma, beta, real, n, sync, eps, running_var=None, compiled=False):
+    """Fast EvoNorm-B0 on ``(N, L, C)`` (batch statistics, or ``running_var`` in eval); returns ``(y, var)``."""
+    return EvoNormB0Function.apply(x3, v, gamma, beta, real, n, sync, eps, running_var, compiled)
+
+
+# ------------------------------------------------------------------ PowerNorm (with GroupScaling) and UN
+@kernel
+def quad_mean(x2, wr, n: int):
+    """Per-channel ``sum_rows(w_row * x^2) / n`` (``wr`` None: all rows)."""
+    if wr is None:
+        return torch.linalg.vector_norm(x2, dim=0).square() / n
+    return colsum(x2 * x2, wr) / n
+
+
+@kernel
+def group_rstd(x2, groups: int, eps: float):
+    """GroupScaling's per-(row, group) ``1 / sqrt(mean(x^2) + eps)``, shape ``(M, G)``."""
+    m, c = x2.shape
+    g = x2.reshape(m, groups, c // groups)
+    return torch.rsqrt(torch.linalg.vector_norm(g, dim=-1).square() / (c // groups) + eps)
+
+
+def _expand_groups(t: torch.Tensor, c: int) -> torch.Tensor:
+    m, g = t.shape
+    return t.unsqueeze(-1).expand(m, g, c // g).reshape(m, c)
+
+
+@kernel
+def power_bwd(dy, x2, weight, rg, rphi, psi2, ema, wr, coef: float, groups: int, eps: float):
+    """PowerNorm's approximate backward to ``xs`` then GroupScaling's exact backward to ``x``.
+
+    Returns ``(dx, dweight, dbias, gz)`` with ``gz = sum_real(g_hat * z)`` (local, before any all-reduce).
+    """
+    m, c = x2.shape
+    rg_c = _expand_groups(rg, c)
+    z = x2 * rg_c
+    z.mul_(rphi)  # z = GroupScaling(x) / sqrt(phi + eps)
+    dw, db = colsum(dy * z), colsum(dy)
+    g_hat = torch.addcmul(dy * weight, z, -coef * ema)
+    gz = colsum(z.mul_(g_hat), wr)
+    dxs = g_hat.mul_(torch.rsqrt(psi2 + eps))  # the BATCH psi2, even after warmup
+    # GroupScaling xs = x * rg: per (row, group) an RMSNorm without weight
+    s = (dxs * x2).reshape(m, groups, c // groups).sum(-1)
+    k = _expand_groups(-rg.square() * s / (c // groups), c)
+    dx = torch.addcmul(dxs, x2, k).mul_(rg_c)
+    return dx, dw, db, gz
+
+
+class PowerNormFunction(torch.autograd.Function):
+    """GroupScaling + PowerNorm training step on rows ``(M, C)``, buffers updated as the reference does.
+
+    ``running_phi`` changes in forward (cumulative mean during warmup, then the EMA), ``ema_gz`` in
+    backward. Returns ``(y, psi2)`` (``psi2`` non-differentiable: the batch statistic).
+    """
+
+    @staticmethod
+    def forward(ctx, x2, weight, bias, running_phi, ema_gz, real, n, t, settings, compiled):
+        """``settings = (groups, eps, warmup_iters, alpha_fwd, alpha_bkw, sync)``."""
+        groups, eps, warmup, alpha_fwd, _, sync = settings
+        rg = group_rstd(x2, groups, 1e-5, compiled=compiled)
+        xs = x2 * _expand_groups(rg, x2.shape[1])
+        wr = _weights(real, x2.dtype)
+        psi2 = synced(quad_mean(xs, wr, 1, compiled=compiled), sync) / n
+        phi = psi2 if t <= warmup else running_phi.to(x2.dtype)
+        rphi = torch.rsqrt(phi + eps)
+        with torch.no_grad():
+            if t < warmup:  # cumulative mean during warmup, then the EMA (both run)
+                running_phi.mul_((t - 1) / t).add_(psi2.to(running_phi.dtype) / t)
+            running_phi.mul_(alpha_fwd).add_(psi2.to(running_phi.dtype), alpha=1 - alpha_fwd)
+        y = affine_rows(xs, rphi * weight, bias, compiled=compiled)
+        ctx.save_for_backward(x2, weight, rg, rphi, psi2, ema_gz, real)
+        ctx.n, ctx.settings, ctx.compiled = n, settings, compiled
+        ctx.mark_non_differentiable(psi2)
+        return y, psi2
+
+    @staticmethod
+    def backward(ctx, dy, _dpsi2):
+        """The paper's approximate gradient (module docstring of powernorm.py); updates ``ema_gz``."""
+        x2, weight, rg, rphi, psi2, ema_gz, real = ctx.saved_tensors
+        groups, eps, _, _, alpha_bkw, sync = ctx.settings
+        wr = _weights(real, x2.dtype)
+        dx, dw, db, gz = power_bwd(
+            dy.contiguous(),
+            x2,
+            weight,
+            rg,
+            rphi,
+            psi2,
+            ema_gz.to(x2.dtype),
+            wr,
+            1 - alpha_bkw,
+            groups,
+            eps,
+            compiled=ctx.compiled,
+        )
+        ema_gz.add_((synced(gz, sync) / ctx.n).to(ema_gz.dtype))
+        return dx, dw, db, None, None, None, None, None, None, None
+
+
+def power_norm(x2, weight, bias, running_phi, ema_gz, real, n, t, settings, compiled=False):
+    """Fast PowerNorm training step on rows; returns ``(y, psi2)``."""
+    return PowerNormFunction.apply(x2, weight, bias, running_phi, ema_gz, real, n, t, settings, compiled)
+
+
+@kernel
+def un_sums(dy, x2, wr):
+    """UN's backward sums: ``(p = dy * x, sum_real(dy * x), sum_all(dy * x), sum(dy))`` per channel."""
+    p = dy * x2
+    return p, colsum(p, wr), colsum(p), colsum(dy)
+
+
+class UNStepFunction(torch.autograd.Function):
+    """UN's training step on rows with precomputed ``var`` and ratio ``r`` (forward logic in unifiednorm.py).
+
+    Saves the input (not ``z``); the backward is the reference's gradient compensation, written as
+    ``dx = dy * (rstd * w * r) - x * (comp * rstd^2)``. ``un`` is the module whose buffers it updates.
+    """
+
+    @staticmethod
+    def forward(ctx, x2, weight, bias, var, r, real, un, t, n, sync, skip, compiled):
+        """``y = x * rstd * weight + bias`` with ``rstd = 1 / sqrt(var + eps)``."""
+        rstd = torch.rsqrt(var + un.eps)
+        y = affine_rows(x2, rstd * weight, bias, compiled=compiled)
+        ctx.save_for_backward(x2, weight, r, rstd, real)
+        ctx.un, ctx.t, ctx.n, ctx.sync, ctx.skip, ctx.compiled = un, t, n, sync, skip, compiled
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        """Gradient compensation (module docstring of unifiednorm.py); updates ``buffer_gz`` and ``ema_gz``."""
+        x2, weight, r, rstd, real = ctx.saved_tensors
+        un, t, skip = ctx.un, ctx.t, ctx.skip
+        bp, mom = un.window[1], un.momentum
+        wr = _weights(real, x2.dtype)
+        p, b_real, b_all, db = un_sums(dy.contiguous(), x2, wr, compiled=ctx.compiled)
+        gz = synced(weight * r * rstd * b_real, ctx.sync)  # sum_real(g * z) with g = dy * w * r, z = x * rstd
+        gz = (gz / ctx.n).to(un.ema_gz.dtype)
+        un.buffer_gz[t % bp] = un.ema_gz if skip else gz
+        smooth = not (t <= bp or t < un.warmup_iters or skip)
+        mean_gz = un.buffer_gz.mean(0) if smooth else gz
+        un.ema_gz.mul_(mom).add_(mean_gz, alpha=1 - mom)
+        comp = (mean_gz if skip else un.ema_gz).to(x2.dtype)
+        torch.mul(x2, -comp * rstd.square(), out=p)
+        dx = p.addcmul_(dy, rstd * weight * r)
+        return dx, r * rstd * b_all, db, None, None, None, None, None, None, None, None, None
+
+
+def un_step(x2, weight, bias, var, r, real, un, t, n, sync, skip, compiled=False):
+    """Fast UN training step on rows (statistics and window logic done by the caller)."""
+    return UNStepFunction.apply(x2, weight, bias, var, r, real, un, t, n, sync, skip, compiled)
