@@ -60,6 +60,12 @@ def centered_sumsq(x2, mean, wr):
 
 
 @kernel
+def centered_affine(x2, mean, scale, shift):
+    """``(x - mean) * scale + shift`` per channel (centered first: no cancellation when ``|mean| >> std``)."""
+    return (x2 - mean).mul_(scale).add_(shift)
+
+
+@kernel
 def affine_rows(x2, scale, shift):
     """``x * scale + shift`` per channel."""
     return torch.addcmul(shift, x2, scale)
@@ -67,10 +73,13 @@ def affine_rows(x2, scale, shift):
 
 @kernel
 def bn_sums(dy, x2, mean, rstd):
-    """``(p = dy * x, sum dy, sum dy * xhat, sum dy * x)`` per channel over all local rows."""
-    p = dy * x2
-    a, b = colsum(dy), colsum(p)
-    return p, a, rstd * (b - mean * a), b
+    """``(p, sum dy, sum dy * xhat, sum dy * x)`` per channel over all local rows (``p`` a free temporary).
+
+    ``dy * (x - mean)`` is summed, not ``dy * x - mean * dy``: no cancellation when ``|mean| >> std``.
+    """
+    p = (x2 - mean).mul_(dy)
+    a, c = colsum(dy), colsum(p)
+    return p, a, rstd * c, c + mean * a
 
 
 class BatchAffineFunction(torch.autograd.Function):
@@ -88,10 +97,10 @@ class BatchAffineFunction(torch.autograd.Function):
         var = synced(centered_sumsq(x2, mean, wr, compiled=compiled), sync) / n
         rstd = torch.rsqrt(var + eps)
         scale = rstd if weight is None else rstd * weight
-        shift = -mean * scale if bias is None else bias - mean * scale
-        if alpha is not None:
-            scale = scale + alpha
-        y = affine_rows(x2, scale, shift, compiled=compiled)
+        shift = torch.zeros_like(mean) if bias is None else bias
+        if alpha is not None:  # BN(x) + alpha x = (x - mean) (scale + alpha) + bias + alpha mean
+            scale, shift = scale + alpha, shift + alpha * mean
+        y = centered_affine(x2, mean, scale, shift, compiled=compiled)
         ctx.save_for_backward(x2, weight, alpha, real, mean, rstd)
         ctx.n, ctx.sync, ctx.compiled = n, sync, compiled
         ctx.mark_non_differentiable(mean, var)
