@@ -142,6 +142,44 @@ def batch_affine(x2, weight, bias, alpha, real, n, sync, eps, compiled=False):
     return BatchAffineFunction.apply(x2, weight, bias, alpha, real, n, sync, eps, compiled)
 
 
+class NativeBatchAffineFunction(torch.autograd.Function):
+    """``BN(x) + alpha * x`` on torch's fused BatchNorm kernels (no mask, no sync): RepBN / PRepBN.
+
+    The running statistics are updated by the kernel (``factor`` = momentum); returns ``(y, mean, invstd)``.
+    """
+
+    @staticmethod
+    def forward(ctx, x2, weight, bias, alpha, running_mean, running_var, factor, eps):
+        """One fused BatchNorm pass, then ``+ alpha * x`` in place."""
+        y, mean, invstd = torch.native_batch_norm(x2, weight, bias, running_mean, running_var, True, factor, eps)
+        if alpha is not None:
+            y.addcmul_(x2, alpha)
+        ctx.save_for_backward(x2, weight, alpha, running_mean, running_var, mean, invstd)
+        ctx.eps = eps
+        ctx.mark_non_differentiable(mean, invstd)
+        return y, mean, invstd
+
+    @staticmethod
+    def backward(ctx, dy, _dmean, _dinvstd):
+        """torch's fused BatchNorm backward, plus ``alpha * dy`` and ``dalpha = sum(dy * x)``."""
+        x2, weight, alpha, rm, rv, mean, invstd = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        dy = dy.contiguous()
+        dx, dw, db = torch.ops.aten.native_batch_norm_backward(
+            dy, x2, weight, rm, rv, mean, invstd, True, ctx.eps, [True, need[1], need[2]]
+        )
+        da = None
+        if alpha is not None:
+            dx.addcmul_(dy, alpha)
+            da = torch.dot(dy.reshape(-1), x2.reshape(-1)).reshape(1) if need[3] else None
+        return dx, dw, db, da, None, None, None, None
+
+
+def native_batch_affine(x2, weight, bias, alpha, running_mean, running_var, factor, eps):
+    """Fast ``BN(x) + alpha * x`` of rows ``(M, C)`` on torch's kernels; returns ``(y, mean, invstd)``."""
+    return NativeBatchAffineFunction.apply(x2, weight, bias, alpha, running_mean, running_var, factor, eps)
+
+
 # ------------------------------------------------------------------ EvoNorm-B0
 @kernel
 def b0_fwd(x3, v, gamma, beta, std_b, std_i):
@@ -234,9 +272,7 @@ def evonorm_b0(x3, v, gamma, beta, real, n, sync, eps, running_var=None, compile
 @kernel
 def quad_mean(x2, wr, n: int):
     """Per-channel ``sum_rows(w_row * x^2) / n`` (``wr`` None: all rows)."""
-    if wr is None:
-        return torch.linalg.vector_norm(x2, dim=0).square() / n
-    return colsum(x2 * x2, wr) / n
+    return colsum(x2 * x2, wr) / n  # not vector_norm(dim=0): a strided reduction, ~9 copies on CPU
 
 
 @kernel

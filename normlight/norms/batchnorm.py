@@ -119,10 +119,20 @@ class BatchNorm(nn.Module):
         cdt = bs.stat_dtype(x)
         xl = (x.movedim(1, -1) if self.channels_first else x).to(cdt)
         x2, real = xl.reshape(-1, self.num_features), None if mask is None else mask.reshape(-1)
-        n = _fast_batch.row_count(self.label, x2, real, sync)
         w = self.weight if weight is None else weight
         b = self.bias if bias is None else bias
         w, b, a = (None if t is None else t.to(cdt) for t in (w, b, alpha))
+        track = self.training and self.track_running_stats
+        if mask is None and not sync and (not track or self.running_var.dtype == cdt):  # torch's fused kernels
+            bs.require_values(self.label, x2.shape[0])
+            factor = self._factor() if track else 0.0
+            running = (self.running_mean, self.running_var) if track else (None, None)
+            y, _, invstd = _fast_batch.native_batch_affine(x2, w, b, a, *running, factor, self.eps)
+            if self.training:
+                self.batch_stat = (invstd.detach().float() ** -2 - self.eps).clamp_min(0)  # biased batch variance
+            y = y.reshape(xl.shape)
+            return y.movedim(-1, 1) if self.channels_first else y
+        n = _fast_batch.row_count(self.label, x2, real, sync)
         y, mean, var = _fast_batch.batch_affine(x2, w, b, a, real, n, sync, self.eps, fast.compiled(self))
         if self.training:
             self.batch_stat = var.detach().float()

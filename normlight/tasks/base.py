@@ -26,6 +26,7 @@ from normlight import __version__, registry
 from normlight.distributed import fsdp2_shard
 from normlight.errors import NormlightError
 from normlight.models.factory import create_model
+from normlight.norms import fast as norm_fast
 from normlight.tasks import optim
 from normlight.tasks.agc import adaptive_grad_clip_
 from normlight.tracking import mlflow_utils
@@ -67,6 +68,9 @@ class NormTask(LightningModule):
         decay_norm_and_bias: also decay norm parameters, biases and other 1-D parameters.
         agc_clipping: adaptive gradient clipping factor (NFNets, unit-wise); None = off. Ordinary clipping is
             the Trainer's ``gradient_clip_val``.
+        fast_norms: the built-in norms' fast paths (exact, default on); False runs their reference eager code.
+        compile_norms: run the norms' fast paths on ``torch.compile``d kernels (``normlight.compile_norms``);
+            the compile time of the first step is logged as the MLflow param ``compile_norms_seconds``.
     """
 
     def __init__(
@@ -89,6 +93,8 @@ class NormTask(LightningModule):
         min_lr_ratio: float = 0.1,
         decay_norm_and_bias: bool = False,
         agc_clipping: float | None = None,
+        fast_norms: bool = True,
+        compile_norms: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -103,6 +109,10 @@ class NormTask(LightningModule):
             if value is not None:
                 spec[key] = value
         self.model = create_model(model, **spec)
+        norm_fast.set_fast_norms(self.model, fast_norms)
+        if compile_norms:
+            norm_fast.compile_norms(self.model)
+        self._compile_logged = not compile_norms
         self.placement_cls = getattr(self.model, "placement_cls", None)
         recommended = dict(getattr(self.placement_cls, "recommended_defaults", None) or {})
         chosen = {"weight_decay": weight_decay, "warmup_steps": warmup_steps}
@@ -185,6 +195,14 @@ class NormTask(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Record the MLflow run id so that resuming from this checkpoint continues the same run."""
         checkpoint["normlight"] = {"mlflow_run_id": mlflow_utils.get_run_id(self.trainer), "version": __version__}
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """After the first training step (forward + backward compiled): log the norms' compile time once."""
+        if not self._compile_logged:
+            stats = norm_fast.compile_stats()
+            params = {"compile_norms_seconds": round(stats["seconds"], 2), "compile_norms_graphs": stats["graphs"]}
+            mlflow_utils.log_params(self.trainer, params)
+            self._compile_logged = True
 
     # ------------------------------------------------------------------ optimization
     def log_train_loss(self, loss: torch.Tensor) -> None:

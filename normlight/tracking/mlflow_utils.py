@@ -124,6 +124,13 @@ def set_tags(trainer: Any, tags: Mapping[str, Any]) -> None:
             lg.experiment.set_tag(lg.run_id, k, str(v))
 
 
+def log_params(trainer: Any, params: Mapping[str, Any]) -> None:
+    """Log run params the run does not have yet (rank 0; no-op without an MLflow logger)."""
+    lg = _rank0_logger(trainer)
+    if lg is not None:
+        lg.log_params_once(params)
+
+
 def log_metrics(trainer: Any, metrics: Mapping[str, float], step: int | None = None) -> None:
     """Log scalar metrics at ``step`` (default: the trainer's global step)."""
     lg = _rank0_logger(trainer)
