@@ -183,9 +183,30 @@ def native_batch_affine(x2, weight, bias, alpha, running_mean, running_var, fact
 # ------------------------------------------------------------------ EvoNorm-B0
 @kernel
 def b0_fwd(x3, v, gamma, beta, std_b, std_i):
-    """``y = gamma * x / max(std_b, v * x + std_i) + beta``."""
-    den = torch.maximum(torch.addcmul(std_i, v, x3), std_b)
-    return torch.addcmul(beta, x3.div(den), gamma)
+    """``y = gamma * x / max(std_b, v * x + std_i) + beta`` (one temporary, in-place passes)."""
+    y = torch.addcmul(std_i, v, x3).clamp_min_(std_b)
+    return torch.div(x3, y, out=y).mul_(gamma).add_(beta)
+
+
+@kernel
+def b0_bwd(dy, x3, v, gamma, std_b, std_i):
+    """The elementwise part of B0's backward: ``(dx_direct, B, dgamma, dv, sum q, sum B)``.
+
+    ``q = dy * gamma * x / den^2``; the instance branch ``r = v x + std_i`` receives ``-B = -q * w``
+    with ``w`` 1 where it is the max, 0 where the batch std is, 1/2 at ties (``torch.maximum``'s rule);
+    ``dx_direct = dy * gamma / den - B * v`` (the statistics' terms are added by the caller).
+    """
+    inv = torch.addcmul(std_i, v, x3)
+    w = torch.sub(inv, std_b).sign_().add_(1).mul_(0.5)
+    inv.clamp_min_(std_b).reciprocal_()  # 1 / den
+    q = torch.mul(x3, inv).mul_(dy)  # dy * x / den
+    dgamma = colsum(q)
+    q.mul_(inv).mul_(gamma)
+    sum_q = colsum(q)
+    b = w.mul_(q)
+    dv = -colsum(torch.mul(b, x3, out=q))
+    dx = inv.mul_(dy).mul_(gamma).addcmul_(b, v, value=-1.0)
+    return dx, b, dgamma, dv, sum_q, colsum(b)
 
 
 @kernel
@@ -236,23 +257,21 @@ class EvoNormB0Function(torch.autograd.Function):
         """Through the max to the instance std (per sample) or the batch std (per channel, over ranks)."""
         x3, v, gamma, real, mean_b, std_b, mean_i, std_i, count = ctx.saved_tensors
         dy = dy.contiguous()
-        r = torch.addcmul(std_i, v, x3)
-        den = torch.maximum(r, std_b)
-        u = dy * gamma
-        dgamma = (dy * x3 / den).sum((0, 1))
-        dden = -u * x3 / den.square()
-        win_r = (r > std_b).to(dy.dtype) + 0.5 * (r == std_b).to(dy.dtype)
-        dr = dden * win_r
-        dstd_b = (dden - dr).sum((0, 1))  # the batch std receives what the instance branch does not
-        dv = (dr * x3).sum((0, 1))
-        dvar_i = dr.sum(1) / (2 * std_i.squeeze(1))  # (N, C)
-        wp = None if real is None else real.to(dy.dtype).reshape(x3.shape[0], -1, 1)
-        dx = u / den + dr * v
-        corr = (x3 - mean_i.unsqueeze(1)) * (2 * dvar_i / count).unsqueeze(1)
-        if ctx.batch:  # the batch variance is a function of every real row (on every rank)
-            dvar_b = synced(dstd_b / (2 * std_b), ctx.sync)
-            corr = corr + (x3 - mean_b) * (2 * dvar_b / ctx.n)
-        dx = dx + (corr if wp is None else corr * wp)
+        dx, b, dgamma, dv, sum_q, sum_b = b0_bwd(dy, x3, v, gamma, std_b, std_i, compiled=ctx.compiled)
+        # statistics: var_i per (sample, channel) gets -sum_l B / (2 std_i); var_b per channel gets the
+        # batch std's share -(sum q - sum B) / (2 std_b), summed over ranks
+        dvar_i = -b.sum(1) / (2 * std_i.squeeze(1))
+        k = 2 * dvar_i / count  # (N, C): coefficient of (x - mean_i)
+        const = -k * mean_i
+        if ctx.batch:
+            dvar_b = synced(-(sum_q - sum_b) / (2 * std_b), ctx.sync)
+            kb = 2 * dvar_b / ctx.n
+            k, const = k + kb, const - kb * mean_b
+        if real is None:
+            dx.addcmul_(x3, k.unsqueeze(1)).add_(const.unsqueeze(1))
+        else:
+            corr = torch.addcmul(const.unsqueeze(1), x3, k.unsqueeze(1))
+            dx.addcmul_(corr, real.to(dy.dtype).reshape(x3.shape[0], -1, 1))
         need = ctx.needs_input_grad
         return (
             dx,
