@@ -302,9 +302,11 @@ def group_rstd(x2, groups: int, eps: float):
     return torch.rsqrt(torch.linalg.vector_norm(g, dim=-1).square() / (c // groups) + eps)
 
 
-def _expand_groups(t: torch.Tensor, c: int) -> torch.Tensor:
-    m, g = t.shape
-    return t.unsqueeze(-1).expand(m, g, c // g).reshape(m, c)
+def group_scale(x2: torch.Tensor, rg: torch.Tensor) -> torch.Tensor:
+    """``x`` times its per-(row, group) factor ``rg`` (M, G), broadcast over each group's channels (no copy of rg)."""
+    m, c = x2.shape
+    g = rg.shape[1]
+    return (x2.reshape(m, g, c // g) * rg.unsqueeze(-1)).reshape(m, c)
 
 
 @kernel
@@ -314,18 +316,18 @@ def power_bwd(dy, x2, weight, rg, rphi, psi2, ema, wr, coef: float, groups: int,
     Returns ``(dx, dweight, dbias, gz)`` with ``gz = sum_real(g_hat * z)`` (local, before any all-reduce).
     """
     m, c = x2.shape
-    rg_c = _expand_groups(rg, c)
-    z = x2 * rg_c
-    z.mul_(rphi)  # z = GroupScaling(x) / sqrt(phi + eps)
-    dw, db = colsum(dy * z), colsum(dy)
-    g_hat = torch.addcmul(dy * weight, z, -coef * ema)
+    cg = c // groups
+    z = group_scale(x2, rg).mul_(rphi)  # z = GroupScaling(x) / sqrt(phi + eps)
+    g_hat = dy * z
+    dw, db = colsum(g_hat), colsum(dy)
+    torch.mul(dy, weight, out=g_hat).addcmul_(z, -coef * ema)  # g_hat = dy w - (1 - alpha_bkw) ema_gz z
     gz = colsum(z.mul_(g_hat), wr)
     dxs = g_hat.mul_(torch.rsqrt(psi2 + eps))  # the BATCH psi2, even after warmup
     # GroupScaling xs = x * rg: per (row, group) an RMSNorm without weight
-    s = (dxs * x2).reshape(m, groups, c // groups).sum(-1)
-    k = _expand_groups(-rg.square() * s / (c // groups), c)
-    dx = torch.addcmul(dxs, x2, k).mul_(rg_c)
-    return dx, dw, db, gz
+    s = torch.mul(dxs, x2, out=z).reshape(m, groups, cg).sum(-1)
+    k = (-rg.square() * s / cg).unsqueeze(-1)
+    dx = torch.addcmul(dxs.reshape(m, groups, cg), x2.reshape(m, groups, cg), k).mul_(rg.unsqueeze(-1))
+    return dx.reshape(m, c), dw, db, gz
 
 
 class PowerNormFunction(torch.autograd.Function):
@@ -340,7 +342,7 @@ class PowerNormFunction(torch.autograd.Function):
         """``settings = (groups, eps, warmup_iters, alpha_fwd, alpha_bkw, sync)``."""
         groups, eps, warmup, alpha_fwd, _, sync = settings
         rg = group_rstd(x2, groups, 1e-5, compiled=compiled)
-        xs = x2 * _expand_groups(rg, x2.shape[1])
+        xs = group_scale(x2, rg)
         wr = _weights(real, x2.dtype)
         psi2 = synced(quad_mean(xs, wr, 1, compiled=compiled), sync) / n
         phi = psi2 if t <= warmup else running_phi.to(x2.dtype)

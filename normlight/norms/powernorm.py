@@ -157,7 +157,7 @@ class PowerNorm(nn.Module):
         w, b, compiled = self.weight.to(x2.dtype), self.bias.to(x2.dtype), fast.compiled(self)
         if not self.training:
             rg = _fast_batch.group_rstd(x2, self.group_num, 1e-5, compiled=compiled)
-            xs = x2 * _fast_batch._expand_groups(rg, self.num_features)
+            xs = _fast_batch.group_scale(x2, rg)
             scale = torch.rsqrt(self.running_phi.to(x2.dtype) + self.eps) * w
             return _fast_batch.affine_rows(xs, scale, b, compiled=compiled)
         self.iters.add_(1)
