@@ -23,6 +23,9 @@ What is measured, per norm (one norm at a time, the same seed and data for each)
    on this GPU (measured here, not a datasheet figure). Efficiency = floor / measured time: 100 % means
    the norm runs at copy speed; a norm that reads its input twice (statistics, then normalization)
    cannot exceed about 67 % forward.
+3. The same norm layer in its three implementations, forward+backward: ``eager`` (the reference eager code,
+   ``set_fast_norms(layer, False)``), ``fast`` (the default fast path) and ``compiled``
+   (``compile_norms(layer)``: Triton kernels on a GPU), with the compile time of the compiled kernels.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 import normlight
+from normlight.norms import fast as norm_fast
 
 RESULTS = Path(__file__).parent / "results"
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -114,10 +118,18 @@ def train_throughput(norm: str, args, device: torch.device, dtype: torch.dtype) 
     }
 
 
-def norm_efficiency(norm: str, args, device: torch.device, dtype: torch.dtype, dim: int, rows: int, bw: float) -> dict:
-    """Forward and forward+backward time of the norm alone vs the memory-bandwidth floor."""
+def norm_efficiency(
+    norm: str, args, device: torch.device, dtype: torch.dtype, dim: int, rows: int, bw: float, mode: str = "fast"
+) -> dict:
+    """Forward and forward+backward time of the norm alone vs the memory-bandwidth floor (``mode``: eager,
+    fast or compiled implementation)."""
     torch.manual_seed(0)
     layer = normlight.create_norm(norm, dim, layer_idx=0, num_layers=12, site="mlp_in").to(device).train()
+    if mode == "eager":
+        norm_fast.set_fast_norms(layer, False)
+    elif mode == "compiled":
+        norm_fast.compile_norms(layer)
+    compile_before = norm_fast.compile_stats()["seconds"]
     x = torch.randn(rows, dim, device=device, dtype=dtype, requires_grad=True)
     dy = torch.randn_like(x)
     nbytes = x.numel() * x.element_size()
@@ -135,7 +147,12 @@ def norm_efficiency(norm: str, args, device: torch.device, dtype: torch.dtype, d
     t_f = timed(fwd, device, warmup=3, reps=args.norm_reps)
     t_fb = timed(fwd_bwd, device, warmup=3, reps=args.norm_reps)
     floor_f, floor_fb = 2 * nbytes / bw, 5 * nbytes / bw
-    return {"fwd_us": 1e6 * t_f, "fwd_eff": floor_f / t_f, "fwd_bwd_us": 1e6 * t_fb, "fwd_bwd_eff": floor_fb / t_fb}
+    out = {"fwd_us": 1e6 * t_f, "fwd_eff": floor_f / t_f, "fwd_bwd_us": 1e6 * t_fb, "fwd_bwd_eff": floor_fb / t_fb}
+    if mode != "fast":
+        out = {f"{mode}_fwd_bwd_us": out["fwd_bwd_us"], f"{mode}_fwd_bwd_eff": out["fwd_bwd_eff"]}
+    if mode == "compiled":
+        out["compile_s"] = norm_fast.compile_stats()["seconds"] - compile_before
+    return out
 
 
 def markdown(meta: dict, rows: list[dict]) -> str:
@@ -148,17 +165,27 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         f"x[{meta['norm_rows']}, {meta['dim']}]; copy bandwidth {meta['copy_bandwidth_gbs']:.0f} GB/s. "
         f"Written {meta['date']} by benchmarks/scale.py.",
         "",
-        "| norm | tokens/s | vs layernorm | peak MiB | norm fwd us | fwd eff | norm fwd+bwd us | fwd+bwd eff |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "Norm fwd+bwd in three implementations: eager = reference code, fast = default fast path, compiled = "
+        "`compile_norms` (Triton); eff = bandwidth floor / time.",
+        "",
+        "| norm | tokens/s | vs layernorm | peak MiB | norm fwd us | fwd eff | norm fwd+bwd us (fast) | fwd+bwd eff "
+        "| eager fwd+bwd us (eff) | compiled fwd+bwd us (eff) | compile s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['norm']} | failed: {r['error']} | | | | | | |")
+            lines.append(f"| {r['norm']} | failed: {r['error']} | | | | | | | | | |")
             continue
         rel = f"{r['tokens_per_s'] / base:.2f}" if base else "n/a"
+        other = [
+            f"{r[f'{m}_fwd_bwd_us']:.1f} ({100 * r[f'{m}_fwd_bwd_eff']:.0f}%)" if f"{m}_fwd_bwd_us" in r else "n/a"
+            for m in ("eager", "compiled")
+        ]
+        cs = f"{r['compile_s']:.1f}" if "compile_s" in r else "n/a"
         lines.append(
             f"| {r['norm']} | {r['tokens_per_s']:.0f} | {rel} | {r['peak_mem_mib']:.0f} | {r['fwd_us']:.1f} | "
-            f"{100 * r['fwd_eff']:.0f}% | {r['fwd_bwd_us']:.1f} | {100 * r['fwd_bwd_eff']:.0f}% |"
+            f"{100 * r['fwd_eff']:.0f}% | {r['fwd_bwd_us']:.1f} | {100 * r['fwd_bwd_eff']:.0f}% | {other[0]} | "
+            f"{other[1]} | {cs} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -175,6 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--norm-reps", type=int, default=50)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--modes",
+        nargs="*",
+        choices=("eager", "compiled"),
+        default=["eager", "compiled"],
+        help="norm implementations timed besides the fast path (compiled: Triton kernels on a GPU)",
+    )
     ap.add_argument(
         "--check-on-cpu",
         action="store_true",
@@ -223,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         try:  # a norm that fails (e.g. out of memory) is a row in the table, not the end of the run
             row.update(train_throughput(name, args, device, dtype))
             row.update(norm_efficiency(name, args, device, dtype, dim, rows_n, bw))
+            for mode in args.modes:
+                row.update(norm_efficiency(name, args, device, dtype, dim, rows_n, bw, mode))
         except Exception as exc:  # noqa: BLE001
             row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
             if device.type == "cuda":

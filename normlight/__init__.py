@@ -8,6 +8,8 @@ Public API (timm-style)::
     normlight.list_placements()                  # pre, post, peri, ...
     normlight.list_models()                      # gpt-*, vit-*, resnet-*; also timm:<name>
     model = normlight.create_model("gpt-tiny", norm="powernorm", placement="peri", qk_norm="rmsnorm")
+    normlight.compile_norms(model)               # norms' fast paths on torch.compile'd kernels
+    normlight.set_fast_norms(model, False)       # back to the norms' reference eager code
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from normlight.errors import (
 from normlight.models.factory import create_model
 from normlight.models.fold import fold
 from normlight.norms.factory import create_norm
+from normlight.norms.fast import compile_norms, set_fast_norms
 from normlight.registry import list_models, list_norms, list_placements, normalize_name
 
 try:
@@ -39,6 +42,7 @@ __all__ = [
     "PluginError",
     "PluginOptionError",
     "UnknownNameError",
+    "compile_norms",
     "create_model",
     "create_norm",
     "fold",
@@ -47,5 +51,6 @@ __all__ = [
     "list_norms",
     "list_placements",
     "normalize_name",
+    "set_fast_norms",
     "__version__",
 ]

@@ -135,5 +135,5 @@ def test_two_gloo_ranks_on_half_batches_match_full_batch():
     assert {r["case"] for r in results} == SYNC_CASES, report
     for r in results:
         assert r["ok"], f"{r['case']}: {r}"
-        assert max(r["max_rel_diff"].values()) <= 1e-6
+        assert max(r["max_rel_diff"].values()) <= (1e-5 if r["case"] == "bcn" else 1e-6)  # see sync_worker.CASE_TOL
     assert all(p.returncode == 0 for p in procs), report

@@ -21,4 +21,8 @@ Batch-statistic norms (``uses_batch_statistics = True``): batchnorm, powernorm, 
 prepbn, bcn, evonorm_b0, evonorm_s0 (batchnorm.py, powernorm.py, unifiednorm.py, repbn.py, bcn.py, evonorm.py).
 
 Shared rule: float16/bfloat16 inputs are normalized with statistics in float32 and cast back (_common.py).
+
+Each norm's ``forward`` dispatches to its fast path (``_fast_token.py``, ``_fast_group.py``,
+``_fast_batch.py``; switch and compiled kernels in ``fast.py``); the eager code after the dispatch is
+the reference implementation the fast paths are tested against.
 """

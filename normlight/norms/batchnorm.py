@@ -19,6 +19,7 @@ from torch import nn
 
 from normlight import distributed
 from normlight.norms import _batchstats as bs
+from normlight.norms import _fast_batch, fast
 
 
 class BatchNorm(nn.Module):
@@ -88,14 +89,11 @@ class BatchNorm(nn.Module):
         use_batch = self.training or not self.track_running_stats
         sync = distributed.sync_active(self.sync_stats, self.training)
         cdt = bs.stat_dtype(x)
-        if use_batch and not sync and x.shape[0] == 1 and x.numel() > self.num_features and not self._warned_one_sample:
-            warnings.warn(
-                f"{self.label}: training with batch size 1; the batch statistics come from one sample's "
-                "positions and are noisy (" + bs.MICRO_BATCH_HINT + ")",
-                stacklevel=2,
-            )
-            self._warned_one_sample = True
+        if use_batch and not sync:
+            self._warn_one_sample(x)
         ref = self.weight if self.weight is not None else self.running_var
+        if use_batch and (mask is not None or sync) and fast.on(self):
+            return self._fast_batch(x, mask, sync).to(x.dtype)
         if (not use_batch or (mask is None and not sync)) and (ref is None or ref.dtype == cdt):
             y = self._fused(x.to(cdt), use_batch)
         else:
@@ -103,6 +101,47 @@ class BatchNorm(nn.Module):
             y = self._general(xl.to(cdt), mask, use_batch, sync)
             y = y.movedim(-1, 1) if self.channels_first else y
         return y.to(x.dtype)
+
+    def _warn_one_sample(self, x: torch.Tensor) -> None:
+        if x.shape[0] == 1 and x.numel() > self.num_features and not self._warned_one_sample:
+            warnings.warn(
+                f"{self.label}: training with batch size 1; the batch statistics come from one sample's "
+                "positions and are noisy (" + bs.MICRO_BATCH_HINT + ")",
+                stacklevel=4,
+            )
+            self._warned_one_sample = True
+
+    def _fast_batch(self, x, mask, sync, weight=None, bias=None, alpha=None) -> torch.Tensor:
+        # fast path with batch statistics (mask / sync; RepBN and PRepBN for every input): one
+        # state-aware Function; ``weight``/``bias`` override this module's (PRepBN scales them)
+        if not sync:
+            self._warn_one_sample(x)
+        cdt = bs.stat_dtype(x)
+        xl = (x.movedim(1, -1) if self.channels_first else x).to(cdt)
+        x2, real = xl.reshape(-1, self.num_features), None if mask is None else mask.reshape(-1)
+        w = self.weight if weight is None else weight
+        b = self.bias if bias is None else bias
+        w, b, a = (None if t is None else t.to(cdt) for t in (w, b, alpha))
+        track = self.training and self.track_running_stats
+        if mask is None and not sync and (not track or self.running_var.dtype == cdt):  # torch's fused kernels
+            bs.require_values(self.label, x2.shape[0])
+            factor = self._factor() if track else 0.0
+            running = (self.running_mean, self.running_var) if track else (None, None)
+            y, _, invstd = _fast_batch.native_batch_affine(x2, w, b, a, *running, factor, self.eps)
+            if self.training:
+                self.batch_stat = (invstd.detach().float() ** -2 - self.eps).clamp_min(0)  # biased batch variance
+            y = y.reshape(xl.shape)
+            return y.movedim(-1, 1) if self.channels_first else y
+        n = _fast_batch.row_count(self.label, x2, real, sync)
+        y, mean, var = _fast_batch.batch_affine(x2, w, b, a, real, n, sync, self.eps, fast.compiled(self))
+        if self.training:
+            self.batch_stat = var.detach().float()
+            if self.track_running_stats:
+                factor = self._factor()
+                bs.update_running(self.running_mean, mean, factor)
+                bs.update_running(self.running_var, var * (n / (n - 1)), factor)
+        y = y.reshape(xl.shape)
+        return y.movedim(-1, 1) if self.channels_first else y
 
     def _fused(self, x: torch.Tensor, use_batch: bool) -> torch.Tensor:
         # torch's fused kernel: eval, or batch statistics without mask and without sync

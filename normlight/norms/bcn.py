@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from normlight.norms import _batchstats as bs
+from normlight.norms import _fast_group, fast
 from normlight.norms.batchnorm import BatchNorm
 
 
@@ -68,6 +69,8 @@ class BatchChannelNorm(bs.InnerBatchStats, nn.Module):
         per_channel = self.num_features // self.num_groups
         w = self.weight.to(y.dtype).repeat_interleave(per_channel)  # per-group values, tied across the group
         b = self.bias.to(y.dtype).repeat_interleave(per_channel)
+        if fast.on(self) and not self.channels_first and mask is None and x.ndim > 2:
+            return _fast_group.group_norm(y, self.num_groups, w, b, self.eps, fast.compiled(self)).to(x.dtype)
         if self.channels_first and mask is None:
             shape = (-1,) + (1,) * (x.ndim - 2)
             return (F.group_norm(y, self.num_groups, eps=self.eps) * w.view(shape) + b.view(shape)).to(x.dtype)

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from normlight import distributed
-from normlight.norms._common import compute_dtype
+from normlight.norms import _fast_token, fast
+from normlight.norms._common import cast, compute_dtype
 
 AUTO = "auto"
 
@@ -61,6 +62,9 @@ class DyT(nn.Module):
         if self._pending and self.training:
             self.init_alpha(x)
         dt = compute_dtype(x)
+        if fast.on(self):
+            args = (x.to(dt), self.alpha.to(dt), self.weight.to(dt), cast(self.bias, dt))
+            return _fast_token.dyt(*args, fast.compiled(self)).to(x.dtype)
         t = torch.tanh(self.alpha.to(dt) * x.to(dt))
         y = t * self.weight.to(dt) if self.bias is None else torch.addcmul(self.bias.to(dt), t, self.weight.to(dt))
         return y.to(x.dtype)

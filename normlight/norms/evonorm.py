@@ -25,6 +25,7 @@ from torch import nn
 
 from normlight import distributed
 from normlight.norms import _batchstats as bs
+from normlight.norms import _fast_batch, _fast_group, fast
 
 
 class EvoNormB0(nn.Module):
@@ -71,6 +72,8 @@ class EvoNormB0(nn.Module):
                 f"got shape {tuple(x.shape)}, expected (N, *positions, C)"
             )
         xf = x.to(bs.stat_dtype(x))
+        if fast.on(self):
+            return self._fast(xf, mask).to(x.dtype)
         if self.training:
             n, _, var = bs.moments("evonorm_b0", bs.rows(xf, mask), distributed.sync_active(self.sync_stats, True))
             self.batch_stat = var.detach().float()
@@ -83,6 +86,21 @@ class EvoNormB0(nn.Module):
         right = torch.addcmul(std_inst, self.v.to(xf.dtype), xf)  # v * x + std_inst in one pass
         y = torch.addcmul(self.bias.to(xf.dtype), xf / torch.maximum(left, right), self.weight.to(xf.dtype))
         return y.to(x.dtype)
+
+    def _fast(self, xf: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        # one Function for statistics, max and affine (see _fast_batch.EvoNormB0Function)
+        x3, dt = xf.reshape(xf.shape[0], -1, self.num_features), xf.dtype
+        real = None if mask is None else mask.reshape(-1)
+        v, w, b = self.v.to(dt), self.weight.to(dt), self.bias.to(dt)
+        if not self.training:
+            y, _ = _fast_batch.evonorm_b0(x3, v, w, b, real, 1, False, self.eps, self.running_var, fast.compiled(self))
+            return y.reshape(xf.shape)
+        sync = distributed.sync_active(self.sync_stats, True)
+        n = _fast_batch.row_count("evonorm_b0", x3.reshape(-1, self.num_features), real, sync)
+        y, var = _fast_batch.evonorm_b0(x3, v, w, b, real, n, sync, self.eps, None, fast.compiled(self))
+        self.batch_stat = var.detach().float()
+        bs.update_running(self.running_var, var * (n / (n - 1)), self.momentum)
+        return y.reshape(xf.shape)
 
 
 class EvoNormS0(nn.Module):
@@ -110,6 +128,9 @@ class EvoNormS0(nn.Module):
         """Gate and normalize ``(N, *positions, C)`` per sample; ``mask`` keeps padding out of the group variance."""
         mask = bs.check_input("evonorm_s0", x, self.num_features, mask)
         xf = x.to(bs.stat_dtype(x))
+        if fast.on(self) and mask is None:
+            args = (self.v.to(xf.dtype), self.weight.to(xf.dtype), self.bias.to(xf.dtype), self.num_groups, self.eps)
+            return _fast_group.evonorm_s0(xf, *args, fast.compiled(self)).to(x.dtype)
         _, var = bs.group_moments(xf, self.num_groups, mask)
         gate = xf * torch.sigmoid(self.v.to(xf.dtype) * xf)
         # fold 1/std (per sample and group) and gamma into one per-(sample, channel) scale: one full pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from normlight.norms import _fast_group, fast
 from normlight.norms._common import check_layout, compute_dtype
 
 
@@ -39,6 +40,10 @@ class GRN(nn.Module):
                 f"grn needs position dims: (N, *positions, C) or (N, C, *spatial); got shape {tuple(x.shape)}"
             )
         first = self.layout == "channels_first"
+        if fast.on(self) and not first and x.shape[-1] == self.num_features:
+            xf = x.to(compute_dtype(x))
+            g, b = self.gamma.to(xf.dtype), self.beta.to(xf.dtype)
+            return _fast_group.grn(xf, g, b, self.eps, fast.compiled(self)).to(x.dtype)
         cdim = 1 if first else -1
         pos = tuple(range(2, x.ndim)) if first else tuple(range(1, x.ndim - 1))
         shape = [1] * x.ndim

@@ -5,8 +5,11 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from normlight.norms import _fast_token, fast
+from normlight.norms._common import cast, compute_dtype
 from normlight.norms.layernorm import LayerNorm
 from normlight.norms.rmsnorm import RMSNorm
 
@@ -69,7 +72,21 @@ class LayerNormScaling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalize ``x`` of shape ``(..., num_features)`` with the base norm, then scale by 1/sqrt(layer_idx + 1)."""
+        if fast.on(self) and fast.on(self.norm):
+            return self._fast(x)
         return self.norm(x) * self.scale
+
+    def _fast(self, x: torch.Tensor) -> torch.Tensor:
+        # the scale folded into the base norm's affine parameters: one pass fewer
+        norm, dt, c = self.norm, compute_dtype(x), self.num_features
+        w = cast(norm.weight, dt)
+        w = torch.full((c,), self.scale, dtype=dt, device=x.device) if w is None else w * self.scale
+        b = None if norm.bias is None else norm.bias.to(dt) * self.scale
+        if self.base == "layernorm":
+            return F.layer_norm(x.to(dt), (c,), w, b, norm.eps).to(x.dtype)
+        if x.shape[-1] != c:
+            raise ValueError(f"layernorm_scaling was built for {c} features but got an input of shape {tuple(x.shape)}")
+        return _fast_token.rms_norm(x.to(dt), w, b, norm._eps(dt), fast.compiled(self)).to(x.dtype)
 
     def extra_repr(self) -> str:
         """``layer_idx=..., site=..., scale=...`` for ``print(model)``."""

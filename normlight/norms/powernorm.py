@@ -33,6 +33,7 @@ from torch import nn
 
 from normlight import distributed
 from normlight.norms import _batchstats as bs
+from normlight.norms import _fast_batch, fast
 
 
 def group_scaling(x: torch.Tensor, group_num: int, eps: float = 1e-5) -> torch.Tensor:
@@ -148,6 +149,8 @@ class PowerNorm(nn.Module):
         """Normalize ``(..., C)``; ``mask`` (``x.shape[:-1]``, True = real) keeps padding out of the statistics."""
         mask = bs.check_input("powernorm", x, self.num_features, mask)
         cdt = bs.stat_dtype(x)
+        if fast.on(self):
+            return self._fast(x.to(cdt).reshape(-1, self.num_features), mask).reshape(x.shape).to(x.dtype)
         xs = group_scaling(x.to(cdt), self.group_num)
         w, b = self.weight.to(cdt), self.bias.to(cdt)
         if not self.training:
@@ -166,3 +169,22 @@ class PowerNorm(nn.Module):
         y = PowerFunction.apply(xs.reshape(-1, self.num_features), w, b, self.running_phi, self.ema_gz, real, state)
         self.batch_stat = state["psi2"].detach().float()
         return y.reshape(x.shape).to(x.dtype)
+
+    def _fast(self, x2: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        # GroupScaling and the PowerNorm step in one Function (see _fast_batch.PowerNormFunction)
+        w, b, compiled = self.weight.to(x2.dtype), self.bias.to(x2.dtype), fast.compiled(self)
+        if not self.training:
+            rg = _fast_batch.group_rstd(x2, self.group_num, 1e-5, compiled=compiled)
+            xs = _fast_batch.group_scale(x2, rg)
+            scale = torch.rsqrt(self.running_phi.to(x2.dtype) + self.eps) * w
+            return _fast_batch.affine_rows(xs, scale, b, compiled=compiled)
+        self.iters.add_(1)
+        sync = distributed.sync_active(self.sync_stats, True)
+        real = None if mask is None else mask.reshape(-1)
+        n = _fast_batch.row_count("powernorm", x2, real, sync, minimum=1)
+        settings = (self.group_num, self.eps, self.warmup_iters, self.alpha_fwd, self.alpha_bkw, sync)
+        y, psi2 = _fast_batch.power_norm(
+            x2, w, b, self.running_phi, self.ema_gz, real, n, int(self.iters), settings, compiled
+        )
+        self.batch_stat = psi2.detach().float()
+        return y

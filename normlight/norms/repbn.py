@@ -24,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from normlight import distributed
 from normlight.norms import _batchstats as bs
+from normlight.norms import fast
 from normlight.norms.batchnorm import BatchNorm
 
 
@@ -54,7 +56,22 @@ class RepBN(bs.InnerBatchStats, nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``BN(x) + alpha * x`` over ``(..., C)``; ``mask`` keeps padded tokens out of the BN statistics."""
         xf = x.to(bs.stat_dtype(x))  # float32 for half inputs, cast back once at the end
+        if fast.on(self):
+            return self._fast(xf, mask).to(x.dtype)
         return (self.bn(xf, mask=mask) + self.alpha.to(xf.dtype) * xf).to(x.dtype)
+
+    def _fast(self, xf: torch.Tensor, mask: torch.Tensor | None, scale: float = 1.0) -> torch.Tensor:
+        # ``scale * (BN(x) + alpha * x)`` as one affine pass per row: batch statistics in training,
+        # the folded running statistics in eval (PRepBN passes its blend weight as ``scale``)
+        bn, dt = self.bn, xf.dtype
+        w, b, a = (None if t is None else t.to(dt) * scale for t in (bn.weight, bn.bias, self.alpha))
+        if self.training:
+            mask = bs.check_input(bn.label, xf, bn.num_features, mask)
+            return bn._fast_batch(xf, mask, distributed.sync_active(bn.sync_stats, True), w, b, a)
+        inv = torch.rsqrt(bn.running_var.to(dt) + bn.eps)
+        inv = inv if w is None else inv * w
+        shift = -bn.running_mean.to(dt) * inv
+        return torch.addcmul(shift if b is None else shift + b, xf, inv + a)
 
     def inference_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel ``(scale, shift)`` with ``eval(x) == x * scale + shift`` (the re-parameterized form)."""
@@ -124,6 +141,11 @@ class PRepBN(bs.InnerBatchStats, nn.Module):
         if int(self.iter) > 0:
             self.iter.sub_(1)
         xf = x.to(bs.stat_dtype(x))
+        if fast.on(self):  # the blend weights folded into each branch's affine parameters
+            ln = self.norm1
+            w, b = ln.weight.to(xf.dtype) * lam, ln.bias.to(xf.dtype) * lam
+            y = F.layer_norm(xf, ln.normalized_shape, w, b, ln.eps)
+            return self.norm2._fast(xf, mask, 1 - lam).add_(y).to(x.dtype)
         return (lam * self._layer_norm(xf) + (1 - lam) * self.norm2(xf, mask=mask)).to(x.dtype)
 
     def _layer_norm(self, xf: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from normlight.norms import _fast_token, fast
 from normlight.norms._common import cast, check_features, compute_dtype, fused_ok
 
 
@@ -74,6 +75,10 @@ class RMSNorm(nn.Module):
         dt = compute_dtype(x)
         eps = self._eps(dt)
         plain = self.k == self.num_features and not self.eps_outside
+        if plain and fast.on(self):
+            check_features(x, self.num_features, "rmsnorm")
+            w, b = cast(self.weight, dt), cast(self.bias, dt)
+            return _fast_token.rms_norm(x.to(dt), w, b, eps, fast.compiled(self)).to(x.dtype)
         if plain and self.bias is None and fused_ok(x, self.weight):
             return F.rms_norm(x, (self.num_features,), self.weight, eps)
         check_features(x, self.num_features, "rmsnorm")
@@ -130,6 +135,8 @@ class CRMSNorm(nn.Module):
         """Normalize the compressed ``z`` of shape ``(..., num_features)``."""
         check_features(z, self.num_features, "crmsnorm")
         zf = z.to(compute_dtype(z))
+        if fast.on(self):
+            return _fast_token.crms_norm(zf, cast(self.weight, zf.dtype), self.eps, fast.compiled(self)).to(z.dtype)
         ms = (zf.square().sum(dim=-1, keepdim=True) + zf.sum(dim=-1, keepdim=True).square()) / (self.num_features + 1)
         y = zf * torch.rsqrt(ms + self.eps)
         if self.weight is not None:

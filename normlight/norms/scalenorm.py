@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from normlight.norms import _fast_token, fast
 from normlight.norms._common import check_features, compute_dtype
 
 
@@ -32,6 +33,8 @@ class ScaleNorm(nn.Module):
         """Normalize ``x`` of shape ``(..., num_features)``."""
         check_features(x, self.num_features, "scalenorm")
         xf = x.to(compute_dtype(x))
+        if fast.on(self):
+            return _fast_token.l2_scale(xf, self.g.to(xf.dtype), self.eps, fast.compiled(self)).to(x.dtype)
         norm = torch.linalg.vector_norm(xf, dim=-1, keepdim=True).clamp_min(self.eps)
         return (xf * (self.g.to(xf.dtype) / norm)).to(x.dtype)
 
@@ -65,6 +68,8 @@ class L2Norm(nn.Module):
         """Scale each ``(..., num_features)`` vector to unit L2 norm."""
         check_features(x, self.num_features, "l2norm")
         xf = x.to(compute_dtype(x))
+        if fast.on(self):
+            return _fast_token.l2_scale(xf, None, self.eps, fast.compiled(self)).to(x.dtype)
         norm = torch.linalg.vector_norm(xf, dim=-1, keepdim=True)
         if self.eps > 0:
             norm = norm.clamp_min(self.eps)

@@ -44,6 +44,7 @@ from torch import nn
 
 from normlight import distributed
 from normlight.norms import _batchstats as bs
+from normlight.norms import _fast_batch, fast
 
 
 def geometric_mean(buf: torch.Tensor) -> torch.Tensor:
@@ -185,10 +186,16 @@ class UnifiedNorm(nn.Module):
         mask = bs.check_input("unifiednorm", x, self.num_features, mask)
         cdt = bs.stat_dtype(x)
         w, b = self.weight.to(cdt), self.bias.to(cdt)
+        if not self.training and fast.on(self):
+            x2 = x.to(cdt).reshape(-1, self.num_features)
+            scale = torch.rsqrt(self.running_var.to(cdt) + self.eps) * w
+            return _fast_batch.affine_rows(x2, scale, b, compiled=fast.compiled(self)).reshape(x.shape).to(x.dtype)
         if not self.training:
             return (x.to(cdt) * torch.rsqrt(self.running_var.to(cdt) + self.eps) * w + b).to(x.dtype)
         self.iters.add_(1)
         real = None if mask is None else mask.reshape(-1)
+        if fast.on(self):
+            return self._fast(x.to(cdt).reshape(-1, self.num_features), w, b, real).reshape(x.shape).to(x.dtype)
         y = UNFunction.apply(
             x.to(cdt).reshape(-1, self.num_features),
             w,
@@ -199,3 +206,30 @@ class UnifiedNorm(nn.Module):
             distributed.sync_active(self.sync_stats, True),
         )
         return y.reshape(x.shape).to(x.dtype)
+
+    def _fast(self, x2: torch.Tensor, w: torch.Tensor, b: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
+        # UNFunction.forward's statistics and window logic (the same steps), on the fast x2 and step Function
+        t, fp, sync = int(self.iters), self.window[0], distributed.sync_active(self.sync_stats, True)
+        n = _fast_batch.row_count("unifiednorm", x2, real, sync, minimum=1)
+        wr = None if real is None else real.to(x2.dtype)
+        x2_stat = _fast_batch.synced(_fast_batch.quad_mean(x2, wr, 1, compiled=fast.compiled(self)), sync) / n
+        with torch.no_grad():
+            x2_stat = x2_stat.to(self.buffer_x2.dtype)
+            rv, skip = self.running_var, fp <= 1
+            recorded = torch.var(torch.sqrt(self.buffer_x2))
+            self.buffer_x2[t % fp] = x2_stat
+            if self.outlier_filtration and t >= self.warmup_iters:
+                diff = self.buffer_x2.mean(0) - geometric_mean(self.buffer_x2)
+                if bool((diff > recorded * fp).any()):
+                    self.buffer_x2[t % fp] = rv
+                    skip = True
+                    self.skip_counter.add_(1)
+            var = x2_stat if (t <= fp or t < self.warmup_iters or skip) else geometric_mean(self.buffer_x2)
+            r = torch.sqrt(var + self.eps) / torch.sqrt(rv + self.eps)
+            r = torch.ones_like(r) if (t <= max(self.ratio_warmup_iters, self.warmup_iters) or skip) else r.clamp(1 / 5, 5)
+            var, r = var.to(x2.dtype), r.to(x2.dtype)
+        y = _fast_batch.un_step(x2, w, b, var, r, real, self, t, n, sync, skip, fast.compiled(self))
+        with torch.no_grad():
+            rv.mul_(self.momentum).add_(var.to(rv.dtype), alpha=1 - self.momentum)
+        self.batch_stat = x2_stat.detach().float()
+        return y

@@ -38,6 +38,7 @@ from normlight.distributed import fsdp2_shard
 from normlight.errors import NormlightError
 from normlight.models.factory import create_model
 from normlight.models.pretrained import load_pretrained
+from normlight.norms import fast as norm_fast
 from normlight.norms.factory import norm_scope
 from normlight.tasks import optim
 from normlight.tasks.agc import adaptive_grad_clip_
@@ -82,6 +83,9 @@ class NormTask(LightningModule):
         decay_norm_and_bias: also decay norm parameters, biases and other 1-D parameters.
         agc_clipping: adaptive gradient clipping factor (NFNets, unit-wise); None = off. Ordinary clipping is
             the Trainer's ``gradient_clip_val``.
+        fast_norms: the built-in norms' fast paths (exact, default on); False runs their reference eager code.
+        compile_norms: run the norms' fast paths on ``torch.compile``d kernels (``normlight.compile_norms``);
+            the compile time of the first step is logged as the MLflow param ``compile_norms_seconds``.
     """
 
     def __init__(
@@ -105,6 +109,8 @@ class NormTask(LightningModule):
         min_lr_ratio: float = 0.1,
         decay_norm_and_bias: bool = False,
         agc_clipping: float | None = None,
+        fast_norms: bool = True,
+        compile_norms: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -121,6 +127,7 @@ class NormTask(LightningModule):
         self._model_spec = spec
         self.norm_context: dict | None = None  # schedule context the norms were built with; None = not yet
         self.model = self.build_model({})
+        self._compile_logged = not compile_norms
         self.placement_cls = getattr(self.model, "placement_cls", None)
         recommended = dict(getattr(self.placement_cls, "recommended_defaults", None) or {})
         chosen = {"weight_decay": weight_decay, "warmup_steps": warmup_steps}
@@ -199,6 +206,9 @@ class NormTask(LightningModule):
                 else create_model(self.hparams.model, **self._model_spec)
             )
         self._norm_records = scope.records
+        norm_fast.set_fast_norms(model, self.hparams.fast_norms)
+        if self.hparams.compile_norms:
+            norm_fast.compile_norms(model)
         return model
 
     def schedule_steps(self) -> tuple[int, int]:
@@ -275,6 +285,14 @@ class NormTask(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Rebuild the norms with the checkpoint's schedule context before its weights load (old ones: none)."""
         self.use_norm_context(dict((checkpoint.get("normlight") or {}).get("norm_context") or {}))
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """After the first training step (forward + backward compiled): log the norms' compile time once."""
+        if not self._compile_logged:
+            stats = norm_fast.compile_stats()
+            params = {"compile_norms_seconds": round(stats["seconds"], 2), "compile_norms_graphs": stats["graphs"]}
+            mlflow_utils.log_params(self.trainer, params)
+            self._compile_logged = True
 
     # ------------------------------------------------------------------ optimization
     def log_train_loss(self, loss: torch.Tensor) -> None:

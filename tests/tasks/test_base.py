@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from lightning.pytorch import Trainer
 
@@ -129,3 +130,38 @@ def test_fit_gives_powernorm_the_lr_warmup_and_heads_logs_and_checkpoints_them(t
     assert all(
         torch.equal(a, b) for a, b in zip(reloaded.model.state_dict().values(), task.model.state_dict().values())
     )
+
+
+def test_fast_norms_and_compile_norms_options_reach_the_norms():
+    ref = CausalLanguageModeling(model="gpt-nano", norm="rmsnorm", model_kwargs={"depth": 1}, fast_norms=False)
+    norms = [m for m in ref.model.modules() if type(m).__name__ == "RMSNorm"]
+    assert norms and all(m.fast is False for m in norms)
+    comp = CausalLanguageModeling(model="gpt-nano", norm="rmsnorm", model_kwargs={"depth": 1}, compile_norms=True)
+    assert all(m.fast and m.compile_kernels for m in comp.model.modules() if type(m).__name__ == "RMSNorm")
+
+
+@pytest.mark.slow
+def test_compile_norms_logs_the_compile_time_as_an_mlflow_param(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from normlight.tracking.mlflow_utils import MLFlowLogger
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    task = CausalLanguageModeling(
+        model="gpt-nano", norm="rmsnorm", model_kwargs={"depth": 1}, sample_tokens=0, compile_norms=True
+    )
+    logger = MLFlowLogger(experiment_name="compile", tracking_uri=uri, artifact_location=(tmp_path / "a").as_uri())
+    trainer = Trainer(
+        max_steps=2,
+        limit_val_batches=0,
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        devices=1,
+    )
+    trainer.fit(task, PydocTextDataModule(block_size=16, batch_size=2))
+    params = MlflowClient(uri).get_run(logger.run_id).data.params
+    assert float(params["compile_norms_seconds"]) > 0 and int(params["compile_norms_graphs"]) >= 2

@@ -27,6 +27,10 @@ from normlight.norms.repbn import RepBN
 from normlight.norms.unifiednorm import UnifiedNorm
 
 TOL = 1e-6
+# BCN's GroupNorm stage amplifies ulp-level differences of its BatchNorm stage's output: the full-batch
+# reference here (torch's native BatchNorm kernel) is itself 5e-6 from a float64 run on BCN's parameter
+# gradients, so two fp32 implementations (it and the synced fast path) agree to ~1e-5, not 1e-6
+CASE_TOL = {"bcn": 1e-5}
 STEPS = 4
 
 # name -> (factory(sync_stats), full-batch shape, channels_first, uses a padding mask, state buffers to compare)
@@ -121,7 +125,7 @@ def run_case(name: str, rank: int, world: int) -> dict:
     with torch.no_grad():
         x = torch.randn(shape, generator=torch.Generator().manual_seed(999))
         diffs["eval"] = rel_diff(dut(x[rows]), ref(x)[rows])
-    ok = all(v <= TOL for v in diffs.values()) and ghost_diff > 1e-3
+    ok = all(v <= CASE_TOL.get(name, TOL) for v in diffs.values()) and ghost_diff > 1e-3
     return {"case": name, "ok": ok, "max_rel_diff": diffs, "ghost_batch_diff": ghost_diff}
 
 

@@ -1,0 +1,223 @@
+"""Fast paths of the per-token norms: RMSNorm, CRMSNorm, ScaleNorm / L2Norm and DyT.
+
+Each is a ``torch.autograd.Function`` whose forward saves only the input and per-row statistics (DyT:
+the input alone) and whose backward is the analytic gradient written with as few full-size passes as
+eager torch allows: per-channel sums over rows and per-row sums over channels go through matrix-vector
+products (``fast.colsum`` / ``fast.rowdot``), which run at copy speed on CPU. The arithmetic is in
+``@kernel`` functions so ``compile_norms`` can compile it. Inputs are ``(..., C)`` in the compute dtype
+(float32 for half inputs: the callers cast), parameters in the same dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from normlight.norms.fast import colsum, kernel, rowdot
+
+
+# ------------------------------------------------------------------ RMSNorm: y = x * rstd * w (+ b)
+@kernel
+def rms_fwd(x, weight, bias, eps: float):
+    """``(y, rstd)`` with ``rstd = 1 / sqrt(mean(x^2) + eps)`` per row."""
+    c = x.shape[-1]
+    rstd = torch.rsqrt(torch.linalg.vector_norm(x, dim=-1, keepdim=True).square() / c + eps)
+    y = x * rstd
+    if weight is not None:
+        y = y.mul_(weight) if bias is None else torch.addcmul(bias, y, weight)
+    elif bias is not None:
+        y = y.add_(bias)
+    return y, rstd
+
+
+@kernel
+def rms_bwd(dy, x, weight, bias, rstd, mask: list[bool]):
+    """``(dx, dweight, dbias)`` on torch's fused LayerNorm backward, fed a zero mean.
+
+    With ``mean = 0`` the LayerNorm gradient ``rstd * (g - mean_C(g) - xhat * mean_C(g * xhat))``
+    (``g = dy * weight``, ``xhat = x * rstd``) is RMSNorm's gradient minus ``rstd * mean_C(g)``, which
+    one matrix-vector product adds back; its weight and bias gradients are RMSNorm's.
+    """
+    c = x.shape[-1]
+    dx, dw, db = torch.ops.aten.native_layer_norm_backward(
+        dy, x, [c], torch.zeros_like(rstd), rstd, weight, bias, [True, mask[0], mask[1]]
+    )
+    g = dy.sum(-1, keepdim=True) if weight is None else rowdot(dy, weight)
+    return dx.add_(g * (rstd / c)), dw, db
+
+
+class RMSNormFunction(torch.autograd.Function):
+    """RMSNorm with eps inside the root over all features; saves ``x`` and ``rstd``."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, compiled):
+        """``x * rstd * weight (+ bias)``."""
+        y, rstd = rms_fwd(x, weight, bias, eps, compiled=compiled)
+        ctx.save_for_backward(x, weight, bias, rstd)
+        ctx.compiled = compiled
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        """Analytic gradient (see ``rms_bwd``)."""
+        x, weight, bias, rstd = ctx.saved_tensors
+        need = [weight is not None and ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2]]
+        dx, dw, db = rms_bwd(dy.contiguous(), x, weight, bias, rstd, need, compiled=ctx.compiled)
+        return dx, dw, db, None, None
+
+
+def rms_norm(x, weight, bias, eps: float, compiled: bool = False) -> torch.Tensor:
+    """Fast RMSNorm over the last dim (eps inside the root); ``weight`` / ``bias`` may be None."""
+    return RMSNormFunction.apply(x, weight, bias, eps, compiled)
+
+
+# ------------------------------------------------------------------ CRMSNorm: y = z * rstd * w
+@kernel
+def crms_fwd(z, weight, eps: float):
+    """``(y, rstd, s1)``, ``rstd = 1 / sqrt((sum z^2 + (sum z)^2) / (C + 1) + eps)``, ``s1 = sum z``."""
+    c = z.shape[-1]
+    s1 = z.sum(-1, keepdim=True)
+    rstd = torch.rsqrt((torch.linalg.vector_norm(z, dim=-1, keepdim=True).square() + s1.square()) / (c + 1) + eps)
+    y = z * rstd
+    return (y if weight is None else y * weight), rstd, s1
+
+
+@kernel
+def crms_bwd(dy, z, weight, rstd, s1):
+    """``(dz, dweight)``: ``dz = rstd * (g - rstd^2 * sum(g * z) / (C + 1) * (z + sum z))``, ``g = dy * weight``."""
+    c = z.shape[-1]
+    dz = dy * z  # the one full-size temporary, reused for dz below
+    if weight is None:
+        s, dw = dz.sum(-1, keepdim=True), None
+    else:
+        s, dw = rowdot(dz, weight), colsum(dz, rstd)
+    k = -rstd.square() * s / (c + 1)
+    torch.addcmul(k * s1, z, k, out=dz)
+    dz = dz.add_(dy) if weight is None else dz.addcmul_(dy, weight)
+    return dz.mul_(rstd), dw
+
+
+class CRMSNormFunction(torch.autograd.Function):
+    """CRMSNorm of a compressed zero-mean vector; saves ``z``, ``rstd`` and the row sums."""
+
+    @staticmethod
+    def forward(ctx, z, weight, eps, compiled):
+        """``z * rstd (* weight)``."""
+        y, rstd, s1 = crms_fwd(z, weight, eps, compiled=compiled)
+        ctx.save_for_backward(z, weight, rstd, s1)
+        ctx.compiled = compiled
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        """Analytic gradient (see ``crms_bwd``)."""
+        z, weight, rstd, s1 = ctx.saved_tensors
+        dz, dw = crms_bwd(dy, z, weight, rstd, s1, compiled=ctx.compiled)
+        return dz, dw if ctx.needs_input_grad[1] else None, None, None
+
+
+def crms_norm(z, weight, eps: float, compiled: bool = False) -> torch.Tensor:
+    """Fast CRMSNorm over the last dim."""
+    return CRMSNormFunction.apply(z, weight, eps, compiled)
+
+
+# ------------------------------------------------------------------ ScaleNorm / L2Norm: y = g * x / max(||x||, eps)
+@kernel
+def l2_fwd(x, g, eps: float):
+    """``(y, norm)`` with ``y = g * x / max(norm, eps)`` (``g`` None = 1; ``eps`` 0 = no clamp)."""
+    n = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    d = n.clamp_min(eps) if eps > 0 else n
+    scale = (1.0 / d) if g is None else g / d
+    return x * scale, n
+
+
+@kernel
+def l2_bwd(dy, x, g, n, eps: float):
+    """``(dx, dg)``: ``dx = a * (dy - [n >= eps] * sum(dy * x) / (d * n) * x)`` with ``d = max(n, eps)``, ``a = g / d``."""
+    d = n.clamp_min(eps) if eps > 0 else n
+    a = (1.0 / d) if g is None else g / d
+    dx = dy * x  # the one full-size temporary, reused for dx below
+    s = dx.sum(-1, keepdim=True)
+    k = -s / (d * n)
+    if eps > 0:  # the clamp passes no gradient to the norm where it is active (as clamp_min's backward)
+        k = torch.where(n >= eps, k, torch.zeros_like(k))
+    torch.mul(x, k, out=dx)
+    dx = dx.add_(dy).mul_(a)
+    dg = None if g is None else (s / d).sum().reshape(1)
+    return dx, dg
+
+
+class L2NormFunction(torch.autograd.Function):
+    """ScaleNorm (``g`` a (1,) tensor) or L2Norm (``g`` None); saves ``x`` and the row norms."""
+
+    @staticmethod
+    def forward(ctx, x, g, eps, compiled):
+        """``g * x / max(||x||, eps)``."""
+        y, n = l2_fwd(x, g, eps, compiled=compiled)
+        ctx.save_for_backward(x, g, n)
+        ctx.eps, ctx.compiled = eps, compiled
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        """Analytic gradient (see ``l2_bwd``)."""
+        x, g, n = ctx.saved_tensors
+        dx, dg = l2_bwd(dy, x, g, n, ctx.eps, compiled=ctx.compiled)
+        return dx, dg if ctx.needs_input_grad[1] else None, None, None
+
+
+def l2_scale(x, g, eps: float, compiled: bool = False) -> torch.Tensor:
+    """Fast ``g * x / max(||x||, eps)`` over the last dim (``g`` None: unit norm)."""
+    return L2NormFunction.apply(x, g, eps, compiled)
+
+
+# ------------------------------------------------------------------ DyT: y = w * tanh(alpha * x) + b
+# CPU tanh is compute-bound (~12 copies of the tensor on this machine), sigmoid is not (~1.4):
+# tanh(u) = 2 * sigmoid(2u) - 1, so y = 2w * sigmoid(2 alpha x) + (b - w).
+@kernel
+def dyt_fwd(x, alpha, weight, bias):
+    """``weight * tanh(alpha * x) + bias`` through the sigmoid."""
+    y = torch.sigmoid_(x * (2 * alpha))
+    shift = -weight if bias is None else bias - weight
+    return y.mul_(2 * weight).add_(shift)
+
+
+@kernel
+def dyt_bwd(dy, x, alpha, weight, has_bias: bool):
+    """``(dx, dalpha, dweight, dbias)`` from the saved input alone (the sigmoids are recomputed).
+
+    ``1 - tanh^2 = 4 s m`` with ``s = sigmoid(2u)``, ``m = sigmoid(-2u)``: both tails stay accurate where
+    ``1 - s`` would cancel (a saturated unit still passes its small gradient to ``alpha``).
+    """
+    u = x * (2 * alpha)
+    s = torch.sigmoid(u)
+    m = torch.sigmoid_(u.neg_())
+    t = s.sub_(m)  # tanh(alpha x)
+    r = m.addcmul_(m, t).mul_(dy).mul_(2 * weight)  # 2m(1 + t) = 4 s m; r = dL/d(alpha x)
+    dalpha = torch.dot(r.reshape(-1), x.reshape(-1)).reshape(1)
+    db = colsum(dy)
+    dw = colsum(t.mul_(dy))
+    return r.mul_(alpha), dalpha, dw, db if has_bias else None
+
+
+class DyTFunction(torch.autograd.Function):
+    """DyT saving only its input (half of what autograd keeps for the eager formula)."""
+
+    @staticmethod
+    def forward(ctx, x, alpha, weight, bias, compiled):
+        """``weight * tanh(alpha * x) + bias``."""
+        ctx.save_for_backward(x, alpha, weight)
+        ctx.has_bias, ctx.compiled = bias is not None, compiled
+        return dyt_fwd(x, alpha, weight, bias, compiled=compiled)
+
+    @staticmethod
+    def backward(ctx, dy):
+        """Analytic gradient (see ``dyt_bwd``)."""
+        x, alpha, weight = ctx.saved_tensors
+        dx, da, dw, db = dyt_bwd(dy, x, alpha, weight, ctx.has_bias, compiled=ctx.compiled)
+        need = ctx.needs_input_grad
+        return dx, da if need[1] else None, dw if need[2] else None, db if need[3] else None, None
+
+
+def dyt(x, alpha, weight, bias, compiled: bool = False) -> torch.Tensor:
+    """Fast DyT over the last dim (``bias`` may be None)."""
+    return DyTFunction.apply(x, alpha, weight, bias, compiled)

@@ -1,0 +1,51 @@
+"""Compiled mode (``normlight.compile_norms``): the fast paths on torch.compile'd kernels equal eager.
+
+The smoke test (fast suite) compiles one small forward kernel; everything else compiles many kernels
+(15-60 s each cold on a 2-core CPU) and is marked slow.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import normlight
+from normlight.norms import fast
+from tests.norms.test_fast import CASES, IDS, batches, rel_err
+
+
+def test_compile_norms_smoke_forward_kernel_compiles_and_matches_eager():
+    m = normlight.create_norm("l2norm", 8)
+    c = copy.deepcopy(m)
+    assert normlight.compile_norms(c) == 1 and c.compile_kernels and c.fast
+    before = fast.compile_stats()["graphs"]
+    x = torch.randn(3, 5, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(c(x), m(x), rtol=1e-5, atol=1e-6)
+    stats = fast.compile_stats()
+    assert stats["graphs"] > before or before > 0  # compiled now, or earlier in this process
+    assert stats["seconds"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,options,steps", CASES, ids=IDS)
+def test_compiled_norm_equals_eager_fast_path(name, options, steps):
+    m = normlight.create_norm(name, 8, layer_idx=2, num_layers=4, **options)
+    c = copy.deepcopy(m)
+    normlight.compile_norms(c)
+    for mode in (True, False):
+        m.train(mode), c.train(mode)
+        for x, dy, _ in batches((3, 5, 8), steps if mode else 1, masked=False):
+            out = []
+            for module in (m, c):
+                xg = x.clone().requires_grad_()
+                y = module(xg)
+                y.backward(dy)
+                out.append((y.detach(), xg.grad))
+            assert rel_err(out[1][0], out[0][0]) < 1e-5 and rel_err(out[1][1], out[0][1]) < 1e-5
+    for p_m, p_c in zip(m.parameters(), c.parameters()):
+        assert rel_err(p_c.grad, p_m.grad) < 1e-4
+    for b_m, b_c in zip(m.buffers(), c.buffers()):
+        assert rel_err(b_c, b_m) < 1e-5 if b_m.is_floating_point() else torch.equal(b_c, b_m)
