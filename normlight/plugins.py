@@ -1,4 +1,5 @@
-"""Entry-point discovery: which distributions offer which norms, placements and models.
+"""Entry-point discovery: which distributions offer which norms, placements, models, poolings, residuals,
+mixers and depth regularizers.
 
 Discovery only reads package metadata (``importlib.metadata``); no plugin code is imported until a
 plugin is selected or listed with ``load=True``. A plugin that fails to import is recorded as broken
@@ -18,6 +19,10 @@ GROUPS = {
     "norms": "normlight.norms",
     "placements": "normlight.placements",
     "models": "normlight.models",
+    "poolings": "normlight.poolings",
+    "residuals": "normlight.residuals",
+    "mixers": "normlight.mixers",
+    "depth_regularizers": "normlight.depth_regularizers",
 }
 
 _cache: dict[str, list["PluginEntry"]] = {}
@@ -27,7 +32,7 @@ _cache: dict[str, list["PluginEntry"]] = {}
 class PluginEntry:
     """One entry point of one distribution, loaded on demand."""
 
-    kind: str  # "norms" | "placements" | "models"
+    kind: str  # a key of GROUPS: "norms", "placements", "models", "poolings", ...
     name: str  # the entry-point name as the distribution wrote it
     value: str  # "module:attr"
     dist: str  # distribution name, e.g. "normlight"
@@ -74,7 +79,7 @@ class PluginEntry:
 
 
 def entries(kind: str) -> list[PluginEntry]:
-    """All entry points of a kind (``norms``, ``placements``, ``models``), cached after the first scan."""
+    """All entry points of a kind (a key of ``GROUPS``: ``norms``, ``placements``, ...), cached after the first scan."""
     if kind not in GROUPS:
         raise ValueError(f"unknown plugin kind {kind!r}; choose one of {sorted(GROUPS)}")
     if kind not in _cache:

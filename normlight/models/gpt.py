@@ -3,6 +3,11 @@
 ::
 
     idx (B,T) ─ tok_emb [+ pos_emb (learned)] ─ dropout ─ blocks[0..L-1] ─ final norm ─ head [─ logit scale] ─> logits (B,T,V)
+                                                                        └─ final norm + readout ─> embed(idx) (B,D)
+
+``readout`` / ``readout_kwargs``: the pooling plugin ``embed`` uses for one vector per sequence ("last_token",
+the default, "mean", "weighted_mean", "attn", ...); ``residual`` / ``mixer`` / ``depth_regularizer`` (each with
+``*_kwargs``): residual-connection, token-mixer and depth-regularizer plugins (defaults "add", "attention", none).
 
 Presets (parameter counts with the default pre/layernorm, learned positions, tied head; asserted in tests):
 
@@ -23,7 +28,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from normlight.models.transformer import build_blocks, final_norm, init_gpt2, placement_init, spec_value
+from normlight.mixers.factory import check_mixer
+from normlight.models.transformer import (
+    build_blocks,
+    build_depth_regularizers,
+    early_exits,
+    final_norm,
+    init_gpt2,
+    placement_init,
+    readout,
+    run_blocks,
+    setup_stack,
+    spec_value,
+)
+from normlight.poolings.factory import create_pooling
+from normlight.poolings.factory import declared as pooling_declared
+from normlight.registry import spec_label
 
 
 class GPT(nn.Module):
@@ -52,10 +72,24 @@ class GPT(nn.Module):
         placement_kwargs: dict | None = None,
         qk_norm: Any = None,
         qk_norm_kwargs: dict | None = None,
+        readout: Any = "last_token",
+        readout_kwargs: dict | None = None,
+        residual: Any = "add",
+        residual_kwargs: dict | None = None,
+        mixer: Any = "attention",
+        mixer_kwargs: dict | None = None,
+        depth_regularizer: Any = None,
+        depth_regularizer_kwargs: dict | None = None,
     ):
         super().__init__()
         if pos not in ("learned", "rope"):
             raise ValueError(f"gpt: pos must be 'learned' or 'rope', got {pos!r}")
+        check_mixer(mixer, causal=True, where=f"model {name!r} (a causal language model)")
+        if pooling_declared(readout, "uses_class_token", False):
+            raise ValueError(
+                f"gpt: readout {spec_label(readout)} reads a class token, which model {name!r} does not have; "
+                "choose last_token, mean, weighted_mean, attn, ..."
+            )
         self.spec = {
             k: spec_value(v)
             for k, v in dict(
@@ -77,6 +111,14 @@ class GPT(nn.Module):
                 placement_kwargs=placement_kwargs or {},
                 qk_norm=qk_norm,
                 qk_norm_kwargs=qk_norm_kwargs or {},
+                readout=readout,
+                readout_kwargs=readout_kwargs or {},
+                residual=residual,
+                residual_kwargs=residual_kwargs or {},
+                mixer=mixer,
+                mixer_kwargs=mixer_kwargs or {},
+                depth_regularizer=depth_regularizer,
+                depth_regularizer_kwargs=depth_regularizer_kwargs or {},
             ).items()
         }
         self.vocab_size, self.max_seq_len = vocab_size, max_seq_len
@@ -100,8 +142,15 @@ class GPT(nn.Module):
             bias=bias,
             rope=pos == "rope",
             max_seq_len=max_seq_len,
+            residual=residual,
+            residual_kwargs=residual_kwargs,
+            mixer=mixer,
+            mixer_kwargs=mixer_kwargs,
         )
         self.norm = final_norm(self.placement_cls, norm, dim, norm_kwargs, depth)
+        self.pooling = create_pooling(readout, dim, num_heads=num_heads, num_layers=depth, **(readout_kwargs or {}))
+        self.depth_regularizer = build_depth_regularizers(depth_regularizer, depth_regularizer_kwargs, depth)
+        setup_stack(self, self.pooling, depth_regularizer, exits_read_pooling=False)
         self.head = nn.Linear(dim, vocab_size, bias=False)
         self.logit_scale = self.placement_cls.logit_scale(vocab_size)
         if tie_weights and not self.placement_cls.allows_weight_tying:
@@ -114,8 +163,8 @@ class GPT(nn.Module):
         self.spec["tie_weights"] = bool(tie_weights)
         placement_init(self)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Logits (B,T,V) for token ids (B,T) with T <= max_seq_len."""
+    def forward(self, idx: torch.Tensor, pooled: bool = False) -> torch.Tensor:
+        """Logits (B,T,V) for token ids (B,T) with T <= max_seq_len; ``pooled=True``: the readout (B,D) instead."""
         t = idx.shape[1]
         if t > self.max_seq_len:
             raise ValueError(f"sequence length {t} exceeds max_seq_len {self.max_seq_len} of this GPT")
@@ -123,10 +172,20 @@ class GPT(nn.Module):
         if self.pos_emb is not None:
             x = x + self.pos_emb(torch.arange(t, device=idx.device))
         x = self.drop(x)
-        for block in self.blocks:
-            x = block(x)
+        x, hidden = run_blocks(self, x)
+        if pooled:
+            return readout(self.norm, self.pooling, x, hidden)
+        self.early_exits = early_exits(self, hidden, self.logits)
+        return self.logits(x)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Next-token logits (B,T,V) from the stream (B,T,D): final norm, head [, logit scale]."""
         logits = self.head(self.norm(x))
         return logits if self.logit_scale is None else self.logit_scale(logits)
+
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        """One vector per sequence (B,D): the ``readout`` pooling of the last block's output (with the final norm)."""
+        return self.forward(idx, pooled=True)
 
 
 def _preset(name: str, defaults: dict, kwargs: dict) -> GPT:

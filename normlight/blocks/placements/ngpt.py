@@ -93,6 +93,7 @@ class NGPTBlock(Block):
     final_norm = False
     allows_weight_tying = False
     recommended_defaults = {"weight_decay": 0.0, "warmup_steps": 0}
+    supports_residuals = False  # its normalized lerp on the sphere replaces x + F(x)
 
     def __init__(self, dim, num_heads, **kw):
         super().__init__(dim, num_heads, **kw)
