@@ -8,6 +8,8 @@ Public API (timm-style)::
     normlight.list_placements()                  # pre, post, peri, ...
     normlight.list_models()                      # gpt-*, vit-*, resnet-*; also timm:<name>
     model = normlight.create_model("gpt-tiny", norm="powernorm", placement="peri", qk_norm="rmsnorm")
+    normlight.list_poolings(), normlight.list_residuals(), normlight.list_mixers(), normlight.list_depth_regularizers()
+    model = normlight.create_model("vit-tiny", pool="ggem", residual="gate", depth_regularizer="drop_path")
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from importlib import metadata as _md
 
 from normlight.blocks.factory import get_placement
+from normlight.depth.factory import create_depth_regularizer
 from normlight.errors import (
     AmbiguousNameError,
     NormlightError,
@@ -22,10 +25,22 @@ from normlight.errors import (
     PluginOptionError,
     UnknownNameError,
 )
+from normlight.mixers.factory import create_mixer
 from normlight.models.factory import create_model
 from normlight.models.fold import fold
 from normlight.norms.factory import create_norm
-from normlight.registry import list_models, list_norms, list_placements, normalize_name
+from normlight.poolings.factory import create_pooling
+from normlight.registry import (
+    list_depth_regularizers,
+    list_mixers,
+    list_models,
+    list_norms,
+    list_placements,
+    list_poolings,
+    list_residuals,
+    normalize_name,
+)
+from normlight.residuals.factory import create_residual
 
 try:
     __version__ = _md.version("normlight")
@@ -39,13 +54,21 @@ __all__ = [
     "PluginError",
     "PluginOptionError",
     "UnknownNameError",
+    "create_depth_regularizer",
+    "create_mixer",
     "create_model",
     "create_norm",
+    "create_pooling",
+    "create_residual",
     "fold",
     "get_placement",
+    "list_depth_regularizers",
+    "list_mixers",
     "list_models",
     "list_norms",
     "list_placements",
+    "list_poolings",
+    "list_residuals",
     "normalize_name",
     "__version__",
 ]

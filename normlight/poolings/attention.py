@@ -65,7 +65,7 @@ class ChannelwiseAttentionPool(Pooling):
     """AttSets (Yang et al. 2020): per-token, per-channel scores from one linear layer, softmax over the tokens
     separately for every channel, weighted sum: ``y_c = sum_t softmax_t(x W + b)_{t,c} x_{t,c}``.
 
-    Permutation invariant, costs one D x D linear layer; softmax in float32. Final norm per token first.
+    Permutation invariant, costs one D x D linear layer; softmax in at least float32. Final norm per token first.
 
     ::
 
@@ -82,7 +82,7 @@ class ChannelwiseAttentionPool(Pooling):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, D) -> (B, D)."""
-        a = self.score(x).float().softmax(dim=1).to(x.dtype)
+        a = self.score(x).to(torch.promote_types(x.dtype, torch.float32)).softmax(dim=1).to(x.dtype)
         return (a * x).sum(dim=1)
 
 

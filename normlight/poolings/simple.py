@@ -74,7 +74,7 @@ class WeightedMeanPool(Pooling):
     """Position-weighted mean (SGPT): ``y = sum_t w_t x_t`` with ``w_t = t / sum_s s``, t = 1..T.
 
     Later positions of a causal LM have seen more of the sequence, so they weigh more (Muennighoff 2022,
-    SGPT; the RDS+ data-selection readout). Weights in float32.
+    SGPT; the RDS+ data-selection readout). Weights in at least float32.
     """
 
     description = "position-weighted mean, w_t proportional to t (SGPT)"
@@ -83,6 +83,6 @@ class WeightedMeanPool(Pooling):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, D) -> (B, D)."""
         t = x.shape[1]
-        w = torch.arange(1, t + 1, device=x.device, dtype=torch.float32)
+        w = torch.arange(1, t + 1, device=x.device, dtype=torch.promote_types(x.dtype, torch.float32))
         w = (w / w.sum()).to(x.dtype)
         return torch.einsum("t,btd->bd", w, x)

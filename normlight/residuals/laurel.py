@@ -6,7 +6,7 @@
 - ``lr`` (low rank): ``g = x + B A x`` with A (r x D), B (D x r); alpha = 1;
 - ``rw_lr``: ``alpha * f(x) + beta * (x + B A x)``.
 
-Applied at every residual branch (attention and MLP). B starts at zero, so every variant starts as the
+Applied at every residual branch (attention and MLP); ``rank`` defaults to min(16, D). B starts at zero, so every variant starts as the
 plain residual; A gets PyTorch's default Linear init. The paper's exact initialization of A and any
 normalization of alpha/beta are not in our references; this follows its formulas as written.
 """
@@ -36,7 +36,7 @@ class LAuReL(Residual):
     description = "LAuReL: alpha F(x) + beta x (rw), F(x) + x + BAx (lr) or both (rw_lr)"
     paper = "Menghani et al. 2025, LAuReL: Learned Augmented Residual Layer"
 
-    def __init__(self, dim: int, variant: str = "rw", rank: int = 16, device=None, dtype=None):
+    def __init__(self, dim: int, variant: str = "rw", rank: int | None = None, device=None, dtype=None):
         super().__init__(dim)
         if variant not in VARIANTS:
             raise ValueError(f"laurel variant must be one of {VARIANTS}, got {variant!r}")
@@ -46,6 +46,7 @@ class LAuReL(Residual):
             self.alpha = nn.Parameter(torch.ones((), **kw))
             self.beta = nn.Parameter(torch.ones((), **kw))
         if variant in ("lr", "rw_lr"):
+            rank = min(16, dim) if rank is None else rank
             if not 1 <= rank <= dim:
                 raise ValueError(f"laurel rank must be in [1, dim={dim}], got {rank}")
             self.rank = int(rank)
