@@ -72,3 +72,20 @@ def test_agc_option_clips_unit_wise_before_the_step():
         p.grad = torch.ones_like(p) * 10.0
     off.on_before_optimizer_step(None)
     assert all(torch.all(p.grad == 10.0) for p in off.model.parameters())
+
+
+def test_plugin_slots_are_tagged_with_provenance_and_named_when_not_default():
+    kw = dict(depth=2, dim=32, num_heads=2, pool="ggem", residual="gate", depth_regularizer="drop_path")
+    tags = ImageClassification("vit-tiny", model_kwargs=kw).run_tags()
+    for key, value in (
+        ("pool", "ggem"),
+        ("residual", "gate"),
+        ("mixer", "attention"),
+        ("depth_regularizer", "drop_path"),
+    ):
+        assert (tags[key], tags[f"{key}_dist"]) == (value, "normlight") and tags[f"{key}_version"]
+    name = ImageClassification("vit-tiny", model_kwargs=kw).run_name()
+    assert "/pool-ggem/residual-gate/depth_regularizer-drop_path/" in name and "mixer-" not in name
+    lm = CausalLanguageModeling("gpt-nano")
+    assert lm.run_tags()["readout"] == "last_token" and lm.run_tags()["depth_regularizer"] == "None"
+    assert lm.run_name().startswith("gpt-nano/pre/layernorm/lr")  # defaults keep today's names
