@@ -43,6 +43,9 @@ class RotaryEmbedding(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention; ``qkv`` is one fused projection whose rows are [q; k; v]."""
 
+    description = "multi-head self-attention (the default token mixer)"
+    paper = "Vaswani et al. 2017, Attention Is All You Need"
+
     def __init__(
         self,
         dim: int,
