@@ -55,7 +55,9 @@ def _check(model: nn.Module) -> None:
             raise ValueError(f"convert: needs the default {key} ({default!r}), got {model.spec[key]!r} in {what}")
     if model.family == "vit":
         if model.spec.get("pool") not in ("cls", "mean") or model.pe_norms is not None or model.patch_embed.dual:
-            raise ValueError("convert: ViT needs pool 'cls' or 'mean' and no lape / dual_patchnorm")
+            raise ValueError(
+                "convert: ViT with a pool other than 'cls'/'mean', lape=True or dual_patchnorm=True is not supported"
+            )
 
 
 @torch.no_grad()
