@@ -220,6 +220,7 @@ class NormTask(LightningModule):
         if not self.training or not exits:
             return loss
         final_weight, layers = exits
+        self.model.early_exits = None  # used once; keep no graph alive on the model
         return final_weight * loss + sum(w * loss_fn(logits) for w, logits in layers)
 
     def configure_optimizers(self):
