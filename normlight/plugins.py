@@ -1,4 +1,5 @@
-"""Entry-point discovery: which distributions offer which norms, placements, models and analyses.
+"""Entry-point discovery: which distributions offer which norms, placements, models, analyses, poolings,
+residuals, mixers and depth regularizers.
 
 Discovery only reads package metadata (``importlib.metadata``); no plugin code is imported until a
 plugin is selected or listed with ``load=True``. A plugin that fails to import is recorded as broken
@@ -19,6 +20,10 @@ GROUPS = {
     "placements": "normlight.placements",
     "models": "normlight.models",
     "analyses": "normlight.analyses",
+    "poolings": "normlight.poolings",
+    "residuals": "normlight.residuals",
+    "mixers": "normlight.mixers",
+    "depth_regularizers": "normlight.depth_regularizers",
 }
 
 _cache: dict[str, list["PluginEntry"]] = {}
@@ -28,7 +33,7 @@ _cache: dict[str, list["PluginEntry"]] = {}
 class PluginEntry:
     """One entry point of one distribution, loaded on demand."""
 
-    kind: str  # "norms" | "placements" | "models" | "analyses"
+    kind: str  # a key of GROUPS: "norms", "placements", "models", "poolings", ...
     name: str  # the entry-point name as the distribution wrote it
     value: str  # "module:attr"
     dist: str  # distribution name, e.g. "normlight"
@@ -75,7 +80,7 @@ class PluginEntry:
 
 
 def entries(kind: str) -> list[PluginEntry]:
-    """All entry points of a kind (``norms``, ``placements``, ``models``, ``analyses``), cached after the first scan."""
+    """All entry points of a kind (a key of ``GROUPS``: ``norms``, ``placements``, ...), cached after the first scan."""
     if kind not in GROUPS:
         raise ValueError(f"unknown plugin kind {kind!r}; choose one of {sorted(GROUPS)}")
     if kind not in _cache:

@@ -93,6 +93,14 @@ def resolve(kind: str, spec: Any) -> tuple[Callable[..., Any], str]:
     raise PluginOptionError(f"a {kind[:-1]} must be a name, a class, a callable or a functools.partial, got {spec!r}")
 
 
+def spec_label(spec: Any) -> str:
+    """A short name of a spec for messages: the name as given (quoted), or a class's or callable's dotted name."""
+    if isinstance(spec, str):
+        return repr(spec)
+    target = spec.func if isinstance(spec, functools.partial) else spec
+    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', repr(target))}"
+
+
 def call_with_context(factory: Callable[..., Any], label: str, args: tuple, options: dict, context: dict) -> Any:
     """Call ``factory(*args, **options, **accepted_context)``; unknown options are named clearly."""
     try:
@@ -104,7 +112,7 @@ def call_with_context(factory: Callable[..., Any], label: str, args: tuple, opti
     open_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
     for key in options:
         if params and key not in named and not open_kwargs:
-            valid = ", ".join(sorted(named - set(CONTEXT_KEYS))) or "(none)"
+            valid = ", ".join(sorted(named - set(CONTEXT_KEYS) - set(context))) or "(none)"
             raise PluginOptionError(f"{label} does not accept option {key!r}; valid options: {valid}")
     kwargs = {k: v for k, v in context.items() if k in named and v is not None and k not in options}
     try:
@@ -134,3 +142,23 @@ def list_placements(pattern: str | None = None) -> list[str]:
 def list_models(pattern: str | None = None) -> list[str]:
     """Registered model presets; any timm model that accepts ``norm_layer`` is also ``timm:<name>``."""
     return list_names("models", pattern)
+
+
+def list_poolings(pattern: str | None = None) -> list[str]:
+    """Registered poolings: how a ViT (``pool``) or GPT (``readout``) reads one vector out of its tokens."""
+    return list_names("poolings", pattern)
+
+
+def list_residuals(pattern: str | None = None) -> list[str]:
+    """Registered residual connections: how a block's branch output joins the stream (``add``, ``gate``, ...)."""
+    return list_names("residuals", pattern)
+
+
+def list_mixers(pattern: str | None = None) -> list[str]:
+    """Registered token mixers of a block (``attention``, ``pool``, ``identity``)."""
+    return list_names("mixers", pattern)
+
+
+def list_depth_regularizers(pattern: str | None = None) -> list[str]:
+    """Registered depth regularizers (``stochastic_depth``, ``drop_path``, ``layerskip``); off by default."""
+    return list_names("depth_regularizers", pattern)

@@ -1,8 +1,9 @@
 """The layering in docs/architecture.md, enforced by parsing every import in normlight (function-level ones too).
 
-Layers from the bottom: errors -> plugins, registry -> distributed, layers -> norms -> blocks -> models ->
-tasks, data, tracking, diagnostics, testing, analysis -> sweep -> cli. A module may import its own layer and below,
-never above; the package ``__init__`` (the public facade) and ``__main__`` are the only exceptions.
+Layers from the bottom: errors -> plugins, registry -> distributed, layers -> norms, residuals, mixers, poolings,
+depth -> blocks -> models -> tasks, data, tracking, diagnostics, testing, analysis -> sweep -> cli. A module may
+import its own layer and below, never above; the package ``__init__`` (the public facade) and ``__main__`` are the
+only exceptions.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ LAYERS = {
     "distributed": 2,
     "layers": 2,
     "norms": 3,
+    "residuals": 3,
+    "mixers": 3,
+    "poolings": 3,
+    "depth": 3,
     "blocks": 4,
     "models": 5,
     "tasks": 6,
@@ -36,7 +41,20 @@ LAYERS = {
     "cli": 8,
 }
 FACADE = {"normlight", "normlight.__main__"}
-PLAIN_TORCH = ("errors", "plugins", "registry", "distributed", "layers", "norms", "blocks", "models")
+PLAIN_TORCH = (
+    "errors",
+    "plugins",
+    "registry",
+    "distributed",
+    "layers",
+    "norms",
+    "residuals",
+    "mixers",
+    "poolings",
+    "depth",
+    "blocks",
+    "models",
+)
 
 
 def module_name(path: Path) -> str:

@@ -99,18 +99,18 @@ class GPTLayers(LayerModel):
     task = "lm"
 
     def embed(self, x):
-        """Token embedding + learned positions (RoPE lives in the attention), then the embedding dropout."""
+        """Token embedding [x emb_scale] + learned positions (RoPE lives in the attention), then the dropout."""
         m = self.model
         h = m.tok_emb(x)
+        if getattr(m, "emb_scale", None) is not None:
+            h = h * m.emb_scale.to(h.dtype)
         if m.pos_emb is not None:
             h = h + m.pos_emb(torch.arange(x.shape[1], device=x.device))
         return m.drop(h)
 
     def readout(self, h):
-        """Final norm, head, and nGPT's logit scale where the placement has one."""
-        m = self.model
-        logits = m.head(m.norm(h))
-        return logits if m.logit_scale is None else m.logit_scale(logits)
+        """Final norm, head, and nGPT's logit scale where the placement has one (the model's own ``logits``)."""
+        return self.model.logits(h)
 
 
 class ViTLayers(LayerModel):
@@ -139,19 +139,12 @@ class ViTLayers(LayerModel):
         return m.blocks[i](h, pe)
 
     def readout(self, h):
-        """Final norm per token, the pooling (cls / mean / GeM), head, logit scale."""
-        m = self.model
-        h = m.norm(h)
-        if m.pool == "cls":
-            h = h[:, 0]
-        else:
-            h = h.mean(dim=1) if m.gem is None else m.gem(h)
-        logits = m.head(h)
-        return logits if m.logit_scale is None else m.logit_scale(logits)
+        """Final norm and the pooling plugin in the pooling's order, head, logit scale (the model's ``classify``)."""
+        return self.model.classify(h)
 
     def summary(self, h):
         """The class token, or the token mean for pooled ViTs."""
-        return h[:, 0] if self.model.pool == "cls" else h.mean(dim=1)
+        return h[:, 0] if getattr(self.model.pooling, "uses_class_token", False) else h.mean(dim=1)
 
 
 FAMILIES: dict[str, Callable[[nn.Module], LayerModel]] = {"gpt": GPTLayers, "vit": ViTLayers}

@@ -3,7 +3,7 @@
 Data flow (all optional parts are ``nn.Identity``/``None`` unless a placement or option turns them on)::
 
     x (B,T,D) [+ pos] --qkv--> q,k,v (B,H,T,hd) --q_norm/k_norm/v_norm (per head)--> --RoPE(q,k)-->
-      --SDPA (causal or not)--> y (B,H,T,hd) [* head_scale] --merge--> (B,T,H*hd) --inner_norm--> out_proj --dropout--> out
+      [--value_residual(v)] --SDPA (causal or not)--> y (B,H,T,hd) [* head_scale] --merge--> (B,T,H*hd) --inner_norm--> out_proj --dropout--> out
 
 The fast path stays on SDPA and stores nothing. With ``record_attention = True`` the probabilities are
 computed explicitly and ``last_attn_probs`` (B,H,T,T) and ``last_max_logit`` (max pre-softmax logit)
@@ -43,6 +43,9 @@ class RotaryEmbedding(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention; ``qkv`` is one fused projection whose rows are [q; k; v]."""
 
+    description = "multi-head self-attention (the default token mixer)"
+    paper = "Vaswani et al. 2017, Attention Is All You Need"
+
     def __init__(
         self,
         dim: int,
@@ -73,6 +76,7 @@ class Attention(nn.Module):
         # NormFormer head scale, applied per head BEFORE out_proj (the paper's ordering, not fairseq's)
         self.head_scale = nn.Parameter(torch.ones(num_heads)) if head_scale else None
         self.rope = RotaryEmbedding(self.head_dim, max_seq_len) if rope else None
+        self.value_residual: nn.Module | None = None  # set by a residual plugin acting on the values (ResFormer)
         self.scale = scale  # softmax scale; None = 1/sqrt(head_dim)
         self.attn_dropout = dropout
         self.resid_dropout = nn.Dropout(dropout)
@@ -110,7 +114,10 @@ class Attention(nn.Module):
         if pos is not None:
             x = x + pos
         b, t = x.shape[:2]
-        y = self.attend(*self.project(x))
+        q, k, v = self.project(x)
+        if self.value_residual is not None:
+            v = self.value_residual(v)
+        y = self.attend(q, k, v)
         if self.head_scale is not None:
             y = y * self.head_scale.view(1, -1, 1, 1).to(y.dtype)
         y = y.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim)

@@ -10,6 +10,12 @@ Class attributes read by the model factories:
 - ``recommended_defaults``: training hyperparameters the method's authors use (read by the task);
 - ``positions``: the GPT position encodings the placement works with (the first is its default);
 - ``depth_scaled_init``: whether the GPT-2 init scales the residual writers by 1/sqrt(2L).
+- ``supports_residuals``: False when the block has no ``x + F(x)`` for a residual plugin to replace (nGPT).
+
+Plugin hooks a placement's ``forward`` calls: ``self.attn_residual(x, branch)`` and ``self.mlp_residual(x,
+branch)`` wherever it joins a sublayer output to the stream (the ``residual`` plugin; ``add`` by default, so
+``x + branch``), and ``self.attn(h, pos)`` is the token mixer (the ``mixer`` plugin; the placement's attention
+by default).
 Optional hooks (defined only where needed, so ``hasattr`` tells): ``init_weights(model)`` called by
 the model factory after construction, ``after_optimizer_step(model)`` called by the training task.
 """
@@ -22,8 +28,13 @@ from torch import nn
 
 from normlight.blocks.attention import Attention
 from normlight.blocks.mlp import MLP
-from normlight.errors import PluginOptionError
+from normlight.errors import PluginError, PluginOptionError
+from normlight.mixers.factory import create_mixer
 from normlight.norms.factory import create_norm
+from normlight.registry import resolve, spec_label
+from normlight.residuals.add import Add
+from normlight.residuals.base import BRANCH_SITES
+from normlight.residuals.factory import create_residual, declared_sites
 
 
 class Block(nn.Module):
@@ -34,6 +45,7 @@ class Block(nn.Module):
     recommended_defaults: dict = {}
     positions: tuple = ("learned", "rope")
     depth_scaled_init: bool = True
+    supports_residuals: bool = True
 
     def __init__(
         self,
@@ -53,6 +65,10 @@ class Block(nn.Module):
         bias: bool = True,
         rope: bool = False,
         max_seq_len: int = 1024,
+        residual: Any = "add",
+        residual_kwargs: dict | None = None,
+        mixer: Any = "attention",
+        mixer_kwargs: dict | None = None,
         **placement_kwargs: Any,
     ):
         super().__init__()
@@ -67,10 +83,13 @@ class Block(nn.Module):
         self.layer_idx, self.num_layers = layer_idx, num_layers
         self.norm_spec, self.norm_kwargs = norm, dict(norm_kwargs or {})
         self.qk_norm_spec, self.qk_norm_kwargs = qk_norm, dict(qk_norm_kwargs or {})
+        self.residual_spec, self.residual_kwargs = residual, dict(residual_kwargs or {})
+        self.mixer_spec, self.mixer_kwargs = mixer, dict(mixer_kwargs or {})
         self.mlp_hidden = int(mlp_ratio * dim)
-        self.attn = self.build_attention(causal=causal, bias=bias, dropout=dropout, rope=rope, max_seq_len=max_seq_len)
+        self.attn = self.build_mixer(causal=causal, bias=bias, dropout=dropout, rope=rope, max_seq_len=max_seq_len)
         self.mlp = self.build_mlp(act=mlp, bias=bias, dropout=dropout)
         self.build_norms()
+        self.build_residuals()
 
     # --- construction hooks ---------------------------------------------------------------------
     def make_norm(self, site: str, size: int | None = None, spec: Any = None, kwargs: dict | None = None) -> nn.Module:
@@ -117,6 +136,76 @@ class Block(nn.Module):
         self.norm1 = self.make_norm("attn_in")
         self.norm2 = self.make_norm("mlp_in")
 
+    def build_mixer(self, **kw: Any) -> nn.Module:
+        """The token mixer (``self.attn``): the placement's attention by default, else the ``mixer`` plugin."""
+        factory, _ = resolve("mixers", self.mixer_spec)
+        if factory is Attention:
+            return self.build_attention(**kw, **self.mixer_kwargs)
+        name = spec_label(self.mixer_spec)
+        if self.qk_norm_spec is not None:
+            raise PluginOptionError(
+                f"qk_norm needs attention queries and keys, which mixer {name} has not; drop qk_norm"
+            )
+        custom = [h for h in ("build_attention", "attention_parts") if getattr(type(self), h) is not getattr(Block, h)]
+        custom += ["init_weights"] if hasattr(type(self), "init_weights") else []
+        if custom:
+            raise PluginOptionError(
+                f"mixer {name} replaces attention, but placement {type(self).__name__} customizes attention "
+                f"({', '.join(custom)}); use mixer 'attention' with it, or a placement that leaves attention "
+                "alone (pre, post, peri, sandwich, mix, none, rezero, skipinit)"
+            )
+        ctx = dict(num_heads=self.num_heads, layer_idx=self.layer_idx, num_layers=self.num_layers)
+        return create_mixer(self.mixer_spec, self.dim, **ctx, **kw, **self.mixer_kwargs)
+
+    def make_residual(self, site: str) -> nn.Module:
+        """The ``residual`` plugin's module for ``site`` of this layer."""
+        return create_residual(
+            self.residual_spec,
+            self.dim,
+            site=site,
+            layer_idx=self.layer_idx,
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            **self.residual_kwargs,
+        )
+
+    def build_residuals(self) -> None:
+        """``attn_residual``/``mlp_residual`` (plain add where the plugin does not act), ``depth_residual``
+        (between blocks, or None) and the attention's ``value_residual`` when the plugin declares that site."""
+        factory, _ = resolve("residuals", self.residual_spec)
+        sites = declared_sites(self.residual_spec)
+        name = spec_label(self.residual_spec)
+        if factory is not Add and not self.supports_residuals:
+            raise PluginOptionError(
+                f"residual {name} cannot apply to placement {type(self).__name__}: it has no x + F(x) to replace; "
+                "use residual 'add' with it"
+            )
+        self.attn_residual = self.make_residual("attn") if "attn" in sites else Add(self.dim)
+        self.mlp_residual = self.make_residual("mlp") if "mlp" in sites else Add(self.dim)
+        self.depth_residual = self.make_residual("depth") if "depth" in sites else None
+        if "value" in sites:
+            if not isinstance(self.attn, Attention):
+                raise PluginOptionError(
+                    f"residual {name} mixes attention values, but mixer {spec_label(self.mixer_spec)} has none; "
+                    "use mixer 'attention' with it"
+                )
+            self.attn.value_residual = self.make_residual("value")
+        if factory is not Add and set(sites) & set(BRANCH_SITES):
+            # a placement written before residual plugins joins branches with `x + F(x)`: say so, never ignore
+            for m in (self.attn_residual, self.mlp_residual):
+                m.register_forward_pre_hook(_count_call)
+            self.register_forward_pre_hook(_reset_calls)
+            self.register_forward_hook(_check_calls)
+
+    def residual_modules(self) -> dict:
+        """Every residual module of this block by site (``attn``, ``mlp``, ``depth``, ``value``), None where absent."""
+        return {
+            "attn": self.attn_residual,
+            "mlp": self.mlp_residual,
+            "depth": self.depth_residual,
+            "value": getattr(self.attn, "value_residual", None),
+        }
+
     @classmethod
     def logit_scale(cls, num_outputs: int) -> nn.Module | None:
         """A module the model applies to its logits (nGPT's s_z); none by default."""
@@ -125,3 +214,23 @@ class Block(nn.Module):
     def forward(self, x, pos=None):  # pragma: no cover - abstract
         """Map the residual stream (B,T,D) to (B,T,D); ``pos`` is added to the attention input (LaPE)."""
         raise NotImplementedError(f"{type(self).__name__} must override forward(x, pos=None)")
+
+
+def _count_call(module: nn.Module, args) -> None:
+    """Forward pre-hook on a residual module: count the calls of this block pass."""
+    module._calls = getattr(module, "_calls", 0) + 1
+
+
+def _reset_calls(block: Block, args) -> None:
+    """Forward pre-hook on a block with a residual plugin: start counting."""
+    block.attn_residual._calls = block.mlp_residual._calls = 0
+
+
+def _check_calls(block: Block, args, out) -> None:
+    """Forward hook: a block whose placement never called its residual modules would silently ignore the plugin."""
+    if not (block.attn_residual._calls or block.mlp_residual._calls):
+        raise PluginError(
+            f"residual {spec_label(block.residual_spec)} was never applied: placement {type(block).__name__} "
+            "joins its branches with `x + F(x)` instead of `self.attn_residual(x, F(x))` / "
+            "`self.mlp_residual(x, F(x))` (see docs/plugins.md, 'Residual plugins')"
+        )

@@ -1,8 +1,10 @@
 """``normlight plugins list`` (the catalog with distributions and status) and ``normlight plugins new NAME``.
 
-``plugins new NAME [--dir PATH] [--norm NORM]`` scaffolds a norm plugin package. The package installs as
-it is (``pip install -e PATH/NAME``) and passes its own tests unchanged: a numpy reference test of its norm and normlight's conformance kit. The author then replaces the
-formula in ``<package>/norms.py`` and the reference in the test. See docs/plugins.md.
+``plugins new NAME [--kind norm|pooling|residual|mixer] [--dir PATH] [--plugin NAME]`` scaffolds a plugin package
+of that kind (a norm by default; ``--norm`` is the old spelling of ``--plugin``). The package installs as it is
+(``pip install -e PATH/NAME``) and passes its own tests unchanged: a numpy reference test of its plugin and
+normlight's conformance kit. The author then replaces the formula in ``<package>/<kind>s.py`` and the reference
+in the test. See docs/plugins.md.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from normlight.errors import NormlightError
 _DIST_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]*[A-Za-z0-9]$")
 
 
-def _names(dist: str, norm: str | None) -> dict:
+def _names(dist: str, norm: str | None, kind: str = "norm") -> dict:
     """Distribution, import package, entry-point name and class name derived from the arguments."""
     if not _DIST_RE.match(dist):
         raise ValueError(
@@ -31,7 +33,7 @@ def _names(dist: str, norm: str | None) -> dict:
     norm = norm or re.sub(r"^normlight_", "", package)
     if not norm.isidentifier() or keyword.iskeyword(norm) or not package.isidentifier() or keyword.iskeyword(package):
         raise ValueError(
-            f"cannot derive a Python name from {dist!r} / norm {norm!r}; pass --norm with a lower_case identifier"
+            f"cannot derive a Python name from {dist!r} / {kind} {norm!r}; pass --norm with a lower_case identifier"
         )
     cls = "".join(part.capitalize() for part in norm.split("_") if part) or "Norm"
     return {
@@ -39,6 +41,8 @@ def _names(dist: str, norm: str | None) -> dict:
         "package": package,
         "norm": norm,
         "cls": cls,
+        "kind": kind,
+        "module": f"{kind}s",
         "normlight_min": ".".join(__version__.split(".")[:2]),
     }
 
@@ -51,7 +55,7 @@ build-backend = "setuptools.build_meta"
 [project]
 name = "{dist}"
 version = "0.1.0"
-description = "A normalization plugin for normlight: {norm}."
+description = "A {kind} plugin for normlight: {norm}."
 readme = "README.md"
 requires-python = ">=3.10"
 dependencies = ["normlight>={normlight_min}", "torch"]
@@ -59,9 +63,9 @@ dependencies = ["normlight>={normlight_min}", "torch"]
 [project.optional-dependencies]
 test = ["pytest>=8", "numpy"]
 
-# normlight finds the norm through this entry point: name = "module:factory"
-[project.entry-points."normlight.norms"]
-{norm} = "{package}.norms:{cls}"
+# normlight finds the {kind} through this entry point: name = "module:factory"
+[project.entry-points."normlight.{module}"]
+{norm} = "{package}.{module}:{cls}"
 
 [tool.setuptools]
 packages = ["{package}"]
@@ -71,7 +75,7 @@ testpaths = ["tests"]
 """
 
 INIT = '''\
-"""{dist}: the `{norm}` norm plugin for normlight (registered in pyproject.toml)."""
+"""{dist}: the `{norm}` {kind} plugin for normlight (registered in pyproject.toml)."""
 
 __version__ = "0.1.0"
 '''
@@ -152,23 +156,18 @@ class TestConformance(NormPluginConformance):
 README = """\
 # {dist}
 
-A normalization plugin for [normlight](https://pypi.org/project/normlight/): the `{norm}` norm.
+A {kind} plugin for [normlight](https://pypi.org/project/normlight/): the `{norm}` {kind}.
 
 ```bash
 pip install -e .                # or: pip install {dist}
-normlight plugins list --kind norms --load      # shows {norm} from {dist} 0.1.0
-normlight fit --config configs/gpt/nano.yaml --model.norm {norm}
+normlight plugins list --kind {module} --load      # shows {norm} from {dist} 0.1.0
 ```
 
-```python
-import normlight
-norm = normlight.create_norm("{norm}", 512, eps=1e-6)
-model = normlight.create_model("gpt-tiny", norm="{norm}")
-```
+{usage}
 
 ## Develop
 
-Edit the formula in `{package}/norms.py` and the numpy reference in `tests/test_{norm}.py`, then
+Edit the formula in `{package}/{module}.py` and the numpy reference in `tests/test_{norm}.py`, then
 run `python -m pytest -q` (the package must be installed: the tests resolve the entry point).
 
 ## Publish
@@ -180,14 +179,230 @@ python -m twine upload dist/*   # or install the wheel directly: pip install dis
 """
 
 
-def scaffold(dist: str, directory: str | Path = ".", norm: str | None = None) -> Path:
-    """Write the package ``directory/dist``; return its path. Refuses to overwrite a non-empty directory."""
-    names = _names(dist, norm)
-    taken = {registry.normalize_name(n.rpartition(":")[2]) for n in registry.list_norms()}
+USAGE = {
+    "norm": """```bash
+normlight fit --config configs/gpt/nano.yaml --model.norm {norm}
+```
+
+```python
+import normlight
+norm = normlight.create_norm("{norm}", 512, eps=1e-6)
+model = normlight.create_model("gpt-tiny", norm="{norm}")
+```""",
+    "pooling": """```bash
+normlight fit --config configs/vit/tiny.yaml --model.model_kwargs.pool {norm}
+```
+
+```python
+import normlight
+model = normlight.create_model("vit-tiny", pool="{norm}")      # or a GPT readout: readout="{norm}"
+```""",
+    "residual": """```bash
+normlight fit --config configs/gpt/nano.yaml --model.model_kwargs.residual {norm}
+```
+
+```python
+import normlight
+model = normlight.create_model("gpt-tiny", residual="{norm}", placement="peri")
+```""",
+    "mixer": """```bash
+normlight fit --config configs/vit/tiny.yaml --model.model_kwargs.mixer {norm}
+```
+
+```python
+import normlight
+model = normlight.create_model("gpt-tiny", mixer="{norm}")     # causal: the template honours supports_causal
+```""",
+}
+
+POOLINGS = '''\
+"""The `{norm}` pooling. Replace the formula in ``forward`` (and the reference in tests/) with yours.
+
+normlight's pooling contract (docs/plugins.md): ``{cls}(dim, **options)`` returns an ``nn.Module`` mapping the
+tokens ``(B, T, D)`` to ``(B, D)``; it declares ``norm_position`` ("pre": the model's final norm runs on the
+tokens before pooling, "post": on the pooled vector), ``uses_class_token`` and ``needs_hidden_states``; name
+``num_heads`` or ``num_layers`` as parameters to receive them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class {cls}(nn.Module):
+    """Mean over tokens times a learnable per-channel gain: ``y = weight * mean_t x_t``."""
+
+    description = "{norm}: weight * mean over tokens (template; replace with your method)"
+    paper = "Your Name et al. YEAR, Title"
+    norm_position = "post"
+    uses_class_token = False
+    needs_hidden_states = False
+
+    def __init__(self, dim: int, device=None, dtype=None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (B, D)."""
+        return x.mean(dim=1) * self.weight.to(x.dtype)
+'''
+
+RESIDUALS = '''\
+"""The `{norm}` residual connection. Replace the formula in ``forward`` (and the reference in tests/) with yours.
+
+normlight's residual contract (docs/plugins.md): ``{cls}(dim, **options)`` returns an ``nn.Module``; at the
+branch sites it declares (``sites``, default attn and mlp) the placement calls ``forward(x, branch)`` where it
+used to compute ``x + branch``; name ``site``, ``layer_idx`` or ``num_layers`` as parameters to receive them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class {cls}(nn.Module):
+    """A learnable scalar on the branch, initialised at 1: ``y = x + scale * branch``."""
+
+    description = "{norm}: x + scale * F(x), learnable scale init 1 (template; replace with your method)"
+    paper = "Your Name et al. YEAR, Title"
+    sites = ("attn", "mlp")
+
+    def __init__(self, dim: int, device=None, dtype=None):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones((), device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+        """The stream after the branch joined it."""
+        return x + self.scale.to(x.dtype) * branch
+
+    def diagnostics(self) -> dict:
+        """Logged by normlight's diagnostics as diag/plugin/<module path>/scale."""
+        return {{"scale": float(self.scale.detach())}}
+'''
+
+MIXERS = '''\
+"""The `{norm}` token mixer. Replace the formula in ``forward`` (and the reference in tests/) with yours.
+
+normlight's mixer contract (docs/plugins.md): ``{cls}(dim, **options)`` returns an ``nn.Module`` with
+``forward(x, pos=None)`` mapping ``(B, T, D)`` to ``(B, T, D)``; it replaces attention at ``block.attn``. In a
+causal model (GPT) it must take a ``causal`` parameter or declare ``supports_causal = True``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class {cls}(nn.Module):
+    """Causal running mean of the tokens, projected: ``y_t = W (1/t) sum_(s<=t) x_s`` (causal by construction)."""
+
+    description = "{norm}: projected causal running mean of the tokens (template; replace with your method)"
+    paper = "Your Name et al. YEAR, Title"
+    supports_causal = True
+
+    def __init__(self, dim: int, device=None, dtype=None):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D); ``pos`` is added to the input first."""
+        if pos is not None:
+            x = x + pos
+        t = torch.arange(1, x.shape[1] + 1, device=x.device, dtype=x.dtype).view(1, -1, 1)
+        return self.proj(x.cumsum(dim=1) / t)
+'''
+
+KIND_TESTS = {}
+KIND_TESTS["pooling"] = '''\
+"""`{norm}` against an independent numpy formula, then normlight's conformance kit (package must be installed)."""
+
+import numpy as np
+import torch
+
+import normlight
+from normlight.testing import PoolingPluginConformance
+
+
+def test_{norm}_matches_numpy():
+    m = normlight.create_pooling("{norm}", 8)
+    with torch.no_grad():
+        m.weight.copy_(torch.linspace(0.5, 2.0, 8))
+    x = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(0))
+    want = x.double().numpy().mean(axis=1) * m.weight.detach().double().numpy()
+    np.testing.assert_allclose(m(x).detach().double().numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+class TestConformance(PoolingPluginConformance):
+    """One test per contract check: build, shape, dtypes, gradients, state_dict, batch independence, model."""
+
+    pooling = "{norm}"
+'''
+KIND_TESTS["residual"] = '''\
+"""`{norm}` against an independent numpy formula, then normlight's conformance kit (package must be installed)."""
+
+import numpy as np
+import torch
+
+import normlight
+from normlight.testing import ResidualPluginConformance
+
+
+def test_{norm}_matches_numpy():
+    m = normlight.create_residual("{norm}", 8, site="attn")
+    with torch.no_grad():
+        m.scale.fill_(0.3)
+    g = torch.Generator().manual_seed(0)
+    x, f = torch.randn(2, 3, 8, generator=g), torch.randn(2, 3, 8, generator=g)
+    want = x.double().numpy() + 0.3 * f.double().numpy()
+    np.testing.assert_allclose(m(x, f).detach().double().numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+class TestConformance(ResidualPluginConformance):
+    """One test per contract check: build, shape, gradients, state_dict, model (GPT Pre-/Post-LN, ViT)."""
+
+    residual = "{norm}"
+'''
+KIND_TESTS["mixer"] = '''\
+"""`{norm}` against an independent numpy formula, then normlight's conformance kit (package must be installed)."""
+
+import numpy as np
+import torch
+
+import normlight
+from normlight.testing import MixerPluginConformance
+
+
+def test_{norm}_matches_numpy():
+    m = normlight.create_mixer("{norm}", 8)
+    x = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(0))
+    xn = x.double().numpy()
+    running = np.cumsum(xn, axis=1) / np.arange(1, 6)[None, :, None]
+    w, b = m.proj.weight.detach().double().numpy(), m.proj.bias.detach().double().numpy()
+    np.testing.assert_allclose(m(x).detach().double().numpy(), running @ w.T + b, rtol=1e-5, atol=1e-6)
+
+
+class TestConformance(MixerPluginConformance):
+    """One test per contract check: build, shape, causal, gradients, state_dict, model (ViT and GPT)."""
+
+    mixer = "{norm}"
+'''
+TEMPLATES = {"norm": NORMS, "pooling": POOLINGS, "residual": RESIDUALS, "mixer": MIXERS}
+
+
+def scaffold(dist: str, directory: str | Path = ".", norm: str | None = None, kind: str = "norm") -> Path:
+    """Write the package ``directory/dist`` for a plugin of ``kind`` (norm, pooling, residual or mixer) named
+    ``norm`` (default: derived from ``dist``); return its path. Refuses to overwrite a non-empty directory."""
+    if kind not in TEMPLATES:
+        raise ValueError(f"cannot scaffold a {kind!r} plugin; choose --kind from {sorted(TEMPLATES)}")
+    names = _names(dist, norm, kind)
+    taken = {registry.normalize_name(n.rpartition(":")[2]) for n in registry.list_names(f"{kind}s")}
     if registry.normalize_name(names["norm"]) in taken:
         raise ValueError(
-            f"a norm named {names['norm']!r} is already registered (see `normlight plugins list`); "
-            "pass --norm with a new name"
+            f"a {kind} named {names['norm']!r} is already registered (see `normlight plugins list`); "
+            "pass --plugin with a new name"
         )
     root = Path(directory) / dist
     if root.exists() and any(root.iterdir()):
@@ -196,9 +411,10 @@ def scaffold(dist: str, directory: str | Path = ".", norm: str | None = None) ->
         "pyproject.toml": PYPROJECT,
         "README.md": README,
         f"{names['package']}/__init__.py": INIT,
-        f"{names['package']}/norms.py": NORMS,
-        f"tests/test_{names['norm']}.py": TEST,
+        f"{names['package']}/{names['module']}.py": TEMPLATES[kind],
+        f"tests/test_{names['norm']}.py": TEST if kind == "norm" else KIND_TESTS[kind],
     }
+    names["usage"] = USAGE[kind].format(**names)
     for rel, template in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -277,17 +493,17 @@ def plugins_list(args: argparse.Namespace) -> int:
 
 
 def plugins_new(args: argparse.Namespace) -> int:
-    """``normlight plugins new NAME [--dir PATH] [--norm NORM]``: write the package and say what to do next."""
+    """``normlight plugins new NAME [--kind KIND] [--dir PATH] [--plugin NAME]``: write the package, say what next."""
     try:
-        root = scaffold(args.name, args.dir, args.norm)
+        root = scaffold(args.name, args.dir, args.norm, args.kind)
     except (ValueError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    names = _names(args.name, args.norm)
+    names = _names(args.name, args.norm, args.kind)
     print(
-        f"created {root}  (norm {names['norm']!r}: class {names['package']}.norms.{names['cls']})\n"
+        f"created {root}  ({args.kind} {names['norm']!r}: class {names['package']}.{names['module']}.{names['cls']})\n"
         f"next:\n  pip install -e {root}\n  cd {root} && python -m pytest -q\n"
-        f"  normlight plugins list --kind norms --load\n  see docs/plugins.md to publish it"
+        f"  normlight plugins list --kind {names['module']} --load\n  see docs/plugins.md to publish it"
     )
     return 0
 
@@ -304,11 +520,17 @@ def build_parser() -> argparse.ArgumentParser:
     pn = psub.add_parser(
         "new",
         help="scaffold a plugin package (see docs/plugins.md)",
-        description="Create a norm plugin package that installs with `pip install -e` and passes its own tests.",
+        description="Create a plugin package that installs with `pip install -e` and passes its own tests.",
     )
     pn.add_argument("name", metavar="NAME", help="distribution name, e.g. normlight-centered-rms")
+    pn.add_argument("--kind", choices=["norm", "pooling", "residual", "mixer"], default="norm", help="plugin kind")
     pn.add_argument("--dir", default=".", help="parent directory of the new package (default: .)")
-    pn.add_argument("--norm", help="norm name to register (default: NAME without 'normlight-', as an identifier)")
+    pn.add_argument(
+        "--plugin",
+        "--norm",
+        dest="norm",
+        help="plugin name to register (default: NAME without 'normlight-', as an identifier)",
+    )
     pn.set_defaults(func=plugins_new)
     return p
 

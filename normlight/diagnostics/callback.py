@@ -3,7 +3,8 @@
 It orchestrates the per-diagnostic modules of this package:
 
 - every step (cheap scalars): global pre-clip gradient norm, loss-spike score, divergence guard;
-- every ``every_n_steps`` training steps: per-block gradient norms, residual-stream RMS and massive
+- every ``every_n_steps`` training steps: plugin scalars (GeM p, DWA weights, gates, drop-path rates: any
+  module's ``diagnostics()``), per-block gradient norms, residual-stream RMS and massive
   activations (forward hooks on ``model.blocks`` during the training forward), attention entropy and max
   logit (the blocks' ``record_attention`` mode, on an extra no-grad forward of ``attention_samples``
   samples of the batch), batch-statistics fluctuation, throughput and peak memory;
@@ -26,7 +27,7 @@ import time
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from normlight.diagnostics import attention, batch_stats, block_influence, grad_norm, residual, summary
+from normlight.diagnostics import attention, batch_stats, block_influence, grad_norm, plugin_state, residual, summary
 from normlight.diagnostics.loss_spikes import DivergenceGuard, SpikeDetector
 from normlight.diagnostics.throughput import ThroughputMeter, batch_inputs, peak_memory_mb
 from normlight.tracking.mlflow_utils import set_tags
@@ -71,6 +72,7 @@ class StabilityDiagnostics(Callback):
         block_influence: 1 - cos(h_in, h_out) per block on a fixed probe batch at each validation.
         batch_stats: fluctuation of norms with ``uses_batch_statistics``.
         throughput: tokens/images per second (summed over ranks) and peak memory.
+        plugins: learned/scheduled scalars of plugin modules with a ``diagnostics()`` hook (``diag/plugin/...``).
         divergence_guard: stop cleanly and tag the run on a NaN/Inf loss or gradient.
         spike_window: number of past losses the spike detector compares against.
         spike_threshold: robust z-score above which a loss counts as a spike.
@@ -91,6 +93,7 @@ class StabilityDiagnostics(Callback):
         block_influence: bool = True,
         batch_stats: bool = True,
         throughput: bool = True,
+        plugins: bool = True,
         divergence_guard: bool = True,
         spike_window: int = 100,
         spike_threshold: float = 6.0,
@@ -110,6 +113,7 @@ class StabilityDiagnostics(Callback):
             "block_influence": block_influence,
             "batch_stats": batch_stats,
             "throughput": throughput,
+            "plugins": plugins,
         }
         self.divergence_guard = divergence_guard
         self.probe_size = probe_size
@@ -269,6 +273,8 @@ class StabilityDiagnostics(Callback):
             if fl:
                 m.update(_per_layer("diag/bstat_fluct", fl))
                 m["diag/bstat_fluct_mean"] = sum(fl) / len(fl)
+        if self.enabled["plugins"]:
+            m.update(plugin_state.plugin_scalars(self._model(pl_module)))
         if self.enabled["loss_spikes"]:
             m["diag/loss_spikes"] = self.spikes.count
             m["diag/loss_zscore"] = self.spikes.last_z

@@ -50,9 +50,14 @@ def _check(model: nn.Module) -> None:
     for where, norm in norms:
         if not isinstance(norm, (nn.LayerNorm, LayerNorm)) or norm.weight is None:
             raise ValueError(f"convert: {where} is {type(norm).__name__}; needs an affine LayerNorm (norm='layernorm')")
+    for key, default in (("residual", "add"), ("mixer", "attention"), ("depth_regularizer", None)):
+        if model.spec.get(key, default) != default:
+            raise ValueError(f"convert: needs the default {key} ({default!r}), got {model.spec[key]!r} in {what}")
     if model.family == "vit":
-        if model.pool == "gem" or model.pe_norms is not None or model.patch_embed.dual:
-            raise ValueError("convert: ViT with pool='gem', lape=True or dual_patchnorm=True is not supported")
+        if model.spec.get("pool") not in ("cls", "mean") or model.pe_norms is not None or model.patch_embed.dual:
+            raise ValueError(
+                "convert: ViT with a pool other than 'cls'/'mean', lape=True or dual_patchnorm=True is not supported"
+            )
 
 
 @torch.no_grad()

@@ -4,10 +4,14 @@
 
     idx (B,T) ─ tok_emb [× emb_scale] [+ pos_emb (learned)] ─ dropout ─ blocks[0..L-1] ─ final norm ─ head
         [─ logit scale] ─> logits (B,T,V)
+                                                                        └─ final norm + readout ─> embed(idx) (B,D)
 
 ``pos``: "learned" (added embedding) or "rope" (rotary, in attention); None = the placement's default
 (``Block.positions[0]``: learned, except nGPT, which works with RoPE only). ``emb_scale=True`` multiplies the
 token embedding by one learnable scalar initialised to sqrt(dim) (the DyT paper's LLaMA recipe).
+``readout`` / ``readout_kwargs``: the pooling plugin ``embed`` uses for one vector per sequence ("last_token",
+the default, "mean", "weighted_mean", "attn", ...); ``residual`` / ``mixer`` / ``depth_regularizer`` (each with
+``*_kwargs``): residual-connection, token-mixer and depth-regularizer plugins (defaults "add", "attention", none).
 
 Presets (parameter counts with the default pre/layernorm, learned positions, tied head; asserted in tests):
 
@@ -36,15 +40,24 @@ import torch
 from torch import nn
 
 from normlight.blocks.factory import get_placement
+from normlight.mixers.factory import check_mixer
 from normlight.models.transformer import (
     build_blocks,
+    build_depth_regularizers,
     depth_scaled_init,
+    early_exits,
     final_norm,
     init_gpt2,
     placement_init,
+    readout,
+    run_blocks,
+    setup_stack,
     spec_value,
     with_norm_bias,
 )
+from normlight.poolings.factory import create_pooling
+from normlight.poolings.factory import declared as pooling_declared
+from normlight.registry import spec_label
 
 
 class GPT(nn.Module):
@@ -75,6 +88,14 @@ class GPT(nn.Module):
         placement_kwargs: dict | None = None,
         qk_norm: Any = None,
         qk_norm_kwargs: dict | None = None,
+        readout: Any = "last_token",
+        readout_kwargs: dict | None = None,
+        residual: Any = "add",
+        residual_kwargs: dict | None = None,
+        mixer: Any = "attention",
+        mixer_kwargs: dict | None = None,
+        depth_regularizer: Any = None,
+        depth_regularizer_kwargs: dict | None = None,
     ):
         super().__init__()
         placement_cls = get_placement(placement)
@@ -86,6 +107,12 @@ class GPT(nn.Module):
             raise ValueError(
                 f"gpt: placement {placement_cls.__name__} works with pos {allowed} only, got pos={pos!r} "
                 f"(see its docstring); leave pos unset for its default"
+            )
+        check_mixer(mixer, causal=True, where=f"model {name!r} (a causal language model)")
+        if pooling_declared(readout, "uses_class_token", False):
+            raise ValueError(
+                f"gpt: readout {spec_label(readout)} reads a class token, which model {name!r} does not have; "
+                "choose last_token, mean, weighted_mean, attn, ..."
             )
         self.spec = {
             k: spec_value(v)
@@ -109,6 +136,14 @@ class GPT(nn.Module):
                 placement_kwargs=placement_kwargs or {},
                 qk_norm=qk_norm,
                 qk_norm_kwargs=qk_norm_kwargs or {},
+                readout=readout,
+                readout_kwargs=readout_kwargs or {},
+                residual=residual,
+                residual_kwargs=residual_kwargs or {},
+                mixer=mixer,
+                mixer_kwargs=mixer_kwargs or {},
+                depth_regularizer=depth_regularizer,
+                depth_regularizer_kwargs=depth_regularizer_kwargs or {},
             ).items()
         }
         norm_kwargs, qk_norm_kwargs = with_norm_bias(norm_kwargs, bias), with_norm_bias(qk_norm_kwargs, bias)
@@ -134,8 +169,15 @@ class GPT(nn.Module):
             bias=bias,
             rope=pos == "rope",
             max_seq_len=max_seq_len,
+            residual=residual,
+            residual_kwargs=residual_kwargs,
+            mixer=mixer,
+            mixer_kwargs=mixer_kwargs,
         )
         self.norm = final_norm(self.placement_cls, norm, dim, norm_kwargs, depth, num_heads)
+        self.pooling = create_pooling(readout, dim, num_heads=num_heads, num_layers=depth, **(readout_kwargs or {}))
+        self.depth_regularizer = build_depth_regularizers(depth_regularizer, depth_regularizer_kwargs, depth)
+        setup_stack(self, self.pooling, depth_regularizer, exits_read_pooling=False)
         self.head = nn.Linear(dim, vocab_size, bias=False)
         self.logit_scale = self.blocks[0].logit_scale(vocab_size)
         if tie_weights and not self.placement_cls.allows_weight_tying:
@@ -153,8 +195,8 @@ class GPT(nn.Module):
         self.register_load_state_dict_pre_hook(refuse_untied_state)
         placement_init(self)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Logits (B,T,V) for token ids (B,T) with T <= max_seq_len."""
+    def forward(self, idx: torch.Tensor, pooled: bool = False) -> torch.Tensor:
+        """Logits (B,T,V) for token ids (B,T) with T <= max_seq_len; ``pooled=True``: the readout (B,D) instead."""
         t = idx.shape[1]
         if t > self.max_seq_len:
             raise ValueError(f"sequence length {t} exceeds max_seq_len {self.max_seq_len} of this GPT")
@@ -164,10 +206,20 @@ class GPT(nn.Module):
         if self.pos_emb is not None:
             x = x + self.pos_emb(torch.arange(t, device=idx.device))
         x = self.drop(x)
-        for block in self.blocks:
-            x = block(x)
+        x, hidden = run_blocks(self, x)
+        if pooled:
+            return readout(self.norm, self.pooling, x, hidden)
+        self.early_exits = early_exits(self, hidden, self.logits)
+        return self.logits(x)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Next-token logits (B,T,V) from the stream (B,T,D): final norm, head [, logit scale]."""
         logits = self.head(self.norm(x))
         return logits if self.logit_scale is None else self.logit_scale(logits)
+
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        """One vector per sequence (B,D): the ``readout`` pooling of the last block's output (with the final norm)."""
+        return self.forward(idx, pooled=True)
 
 
 def refuse_untied_state(model: GPT, state_dict: dict, prefix: str, *args) -> None:

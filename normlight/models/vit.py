@@ -2,14 +2,17 @@
 
 ::
 
-    img (B,C,H,W) ─ patch embed ─ [cls] ─ (+ pos_emb | LaPE per block) ─ dropout ─ blocks ─ final norm ─ pool ─ head ─> logits
+    img (B,C,H,W) ─ patch embed ─ [cls] ─ (+ pos_emb | LaPE per block) ─ dropout ─ blocks ─ final norm + pool ─ head ─> logits
 
 - patch embed: a stride-P conv; with ``dual_patchnorm=True`` (Kumar et al. 2023) a LINEAR embedding
   ``LN_pre(P*P*C pixels) -> Linear -> LN_post`` (sites patch_pre / patch_post) on patches flattened as (p1 p2 c);
-- ``pool``: "cls" (class token), "mean" (mean of tokens) or "gem" (generalized mean over tokens, p learnable,
-  init 3; token features are signed, so they are clamped at eps first as GeM assumes non-negative inputs,
-  which drops their negative parts); the final norm runs per token BEFORE pooling (timm's "mean" pool
-  instead normalizes after pooling, fc_norm); no class token is created unless ``pool="cls"``;
+- ``pool`` / ``pool_kwargs``: a pooling plugin (``normlight.list_poolings()``): "cls" (class token, the default),
+  "mean", "max", "gem", "ggem", "attn", "attn_channelwise", "multi_layer_attn", ... The pooling declares where
+  the final norm sits: per token before pooling ("cls", "gem", "attn", ...) or on the pooled vector after it
+  ("mean", "max": timm's ``fc_norm``); ``pool_kwargs: {norm_position: pre|post}`` overrides. No class token is
+  created unless the pooling reads one;
+- ``residual`` / ``mixer`` / ``depth_regularizer`` (each with ``*_kwargs``): residual-connection, token-mixer
+  and depth-regularizer plugins (defaults: "add", "attention", none);
 - ``lape=True`` (Yu et al. 2023): the position embedding is not added to the input; block l gets
   ``pe_l = LN_pe^l(pe_{l-1})`` (site "pos", pe_0 = pos_emb) added to its attention input.
 
@@ -31,29 +34,25 @@ from typing import Any
 import torch
 from torch import nn
 
+from normlight.mixers.factory import declared as mixer_declared
 from normlight.models.transformer import (
     build_blocks,
+    build_depth_regularizers,
     depth_scaled_init,
+    early_exits,
     final_norm,
     init_gpt2,
     placement_init,
+    readout,
+    run_blocks,
+    setup_stack,
     spec_value,
     with_norm_bias,
 )
 from normlight.norms.factory import create_norm
-
-
-class GeM(nn.Module):
-    """Generalized mean over tokens: (mean_t clamp(x, eps)^p)^(1/p); p learnable, init 3."""
-
-    def __init__(self, p: float = 3.0, eps: float = 1e-6):
-        super().__init__()
-        self.p = nn.Parameter(torch.tensor(float(p)))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B,N,D) -> (B,D)."""
-        return x.clamp(min=self.eps).pow(self.p).mean(dim=1).pow(1.0 / self.p)
+from normlight.poolings.factory import create_pooling
+from normlight.poolings.factory import declared as pooling_declared
+from normlight.registry import spec_label
 
 
 class PatchEmbed(nn.Module):
@@ -119,6 +118,13 @@ class ViT(nn.Module):
         placement_kwargs: dict | None = None,
         qk_norm: Any = None,
         qk_norm_kwargs: dict | None = None,
+        pool_kwargs: dict | None = None,
+        residual: Any = "add",
+        residual_kwargs: dict | None = None,
+        mixer: Any = "attention",
+        mixer_kwargs: dict | None = None,
+        depth_regularizer: Any = None,
+        depth_regularizer_kwargs: dict | None = None,
     ):
         super().__init__()
         if img_size % patch_size:
@@ -126,8 +132,12 @@ class ViT(nn.Module):
                 f"vit: img_size {img_size} is not divisible by patch_size {patch_size}; "
                 f"choose a patch size that divides the image side"
             )
-        if pool not in ("cls", "mean", "gem"):
-            raise ValueError(f"vit: pool must be 'cls', 'mean' or 'gem', got {pool!r}")
+        uses_cls = bool(pooling_declared(pool, "uses_class_token", False))
+        if uses_cls and mixer_declared(mixer, "needs_grid", False):
+            raise ValueError(
+                f"vit: mixer {spec_label(mixer)} mixes tokens on the patch grid, but pooling {spec_label(pool)} adds a "
+                "class token that is not on it; choose another pooling (mean, gem, ...) or mixer"
+            )
         self.spec = {
             k: spec_value(v)
             for k, v in dict(
@@ -152,6 +162,13 @@ class ViT(nn.Module):
                 placement_kwargs=placement_kwargs or {},
                 qk_norm=qk_norm,
                 qk_norm_kwargs=qk_norm_kwargs or {},
+                pool_kwargs=pool_kwargs or {},
+                residual=residual,
+                residual_kwargs=residual_kwargs or {},
+                mixer=mixer,
+                mixer_kwargs=mixer_kwargs or {},
+                depth_regularizer=depth_regularizer,
+                depth_regularizer_kwargs=depth_regularizer_kwargs or {},
             ).items()
         }
         norm_kwargs, qk_norm_kwargs = with_norm_bias(norm_kwargs, bias), with_norm_bias(qk_norm_kwargs, bias)
@@ -159,8 +176,8 @@ class ViT(nn.Module):
         self.patch_embed = PatchEmbed(
             img_size, patch_size, in_chans, dim, dual_patchnorm=dual_patchnorm, norm=norm, norm_kwargs=norm_kwargs
         )
-        num_tokens = (img_size // patch_size) ** 2 + (pool == "cls")
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
+        num_tokens = (img_size // patch_size) ** 2 + uses_cls
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if uses_cls else None
         self.pos_emb = nn.Parameter(torch.zeros(1, num_tokens, dim))
         self.drop = nn.Dropout(dropout)
         self.placement_cls, self.blocks = build_blocks(
@@ -178,6 +195,10 @@ class ViT(nn.Module):
             causal=False,
             dropout=dropout,
             bias=bias,
+            residual=residual,
+            residual_kwargs=residual_kwargs,
+            mixer=mixer,
+            mixer_kwargs=mixer_kwargs,
         )
         self.pe_norms = (
             nn.ModuleList(
@@ -190,7 +211,13 @@ class ViT(nn.Module):
             else None
         )
         self.norm = final_norm(self.placement_cls, norm, dim, norm_kwargs, depth, num_heads)
-        self.gem = GeM() if pool == "gem" else None
+        self.pooling = create_pooling(pool, dim, num_heads=num_heads, num_layers=depth, **(pool_kwargs or {}))
+        if bool(getattr(self.pooling, "uses_class_token", False)) != uses_cls:
+            raise ValueError(
+                f"vit: pooling {spec_label(pool)} built a module whose uses_class_token differs from its class's"
+            )
+        self.depth_regularizer = build_depth_regularizers(depth_regularizer, depth_regularizer_kwargs, depth)
+        setup_stack(self, self.pooling, depth_regularizer, exits_read_pooling=True)
         self.head = nn.Linear(dim, num_classes)
         self.logit_scale = self.blocks[0].logit_scale(num_classes)
         nn.init.trunc_normal_(self.pos_emb, std=0.02)
@@ -214,20 +241,19 @@ class ViT(nn.Module):
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
         if self.pe_norms is None:
-            x = self.drop(x + self.pos_emb)
-            for block in self.blocks:
-                x = block(x)
+            x, hidden = run_blocks(self, self.drop(x + self.pos_emb))
         else:
-            x, pe = self.drop(x), self.pos_emb
-            for block, pe_norm in zip(self.blocks, self.pe_norms):
+            pes, pe = [], self.pos_emb
+            for pe_norm in self.pe_norms:
                 pe = pe_norm(pe)
-                x = block(x, pe)
-        x = self.norm(x)
-        if self.pool == "cls":
-            x = x[:, 0]
-        else:
-            x = x.mean(dim=1) if self.gem is None else self.gem(x)
-        logits = self.head(x)
+                pes.append(pe)
+            x, hidden = run_blocks(self, self.drop(x), pes)
+        self.early_exits = early_exits(self, hidden, self.classify)
+        return self.classify(x, hidden)
+
+    def classify(self, x: torch.Tensor, hidden: list | None = None) -> torch.Tensor:
+        """Logits from tokens (B, T, D): final norm and pooling in the pooling's order, then the head."""
+        logits = self.head(readout(self.norm, self.pooling, x, hidden))
         return logits if self.logit_scale is None else self.logit_scale(logits)
 
 

@@ -226,7 +226,11 @@ class UnifiedNorm(nn.Module):
                     self.skip_counter.add_(1)
             var = x2_stat if (t <= fp or t < self.warmup_iters or skip) else geometric_mean(self.buffer_x2)
             r = torch.sqrt(var + self.eps) / torch.sqrt(rv + self.eps)
-            r = torch.ones_like(r) if (t <= max(self.ratio_warmup_iters, self.warmup_iters) or skip) else r.clamp(1 / 5, 5)
+            r = (
+                torch.ones_like(r)
+                if (t <= max(self.ratio_warmup_iters, self.warmup_iters) or skip)
+                else r.clamp(1 / 5, 5)
+            )
             var, r = var.to(x2.dtype), r.to(x2.dtype)
         y = _fast_batch.un_step(x2, w, b, var, r, real, self, t, n, sync, skip, fast.compiled(self))
         with torch.no_grad():

@@ -46,6 +46,15 @@ from normlight.tracking import mlflow_utils
 
 # Hyperparameters a placement may recommend, with the value used when neither user nor placement sets one.
 DEFAULTS = {"weight_decay": None, "warmup_steps": None}
+# model spec key -> (plugin kind, default): tagged with name, distribution and version; named in the run name
+# when not the default
+PLUGIN_KEYS = {
+    "pool": ("poolings", "cls"),
+    "readout": ("poolings", "last_token"),
+    "residual": ("residuals", "add"),
+    "mixer": ("mixers", "attention"),
+    "depth_regularizer": ("depth_regularizers", None),
+}
 
 
 class DataMismatchError(NormlightError):
@@ -176,6 +185,15 @@ class NormTask(LightningModule):
             except NormlightError:
                 continue  # a class or callable given directly: no distribution to record
             tags[f"{key}_dist"], tags[f"{key}_version"] = entry.dist, entry.version
+        for key, (kind, _) in PLUGIN_KEYS.items():
+            if key not in spec:
+                continue  # the model has no such slot (ResNet, timm)
+            tags[key] = str(spec[key])
+            try:
+                entry = registry.lookup(kind, tags[key])
+            except NormlightError:
+                continue
+            tags[f"{key}_dist"], tags[f"{key}_version"] = entry.dist, entry.version
         commit = mlflow_utils.git_commit()
         if commit:
             tags["git_commit"] = commit
@@ -184,7 +202,8 @@ class NormTask(LightningModule):
         return tags
 
     def run_name(self) -> str:
-        """A readable run name: ``<preset>/<placement>/<norm>/lr<lr>/s<seed>`` (no placement for ResNet/timm)."""
+        """A readable run name: ``<preset>/<placement>/<norm>[/pool-gem/...]/lr<lr>/s<seed>`` (no placement for
+        ResNet/timm; plugin slots such as pool or residual only when not at their default)."""
         tags = self.run_tags()
         parts = [self.hparams.init_from or self.hparams.model]
         if self.placement_cls is not None:
@@ -192,6 +211,7 @@ class NormTask(LightningModule):
         parts.append(tags["norm"])
         if tags["qk_norm"] not in ("None", ""):
             parts.append(f"qk-{tags['qk_norm']}")
+        parts += [f"{k}-{tags[k]}" for k, (_, default) in PLUGIN_KEYS.items() if k in tags and tags[k] != str(default)]
         parts += [f"lr{format_lr(self.hparams.lr)}", f"s{os.environ.get('PL_GLOBAL_SEED', 'x')}"]
         return "/".join(parts)
 
@@ -301,6 +321,15 @@ class NormTask(LightningModule):
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
         if self.trainer is not None and self.trainer.optimizers:
             self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+
+    def with_early_exits(self, loss: torch.Tensor, loss_fn) -> torch.Tensor:
+        """The training loss with the model's early exits (LayerSkip): ``w_L loss + sum_l w_l loss_fn(exit_l)``."""
+        exits = getattr(self.model, "early_exits", None)
+        if not self.training or not exits:
+            return loss
+        final_weight, layers = exits
+        self.model.early_exits = None  # used once; keep no graph alive on the model
+        return final_weight * loss + sum(w * loss_fn(logits) for w, logits in layers)
 
     def configure_optimizers(self):
         """Optimizer over (decay, no-decay) groups plus a per-step warmup + cosine schedule."""

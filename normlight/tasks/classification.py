@@ -63,6 +63,7 @@ class ImageClassification(NormTask):
         """Cross-entropy with label smoothing on one batch."""
         x, y = batch
         loss = F.cross_entropy(self.model(x), y, label_smoothing=self.label_smoothing)
+        loss = self.with_early_exits(loss, lambda lg: F.cross_entropy(lg, y, label_smoothing=self.label_smoothing))
         self.log_train_loss(loss)
         return loss
 

@@ -60,8 +60,10 @@ class CausalLanguageModeling(NormTask):
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1)), y.numel()
 
     def training_step(self, batch, batch_idx):
-        """Mean next-token cross-entropy of one batch."""
+        """Mean next-token cross-entropy of one batch (plus the early exits' losses when the model has them)."""
         loss, _ = self._loss(batch)
+        y = batch[1].reshape(-1)
+        loss = self.with_early_exits(loss, lambda lg: F.cross_entropy(lg.reshape(-1, lg.shape[-1]).float(), y))
         self.log_train_loss(loss)
         return loss
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from normlight.testing.common import DEFAULT_CONTEXT, DEFAULT_DTYPES, SITES, ConformanceError
+from normlight.testing.depth import check_depth_regularizer_plugin
+from normlight.testing.mixers import check_mixer_plugin
 from normlight.testing.norms import check_norm_plugin
 from normlight.testing.placements import check_placement_plugin
+from normlight.testing.poolings import check_pooling_plugin
+from normlight.testing.residuals import check_residual_plugin
 
 
 class NormPluginConformance:
@@ -90,3 +94,114 @@ class PlacementPluginConformance:
 
     def test_vit(self):
         self._run("vit")
+
+
+class _KindConformance:
+    """Shared runner of the pooling, residual, mixer and depth-regularizer base classes."""
+
+    attr: str = ""
+    options: dict = {}
+
+    @staticmethod
+    def _check(spec, **kw):  # pragma: no cover - set by subclasses
+        raise NotImplementedError
+
+    def _run(self, check: str) -> None:
+        spec = getattr(self, self.attr, None)
+        if spec is None:
+            raise ConformanceError(f"{type(self).__name__} must set the class attribute `{self.attr}`")
+        type(self)._check(spec, options=self.options, checks=[check])
+
+
+class PoolingPluginConformance(_KindConformance):
+    """Subclass as ``class TestMyPool(PoolingPluginConformance): pooling = "mypool"``."""
+
+    attr, pooling = "pooling", None
+    _check = staticmethod(check_pooling_plugin)
+
+    def test_build(self):
+        self._run("build")
+
+    def test_shape(self):
+        self._run("shape")
+
+    def test_dtypes(self):
+        self._run("dtypes")
+
+    def test_gradients(self):
+        self._run("gradients")
+
+    def test_state_dict(self):
+        self._run("state_dict")
+
+    def test_batch_independence(self):
+        self._run("batch_independence")
+
+    def test_model(self):
+        self._run("model")
+
+
+class ResidualPluginConformance(_KindConformance):
+    """Subclass as ``class TestMyResidual(ResidualPluginConformance): residual = "myresidual"``."""
+
+    attr, residual = "residual", None
+    _check = staticmethod(check_residual_plugin)
+
+    def test_build(self):
+        self._run("build")
+
+    def test_shape(self):
+        self._run("shape")
+
+    def test_gradients(self):
+        self._run("gradients")
+
+    def test_state_dict(self):
+        self._run("state_dict")
+
+    def test_model(self):
+        self._run("model")
+
+
+class MixerPluginConformance(_KindConformance):
+    """Subclass as ``class TestMyMixer(MixerPluginConformance): mixer = "mymixer"``."""
+
+    attr, mixer = "mixer", None
+    _check = staticmethod(check_mixer_plugin)
+
+    def test_build(self):
+        self._run("build")
+
+    def test_shape(self):
+        self._run("shape")
+
+    def test_causal(self):
+        self._run("causal")
+
+    def test_gradients(self):
+        self._run("gradients")
+
+    def test_state_dict(self):
+        self._run("state_dict")
+
+    def test_model(self):
+        self._run("model")
+
+
+class DepthRegularizerPluginConformance(_KindConformance):
+    """Subclass as ``class TestMyReg(DepthRegularizerPluginConformance): depth_regularizer = "myreg"``."""
+
+    attr, depth_regularizer = "depth_regularizer", None
+    _check = staticmethod(check_depth_regularizer_plugin)
+
+    def test_build(self):
+        self._run("build")
+
+    def test_train_eval(self):
+        self._run("train_eval")
+
+    def test_rates(self):
+        self._run("rates")
+
+    def test_model(self):
+        self._run("model")

@@ -32,6 +32,10 @@ NORM_CHECKS = (
     "distributed",
 )
 PLACEMENT_CHECKS = ("block_class", "gpt", "vit")
+POOLING_CHECKS = ("build", "shape", "dtypes", "gradients", "state_dict", "batch_independence", "model")
+RESIDUAL_CHECKS = ("build", "shape", "gradients", "state_dict", "model")
+MIXER_CHECKS = ("build", "shape", "causal", "gradients", "state_dict", "model")
+DEPTH_REGULARIZER_CHECKS = ("build", "train_eval", "rates", "model")
 DEFAULT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # what a model offers a mid-stack norm; a factory gets each keyword only if its signature names it
 DEFAULT_CONTEXT = {"layer_idx": 1, "num_layers": 4, "site": "mlp_in"}

@@ -33,3 +33,18 @@ def test_cli_lazy_list_does_not_import_and_table_renders(fixture_site):
     assert out.returncode == 0, out.stderr
     assert "normlight-fixture-plugins 0.3.1" in out.stdout and "not loaded" in out.stdout
     assert "fixture_dup" in out.stdout and "select as normlight-fixture-dup:fixture_dup" in out.stdout
+
+
+def test_cli_plugins_list_every_kind(fixture_site):
+    out = _cli(["plugins", "list", "--load", "--json"], fixture_site)  # one process: every kind at once
+    assert out.returncode == 0, out.stderr
+    rows = [r for r in json.loads(out.stdout) if r["distribution"] == "normlight"]
+    for kind, names in (
+        ("pooling", {"cls", "mean", "ggem", "multi_layer_attn", "last_token"}),
+        ("residual", {"add", "gate", "laurel", "dwa", "value_residual"}),
+        ("mixer", {"attention", "pool", "identity"}),
+        ("depth_regularizer", {"stochastic_depth", "drop_path", "layerskip"}),
+    ):
+        of_kind = {r["name"]: r for r in rows if r["kind"] == kind}
+        assert names <= set(of_kind) and all(r["status"] == "ok" and r["paper"] for r in of_kind.values()), of_kind
+    assert _cli(["plugins", "list", "--kind", "depth_regularizers"], fixture_site).returncode == 0

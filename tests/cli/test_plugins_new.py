@@ -49,3 +49,29 @@ def test_refuses_to_overwrite_a_non_empty_directory(tmp_path, capsys):
     assert main(["plugins", "new", "my-norm", "--dir", str(tmp_path)]) == 2
     assert "already exists and is not empty" in capsys.readouterr().err
     assert (tmp_path / "my-norm" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "kind, group, module, base",
+    [
+        ("pooling", "normlight.poolings", "poolings", "PoolingPluginConformance"),
+        ("residual", "normlight.residuals", "residuals", "ResidualPluginConformance"),
+        ("mixer", "normlight.mixers", "mixers", "MixerPluginConformance"),
+    ],
+)
+def test_scaffold_other_kinds(tmp_path, capsys, kind, group, module, base):
+    assert main(["plugins", "new", "acme-things", "--kind", kind, "--plugin", "acme", "--dir", str(tmp_path)]) == 0
+    assert f"normlight plugins list --kind {module} --load" in capsys.readouterr().out
+    root = tmp_path / "acme-things"
+    meta = tomllib.loads((root / "pyproject.toml").read_text())
+    assert meta["project"]["entry-points"][group] == {"acme": f"acme_things.{module}:Acme"}
+    source = (root / "acme_things" / f"{module}.py").read_text()
+    test = (root / "tests" / "test_acme.py").read_text()
+    assert "class Acme(nn.Module)" in source and f"class TestConformance({base})" in test
+    compile(source, "plugin.py", "exec")
+    compile(test, "test.py", "exec")
+
+
+def test_scaffold_refuses_a_taken_name_of_the_same_kind(tmp_path, capsys):
+    assert main(["plugins", "new", "my-pool", "--kind", "pooling", "--plugin", "gem", "--dir", str(tmp_path)]) == 2
+    assert "a pooling named 'gem' is already registered" in capsys.readouterr().err

@@ -17,6 +17,8 @@ from normlight import plugins
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "plugins" / "normlight-extra-norms"
 SCAFFOLD_NAME, SCAFFOLD_NORM = "normlight-scaffold-check", "scaffold_check"
+# one scaffolded package per other kind: (kind, distribution, plugin name)
+KIND_SCAFFOLDS = [(k, f"normlight-scaffold-{k}", f"scaffold_{k}") for k in ("pooling", "residual", "mixer")]
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +36,8 @@ def plugin_site(tmp_path_factory) -> SimpleNamespace:
     )
     assert main(["plugins", "new", SCAFFOLD_NAME, "--dir", str(src)]) == 0  # the real CLI path
     scaffolded = src / SCAFFOLD_NAME
+    for kind, dist, name in KIND_SCAFFOLDS:
+        assert main(["plugins", "new", dist, "--kind", kind, "--plugin", name, "--dir", str(src)]) == 0
     target = tmp_path_factory.mktemp("plugin_site")
     cmd = [
         sys.executable,
@@ -47,11 +51,17 @@ def plugin_site(tmp_path_factory) -> SimpleNamespace:
         str(target),
         str(example),
         str(scaffolded),
+        *(str(src / dist) for _, dist, _ in KIND_SCAFFOLDS),
     ]
     out = subprocess.run(cmd, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     return SimpleNamespace(
-        target=target, example=example, scaffolded=scaffolded, scaffold_name=SCAFFOLD_NAME, scaffold_norm=SCAFFOLD_NORM
+        target=target,
+        example=example,
+        scaffolded=scaffolded,
+        scaffold_name=SCAFFOLD_NAME,
+        scaffold_norm=SCAFFOLD_NORM,
+        kind_scaffolds={kind: (src / dist, name) for kind, dist, name in KIND_SCAFFOLDS},
     )
 
 
@@ -63,5 +73,5 @@ def with_plugin_site(plugin_site, monkeypatch):
     yield plugin_site
     monkeypatch.undo()
     plugins.refresh()
-    for mod in [m for m in sys.modules if m.startswith(("normlight_extra_norms", "normlight_scaffold_check"))]:
+    for mod in [m for m in sys.modules if m.startswith(("normlight_extra_norms", "normlight_scaffold"))]:
         del sys.modules[mod]

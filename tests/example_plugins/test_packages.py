@@ -14,7 +14,7 @@ import normlight
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = shutil.which("normlight") or str(Path(sys.executable).parent / "normlight")
-EXTRA = {"biasnorm": "norm", "l1norm": "norm", "l1batchnorm": "norm", "parallel": "placement"}
+EXTRA = {"biasnorm": "norm", "l1norm": "norm", "l1batchnorm": "norm", "parallel": "placement", "lse": "pooling"}
 
 
 def _env(site, **extra):
@@ -29,7 +29,7 @@ def test_example_and_scaffolded_packages_pass_their_own_tests_unchanged(plugin_s
         pkg: subprocess.Popen(
             cmd, cwd=pkg, env=_env(plugin_site), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        for pkg in (plugin_site.example, plugin_site.scaffolded)
+        for pkg in (plugin_site.example, plugin_site.scaffolded, *(d for d, _ in plugin_site.kind_scaffolds.values()))
     }
     outs = {pkg: p.communicate(timeout=600)[0] for pkg, p in procs.items()}
     for pkg, p in procs.items():
@@ -41,8 +41,11 @@ def test_example_and_scaffolded_packages_pass_their_own_tests_unchanged(plugin_s
         "TestL1BatchNormConformance::test_distributed PASSED",
         "TestBiasNormConformance::test_dtypes PASSED",
         "TestParallelBlockConformance::test_gpt PASSED",
+        "TestLSEPoolConformance::test_model PASSED",
     ):
         assert test in ex, ex[-3000:]
+    for kind, (pkg, name) in plugin_site.kind_scaffolds.items():  # every scaffolded kind passes its own tests
+        assert f"test_{name}_matches_numpy PASSED" in outs[pkg] and "TestConformance::test_model PASSED" in outs[pkg]
     for test in (
         f"test_{plugin_site.scaffold_norm}_matches_numpy PASSED",
         "TestConformance::test_channels_first PASSED",
@@ -61,7 +64,7 @@ def test_plugins_list_json_shows_distributions_and_versions(plugin_site):
         assert (r["kind"], r["distribution"], r["version"], r["status"]) == (
             kind,
             "normlight-extra-norms",
-            "0.2.0",
+            "0.3.0",
             "ok",
         )
         assert r["description"], r
@@ -74,7 +77,12 @@ def test_installed_plugins_are_discovered_and_build_in_every_family(with_plugin_
     assert {"biasnorm", "l1norm", "l1batchnorm", with_plugin_site.scaffold_norm} <= set(normlight.list_norms())
     assert "parallel" in normlight.list_placements()
     entry = normlight.registry.lookup("norms", "normlight-extra-norms:l1batchnorm")  # distribution:name
-    assert (entry.dist, entry.version) == ("normlight-extra-norms", "0.2.0")
+    assert (entry.dist, entry.version) == ("normlight-extra-norms", "0.3.0")
+    assert "lse" in normlight.list_poolings()
+    lse_vit = normlight.create_model(
+        "vit-tiny", pool="lse", residual="gate", placement="parallel", depth=1, dim=32, num_heads=2
+    )
+    assert lse_vit(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     gpt = normlight.create_model("gpt-nano", norm="biasnorm", placement="parallel", depth=1)
     vit = normlight.create_model("vit-tiny", norm="l1norm", placement="parallel", depth=1, dim=32, num_heads=2)
     resnet = normlight.create_model("resnet20", norm="l1batchnorm")
@@ -122,6 +130,7 @@ def test_fit_from_yaml_records_plugin_provenance_in_mlflow(plugin_site, tmp_path
             "--trainer.default_root_dir",
             str(tmp_path / "runs"),
         ]
+        argv += ["--model.model_kwargs.pool", "lse"] if family == "vit" else []  # a pooling plugin from the package
         argvs.append(argv + (["--model.placement", placement] if placement else []))
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = subprocess.run(
@@ -144,7 +153,9 @@ def test_fit_from_yaml_records_plugin_provenance_in_mlflow(plugin_site, tmp_path
     for family, (_, norm, placement) in runs.items():
         run = found[family]
         tags = run.data.tags
-        assert (tags["norm"], tags["norm_dist"], tags["norm_version"]) == (norm, "normlight-extra-norms", "0.2.0"), tags
+        assert (tags["norm"], tags["norm_dist"], tags["norm_version"]) == (norm, "normlight-extra-norms", "0.3.0"), tags
         if placement:
-            assert (tags["placement_dist"], tags["placement_version"]) == ("normlight-extra-norms", "0.2.0"), tags
+            assert (tags["placement_dist"], tags["placement_version"]) == ("normlight-extra-norms", "0.3.0"), tags
+        if family == "vit":
+            assert (tags["pool"], tags["pool_dist"], tags["pool_version"]) == ("lse", "normlight-extra-norms", "0.3.0")
         assert run.info.status == "FINISHED" and "val/loss" in run.data.metrics

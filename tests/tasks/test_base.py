@@ -165,3 +165,42 @@ def test_compile_norms_logs_the_compile_time_as_an_mlflow_param(tmp_path):
     trainer.fit(task, PydocTextDataModule(block_size=16, batch_size=2))
     params = MlflowClient(uri).get_run(logger.run_id).data.params
     assert float(params["compile_norms_seconds"]) > 0 and int(params["compile_norms_graphs"]) >= 2
+
+
+def test_plugin_slots_are_tagged_with_provenance_and_named_when_not_default():
+    kw = dict(depth=2, dim=32, num_heads=2, pool="ggem", residual="gate", depth_regularizer="drop_path")
+    tags = ImageClassification("vit-tiny", model_kwargs=kw).run_tags()
+    for key, value in (
+        ("pool", "ggem"),
+        ("residual", "gate"),
+        ("mixer", "attention"),
+        ("depth_regularizer", "drop_path"),
+    ):
+        assert (tags[key], tags[f"{key}_dist"]) == (value, "normlight") and tags[f"{key}_version"]
+    name = ImageClassification("vit-tiny", model_kwargs=kw).run_name()
+    assert "/pool-ggem/residual-gate/depth_regularizer-drop_path/" in name and "mixer-" not in name
+    lm = CausalLanguageModeling("gpt-nano")
+    assert lm.run_tags()["readout"] == "last_token" and lm.run_tags()["depth_regularizer"] == "None"
+    assert lm.run_name().startswith("gpt-nano/pre/layernorm/lr")  # defaults keep today's names
+
+
+def test_early_exit_loss_is_the_weighted_sum_of_every_exits_cross_entropy():
+    import torch.nn.functional as F
+
+    from normlight.depth.layerskip import exit_weights
+
+    torch.manual_seed(0)
+    kw = dict(depth=3, depth_regularizer="layerskip", depth_regularizer_kwargs={"p_max": 0.0, "early_exit_scale": 1.0})
+    task = CausalLanguageModeling("gpt-nano", model_kwargs=kw).train()
+    x, y = torch.randint(0, 256, (2, 8)), torch.randint(0, 256, (2, 8))
+    loss = task.with_early_exits(
+        *task._loss((x, y))[:1], lambda lg: F.cross_entropy(lg.reshape(-1, 256), y.reshape(-1))
+    )
+    w = exit_weights(3, 1.0)
+    h = task.model.drop(task.model.tok_emb(x) + task.model.pos_emb(torch.arange(8)))
+    ce = []
+    for blk in task.model.blocks:
+        h = blk(h)
+        ce.append(F.cross_entropy(task.model.logits(h).reshape(-1, 256), y.reshape(-1)))
+    torch.testing.assert_close(loss, sum(wi * c for wi, c in zip(w, ce)))
+    assert task.model.early_exits is None  # consumed

@@ -59,8 +59,8 @@ class DeepNormBlock(Block):
 
     def forward(self, x, pos=None):
         """norm1(alpha*x + attn(x)), then norm2(alpha*. + mlp(.))."""
-        x = self.norm1(self.alpha * x + self.attn(x, pos))
-        return self.norm2(self.alpha * x + self.mlp(x))
+        x = self.norm1(self.attn_residual(self.alpha * x, self.attn(x, pos)))
+        return self.norm2(self.mlp_residual(self.alpha * x, self.mlp(x)))
 
     @staticmethod
     def init_weights(model: nn.Module) -> None:
@@ -108,8 +108,8 @@ class SubLNBlock(Block):
 
     def forward(self, x, pos=None):
         """Pre-LN data flow; the extra norms live inside attn and mlp."""
-        x = x + self.attn(self.norm1(x), pos)
-        return x + self.mlp(self.norm2(x))
+        x = self.attn_residual(x, self.attn(self.norm1(x), pos))
+        return self.mlp_residual(x, self.mlp(self.norm2(x)))
 
     @staticmethod
     def init_weights(model: nn.Module) -> None:

@@ -31,8 +31,8 @@ class ReZeroBlock(Block):
     def forward(self, x, pos=None):
         """x + a*attn(x), then + a*mlp(.)."""
         a = self.resweight.to(x.dtype)
-        x = x + a * self.attn(x, pos)
-        return x + a * self.mlp(x)
+        x = self.attn_residual(x, a * self.attn(x, pos))
+        return self.mlp_residual(x, a * self.mlp(x))
 
 
 class SkipInitBlock(Block):
@@ -58,5 +58,5 @@ class SkipInitBlock(Block):
 
     def forward(self, x, pos=None):
         """x + g_attn*attn(x), then + g_mlp*mlp(.)."""
-        x = x + self.attn_gain.to(x.dtype) * self.attn(x, pos)
-        return x + self.mlp_gain.to(x.dtype) * self.mlp(x)
+        x = self.attn_residual(x, self.attn_gain.to(x.dtype) * self.attn(x, pos))
+        return self.mlp_residual(x, self.mlp_gain.to(x.dtype) * self.mlp(x))

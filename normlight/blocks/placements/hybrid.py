@@ -53,7 +53,7 @@ class HybridNormBlock(Block):
     def forward(self, x, pos=None):
         """h = norm2(x + attn(x)); h + mlp(h)  (HybridNorm* block 0: Pre-Norm)."""
         if self.star:
-            x = x + self.attn(self.norm1(x), pos)
-            return x + self.mlp(self.norm2(x))
-        h = self.norm2(x + self.attn(x, pos))
-        return h + self.mlp(h)
+            x = self.attn_residual(x, self.attn(self.norm1(x), pos))
+            return self.mlp_residual(x, self.mlp(self.norm2(x)))
+        h = self.norm2(self.attn_residual(x, self.attn(x, pos)))
+        return self.mlp_residual(h, self.mlp(h))

@@ -103,6 +103,7 @@ class NGPTBlock(Block):
     allows_weight_tying = False
     recommended_defaults = {"weight_decay": 0.0, "warmup_steps": 0}
     positions = ("rope",)
+    supports_residuals = False  # its normalized lerp on the sphere replaces x + F(x)
 
     def __init__(self, dim, num_heads, *, base_scale: float = BASE_SCALE, **kw):
         if not base_scale > 0:

@@ -51,6 +51,6 @@ class NormFormerBlock(Block):
 
     def forward(self, x, pos=None):
         """x + dropout(LN(attn(norm1(x)))), then mlp (with mid LN) + [w_resid *] x."""
-        x = x + self.attn_out_drop(self.attn_out_norm(self.attn(self.norm1(x), pos)))
+        x = self.attn_residual(x, self.attn_out_drop(self.attn_out_norm(self.attn(self.norm1(x), pos))))
         resid = x if self.resid_scale is None else x * self.resid_scale.to(x.dtype)
-        return resid + self.mlp(self.norm2(x))
+        return self.mlp_residual(resid, self.mlp(self.norm2(x)))

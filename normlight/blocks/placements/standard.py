@@ -25,8 +25,8 @@ class PreNormBlock(Block):
 
     def forward(self, x, pos=None):
         """x + attn(norm1(x)), then + mlp(norm2(.))."""
-        x = x + self.attn(self.norm1(x), pos)
-        return x + self.mlp(self.norm2(x))
+        x = self.attn_residual(x, self.attn(self.norm1(x), pos))
+        return self.mlp_residual(x, self.mlp(self.norm2(x)))
 
 
 class PostNormBlock(Block):
@@ -44,8 +44,8 @@ class PostNormBlock(Block):
 
     def forward(self, x, pos=None):
         """norm1(x + attn(x)), then norm2(. + mlp(.))."""
-        x = self.norm1(x + self.attn(x, pos))
-        return self.norm2(x + self.mlp(x))
+        x = self.norm1(self.attn_residual(x, self.attn(x, pos)))
+        return self.norm2(self.mlp_residual(x, self.mlp(x)))
 
 
 class PeriNormBlock(Block):
@@ -69,8 +69,8 @@ class PeriNormBlock(Block):
 
     def forward(self, x, pos=None):
         """x + N_out(attn(N_in(x))), then the same for the MLP."""
-        x = x + self.attn_out_norm(self.attn(self.norm1(x), pos))
-        return x + self.mlp_out_norm(self.mlp(self.norm2(x)))
+        x = self.attn_residual(x, self.attn_out_norm(self.attn(self.norm1(x), pos)))
+        return self.mlp_residual(x, self.mlp_out_norm(self.mlp(self.norm2(x))))
 
 
 class SandwichNormBlock(PeriNormBlock):
@@ -112,10 +112,10 @@ class MixNormBlock(Block):
     def forward(self, x, pos=None):
         """Post-LN or Pre-LN data flow depending on the layer index."""
         if self.is_post:
-            x = self.norm1(x + self.attn(x, pos))
-            return self.norm2(x + self.mlp(x))
-        x = x + self.attn(self.norm1(x), pos)
-        return x + self.mlp(self.norm2(x))
+            x = self.norm1(self.attn_residual(x, self.attn(x, pos)))
+            return self.norm2(self.mlp_residual(x, self.mlp(x)))
+        x = self.attn_residual(x, self.attn(self.norm1(x), pos))
+        return self.mlp_residual(x, self.mlp(self.norm2(x)))
 
 
 class LayerNormScalingBlock(Block):
@@ -147,8 +147,8 @@ class LayerNormScalingBlock(Block):
 
     def forward(self, x, pos=None):
         """x + attn(norm1(x)/sqrt(l)), then + mlp(norm2(.)/sqrt(l))."""
-        x = x + self.attn(self.norm1(x) * self.ln_scale, pos)
-        return x + self.mlp(self.norm2(x) * self.ln_scale)
+        x = self.attn_residual(x, self.attn(self.norm1(x) * self.ln_scale, pos))
+        return self.mlp_residual(x, self.mlp(self.norm2(x) * self.ln_scale))
 
 
 class NoNormBlock(Block):
@@ -169,5 +169,5 @@ class NoNormBlock(Block):
 
     def forward(self, x, pos=None):
         """x + attn(x), then + mlp(.)."""
-        x = x + self.attn(x, pos)
-        return x + self.mlp(x)
+        x = self.attn_residual(x, self.attn(x, pos))
+        return self.mlp_residual(x, self.mlp(x))

@@ -27,6 +27,7 @@ class ParallelBlock(Block):
         self.norm1 = self.make_norm("attn_in")
 
     def forward(self, x, pos=None):
-        """x + attn(N(x)) + mlp(N(x)) with N evaluated once."""
+        """x + attn(N(x)) + mlp(N(x)) with N evaluated once; both joins go through the residual hooks, so any
+        normlight residual plugin (gate, laurel, ...) composes with this placement."""
         h = self.norm1(x)
-        return x + self.attn(h, pos) + self.mlp(h)
+        return self.mlp_residual(self.attn_residual(x, self.attn(h, pos)), self.mlp(h))

@@ -1,0 +1,41 @@
+"""Block's plugin hooks: a placement written with `x + F(x)` works by default and refuses to ignore a residual plugin."""
+
+import pytest
+import torch
+
+import normlight
+from normlight.blocks.base import Block
+
+
+class OldStyleBlock(Block):
+    """Pre-LN written before residual plugins existed.
+
+    ::
+
+        x ─┬─ norm1 ─ attn ─(+)─┬─ norm2 ─ mlp ─(+)─> out
+    """
+
+    def forward(self, x, pos=None):
+        x = x + self.attn(self.norm1(x), pos)
+        return x + self.mlp(self.norm2(x))
+
+
+def test_old_style_placement_trains_with_the_default_residual():
+    model = normlight.create_model("gpt-nano", depth=2, placement=OldStyleBlock)
+    assert model(torch.randint(0, 256, (2, 8))).shape == (2, 8, 256)
+
+
+def test_old_style_placement_with_a_residual_plugin_is_a_clear_error_not_a_silent_no_op():
+    model = normlight.create_model("gpt-nano", depth=2, placement=OldStyleBlock, residual="gate")
+    with pytest.raises(normlight.PluginError, match="residual 'gate' was never applied: placement OldStyleBlock"):
+        model(torch.randint(0, 256, (2, 8)))
+
+
+def test_builtin_placements_route_both_branches_through_the_residual_hooks():
+    calls = []
+    model = normlight.create_model("vit-tiny", depth=1, dim=32, num_heads=2, placement="sandwich", residual="scaled")
+    blk = model.blocks[0]
+    for site in ("attn", "mlp"):
+        getattr(blk, f"{site}_residual").register_forward_hook(lambda m, a, o, s=site: calls.append(s))
+    model(torch.randn(1, 3, 32, 32))
+    assert calls == ["attn", "mlp"]
