@@ -115,3 +115,9 @@ def test_prepbn_defaults_options_and_bad_schedules():
             PRepBN(6, **bad)
     warm = PRepBN(6, warmup_steps=1)  # the LayerNorm warmup call keeps a bf16 input bf16
     assert warm(rand(2, 3, 6, seed=123).bfloat16()).dtype == torch.bfloat16 and int(warm.warm) == 0
+
+
+def test_prepbn_repr_and_device_reach_every_part():
+    assert PRepBN(6, total_steps=10, warmup_steps=2, r0=0.5).extra_repr() == "r0=0.5, warm=2, iter=10, total_step=10"
+    m = PRepBN(6, device="meta")  # no data: only where each parameter and buffer was created
+    assert {t.device.type for t in [*m.parameters(), *m.buffers()]} == {"meta"}
