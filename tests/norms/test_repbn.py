@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 import normlight
@@ -85,3 +86,50 @@ def test_repbn_inference_affine_uses_eps_at_small_running_var():
     with torch.no_grad():
         y = m(x).double().numpy()
     np.testing.assert_allclose(y, xn * want_scale + want_shift, rtol=1e-5, atol=1e-5)
+
+
+def np_masked_repbn(x, mask, eps=1e-5):
+    """RepBN in training with alpha 1: BN statistics over the real (mask True) rows only, plus x."""
+    real = x[mask]
+    return (x - real.mean(0)) / np.sqrt(real.var(0) + eps) + x
+
+
+def test_repbn_and_prepbn_keep_padded_tokens_out_of_the_statistics():
+    C = 5
+    x = rand(3, 4, C, seed=122, scale=2.0, shift=1.0)
+    x[:, -1] = 40.0  # padding far from the data: it would dominate the statistics if counted
+    mask = torch.ones(3, 4, dtype=torch.bool)
+    mask[:, -1] = False
+    xn, mn = x.double().numpy(), mask.numpy()
+    np.testing.assert_allclose(RepBN(C)(x, mask=mask).detach().numpy(), np_masked_repbn(xn, mn), rtol=1e-5, atol=1e-4)
+    m = PRepBN(C, total_steps=2, r0=0.5)  # first call: lambda = r0 * 2 / 2 = 0.5
+    with torch.no_grad():  # a non-trivial LayerNorm affine: the LN branch must use it
+        m.norm1.weight.copy_(torch.linspace(0.5, 1.5, C))
+        m.norm1.bias.copy_(torch.linspace(-0.3, 0.3, C))
+    want = 0.5 * np_layernorm(
+        xn, eps=1e-6, w=m.norm1.weight.detach().double().numpy(), b=m.norm1.bias.detach().double().numpy()
+    )
+    want = want + 0.5 * np_masked_repbn(xn, mn)
+    np.testing.assert_allclose(m(x, mask=mask).detach().numpy(), want, rtol=1e-5, atol=1e-4)
+
+
+def test_prepbn_defaults_options_and_bad_schedules():
+    m = PRepBN(6)
+    assert int(m.warm) == 0 and m.warm.dtype == m.iter.dtype == m.total_step.dtype == torch.long
+    assert m.norm2.bn.sync_stats and m.norm2.bn.eps == 1e-5 and m.norm2.bn.momentum == 0.1
+    assert RepBN(6).bn.sync_stats
+    m = PRepBN(6, total_steps=1, warmup_steps=0, eps=1e-3, momentum=0.2, sync_stats=False, dtype=torch.float64)
+    assert int(m.total_step) == 1 and m.norm2.bn.eps == 1e-3 and m.norm2.bn.momentum == 0.2
+    assert not m.norm2.bn.sync_stats
+    assert {p.dtype for p in m.parameters()} == {torch.float64}
+    for bad in ({"total_steps": 0}, {"warmup_steps": -1}):
+        with pytest.raises(ValueError, match="prepbn: total_steps must be >= 1 and warmup_steps >= 0"):
+            PRepBN(6, **bad)
+    warm = PRepBN(6, warmup_steps=1)  # the LayerNorm warmup call keeps a bf16 input bf16
+    assert warm(rand(2, 3, 6, seed=123).bfloat16()).dtype == torch.bfloat16 and int(warm.warm) == 0
+
+
+def test_prepbn_repr_and_device_reach_every_part():
+    assert PRepBN(6, total_steps=10, warmup_steps=2, r0=0.5).extra_repr() == "r0=0.5, warm=2, iter=10, total_step=10"
+    m = PRepBN(6, device="meta")  # no data: only where each parameter and buffer was created
+    assert {t.device.type for t in [*m.parameters(), *m.buffers()]} == {"meta"}
