@@ -89,14 +89,14 @@ def _in_folder(exc: BaseException, folder: str | None) -> bool:
 class SaveOnInterrupt(Callback):
     """Ctrl-C and SIGTERM stop at the next step boundary; then ``last.ckpt`` is written (state of the last
     finished step, so ``--ckpt_path last`` resumes exactly there), the diagnostics summary is logged and the
-    MLflow run ends KILLED. Single-process runs only (saving is collective under DDP).
+    MLflow run ends KILLED. Saving needs a checkpoint folder and a single process (it is collective under DDP).
 
     Ctrl-C is turned into Lightning's SIGTERM path: a flag checked between steps, so the interruption never
     lands inside an MLflow store write (a KeyboardInterrupt there leaves the sqlite store locked and the
     process hanging at exit). A second Ctrl-C interrupts at once.
     """
 
-    def __init__(self, dirpath: str):
+    def __init__(self, dirpath: str | None):
         self.dirpath = dirpath
         self._previous = None
 
@@ -139,9 +139,9 @@ class SaveOnInterrupt(Callback):
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             return
         _STOPPED.setdefault("signal", "SIGINT" if isinstance(exception, KeyboardInterrupt) else "SIGTERM")
-        if trainer.world_size != 1 or trainer.state.fn != TrainerFn.FITTING:
+        if trainer.state.fn != TrainerFn.FITTING:
             return
-        if trainer.global_step > 0:
+        if self.dirpath and trainer.world_size == 1 and trainer.global_step > 0:
             path = Path(self.dirpath) / "last.ckpt"
             trainer.save_checkpoint(path, weights_only=False)
             print(
@@ -254,11 +254,11 @@ class NormlightCLI(LightningCLI):
             )
             if cb.save_last is None:
                 cb.save_last = True
-        if sub == "fit" and isinstance(cb, ModelCheckpoint) and cb.dirpath:
-            if trainer.is_global_zero:
-                _check_writable(cb.dirpath)
-            if not any(isinstance(c, SaveOnInterrupt) for c in trainer.callbacks):
-                trainer.callbacks.append(SaveOnInterrupt(cb.dirpath))
+        folder = cb.dirpath if isinstance(cb, ModelCheckpoint) else None
+        if sub == "fit" and folder and trainer.is_global_zero:
+            _check_writable(folder)
+        if sub == "fit" and not any(isinstance(c, SaveOnInterrupt) for c in trainer.callbacks):
+            trainer.callbacks.append(SaveOnInterrupt(folder))
         # 3. resume: "last" -> the newest last.ckpt of this config; read it safely, refuse contradicting settings,
         #    and continue the MLflow run stored in it
         init = self.config_init[sub]
