@@ -213,7 +213,7 @@ class NormlightCLI(LightningCLI):
             model.check_data(dm)
         vci = trainer.val_check_interval
         if sub == "fit" and isinstance(dm, BaseDataModule) and isinstance(vci, int) and trainer.check_val_every_n_epoch:
-            n = len(dm.train_dataloader())
+            n = dm.train_batches_per_epoch(trainer.world_size)
             limit = trainer.limit_train_batches
             n = min(n, limit) if isinstance(limit, int) else int(n * limit)
             if vci > n:

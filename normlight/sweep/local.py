@@ -45,7 +45,8 @@ def die_with_parent(parent_pid: int):
 
 def spawn(cmd: list[str], **kwargs) -> subprocess.Popen:
     """Start ``cmd`` in its own process group, bound to die with this process (see :func:`die_with_parent`)."""
-    return subprocess.Popen(cmd, start_new_session=True, preexec_fn=die_with_parent(os.getpid()), **kwargs)
+    bind = die_with_parent(os.getpid()) if os.name == "posix" else None
+    return subprocess.Popen(cmd, start_new_session=True, preexec_fn=bind, **kwargs)
 
 
 class _Executor:
