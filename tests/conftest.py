@@ -77,6 +77,25 @@ def start_mlflow_server():
             proc.communicate(timeout=60)
 
 
+@pytest.fixture(scope="session")
+def empty_store_file(tmp_path_factory) -> Path:
+    """An initialized, empty MLflow sqlite file (creating the schema takes seconds; copying it does not)."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def fresh_store(tmp_path, empty_store_file) -> str:
+    """URI of a new, empty sqlite MLflow store in tmp_path (copied from the template)."""
+    import shutil
+
+    shutil.copy(empty_store_file, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
 FIXTURES = Path(__file__).parent / "fixtures"
 
 

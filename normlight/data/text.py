@@ -42,6 +42,7 @@ class TokenBlocks(Dataset):
 
 class _ByteText(BaseDataModule):
     vocab_size = 256
+    empty_hint = "give the data module some text"
 
     def __init__(
         self, block_size: int, batch_size: int, val_fraction: float, num_workers: int, eval_batch_size: int | None
@@ -62,12 +63,18 @@ class _ByteText(BaseDataModule):
         if self.train_set is not None:
             return
         self.check()
-        tokens = encode(self.text())
+        text = self.text()
+        name = type(self).__name__
+        if not text.strip():
+            raise DataError(f"{name}: the corpus is empty; {self.empty_hint}")
+        tokens = encode(text)
         n_val = int(len(tokens) * self.val_fraction)
         if n_val < self.block_size + 1 or len(tokens) - n_val < self.block_size + 1:
+            fits = min(n_val, len(tokens) - n_val) - 1
+            fix = f"set --data.block_size {fits} or less" if fits >= 2 else "give it more text"
             raise DataError(
-                f"{type(self).__name__}: the corpus has {len(tokens)} bytes, too few for a validation split of "
-                f"{self.val_fraction} with block_size={self.block_size}"
+                f"{name}: the corpus has {len(tokens)} bytes, too few for a validation split of {self.val_fraction} "
+                f"with block_size={self.block_size} (each split needs block_size + 1 bytes); {fix}"
             )
         self.train_set = TokenBlocks(tokens[:-n_val], self.block_size)
         self.val_set = TokenBlocks(tokens[-n_val:], self.block_size)
@@ -99,6 +106,8 @@ class TextFilesDataModule(_ByteText):
 
     Files are read in sorted path order and joined with blank lines.
     """
+
+    empty_hint = "data.paths matches only empty (or whitespace-only) files; point it at files with text"
 
     def __init__(
         self,

@@ -225,10 +225,31 @@ class FashionMNISTDataModule(MNISTDataModule):
     mean, std = 0.29, 0.35
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only what a CIFAR-10 batch holds: dicts, lists, bytes, ints and numpy uint8 arrays. Any other
+    global (``os.system``, ``builtins.eval``, ...) is refused, so a crafted file cannot run code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        """Resolve an allowed global; anything else is an error."""
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it references {module}.{name}, which a CIFAR-10 batch never contains")
+        return super().find_class(module, name)
+
+
 class CIFAR10DataModule(_InMemoryVision):
     """CIFAR-10 "python version" batches (``data_batch_1..5``, ``test_batch``) from a local directory.
 
     ``root`` is the ``cifar-10-batches-py`` directory or its parent. Training uses crop + flip augmentation.
+    The format is Python pickle: only the six batch files are read, with an unpickler that accepts nothing
+    but the dicts, lists and uint8 arrays a batch holds (see the README on where to get the files).
     """
 
     how_to_get = (
@@ -266,10 +287,25 @@ class CIFAR10DataModule(_InMemoryVision):
         path = self.root / name
         try:
             with open(path, "rb") as f:
-                d = pickle.load(f, encoding="bytes")
-            x = torch.as_tensor(d[b"data"], dtype=torch.uint8).reshape(-1, 3, 32, 32)
+                d = _CifarUnpickler(f, encoding="bytes").load()
+            data = d[b"data"]
+            if getattr(data, "dtype", None) != "uint8" or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+                raise ValueError(f"its data is not an (N, 3072) uint8 array: {getattr(data, 'shape', type(data))}")
+            x = torch.as_tensor(data, dtype=torch.uint8).reshape(-1, 3, 32, 32)
             y = torch.as_tensor(d[b"labels"], dtype=torch.long)
-        except (OSError, pickle.UnpicklingError, KeyError, TypeError, ValueError, RuntimeError, EOFError) as exc:
+            if y.ndim != 1 or (len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes)):
+                raise ValueError("its labels are not a list of class indices 0..9")
+        except (
+            OSError,
+            pickle.UnpicklingError,
+            KeyError,
+            TypeError,
+            ValueError,
+            RuntimeError,
+            EOFError,
+            AttributeError,
+            IndexError,
+        ) as exc:
             raise DataError(
                 f"malformed CIFAR-10 batch {path} ({type(exc).__name__}: {exc}); {self.how_to_get}"
             ) from exc

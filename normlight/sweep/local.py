@@ -1,11 +1,19 @@
 """Run a sweep's pending grid points on this machine: N worker threads, each driving one ``normlight fit`` process.
 
 A point's identity is its config hash (tag ``sweep_hash``): a finished point is skipped and never
-overwritten, a failed one is re-run only with ``retry_failed``, an interrupted one (killed sweep) is re-run.
+overwritten, a failed one is re-run only with ``retry_failed``, an interrupted (KILLED) one is re-run.
+Before training a point, a worker claims it (``tracking.sweep_runs.claim``), so any number of sweep
+drivers on the same store, here or on other machines, run each point once; the claims are kept alive by
+a heartbeat while the point trains.
+
+A training process never outlives its driver: it runs in its own process group (the driver's SIGINT /
+SIGTERM handler terminates the group) and, on Linux, gets SIGTERM from the kernel when the driver dies
+(``PR_SET_PDEATHSIG``, also after a SIGKILL), so it saves ``last.ckpt`` and ends its run KILLED.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shlex
 import signal
@@ -17,18 +25,45 @@ from pathlib import Path
 
 from normlight.sweep.spec import LOGGER, Run, Sweep, plan
 from normlight.tracking import sweep_runs
+from normlight.tracking.credentials import move_to_env, redact
+
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def die_with_parent(parent_pid: int):
+    """A ``preexec_fn`` making the child get SIGTERM when its parent dies (Linux), even by SIGKILL."""
+
+    def set_death_signal() -> None:
+        if _LIBC is not None:
+            _LIBC.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before the death signal was armed
+            os._exit(143)
+
+    return set_death_signal
+
+
+def spawn(cmd: list[str], **kwargs) -> subprocess.Popen:
+    """Start ``cmd`` in its own process group, bound to die with this process (see :func:`die_with_parent`)."""
+    bind = die_with_parent(os.getpid()) if os.name == "posix" else None
+    return subprocess.Popen(cmd, start_new_session=True, preexec_fn=bind, **kwargs)
 
 
 class _Executor:
     """Runs pending grid points with N worker threads, each driving one ``normlight fit`` process at a time."""
 
-    def __init__(self, sweep, tracking_uri, client, experiment_id, workers, log_dir):
+    def __init__(self, sweep, tracking_uri, client, experiment_id, workers, log_dir, retry_failed, max_runs):
         self.sweep, self.uri, self.c, self.exp = sweep, tracking_uri, client, experiment_id
         self.workers, self.log_dir = workers, log_dir
+        self.retry_failed, self.max_runs = retry_failed, max_runs
         self.lock = threading.Lock()  # the parent's own MLflow writes go one at a time
         self.procs: dict[str, subprocess.Popen] = {}
         self.stopping = False
+        self.started = 0
         self.results: dict[str, str] = {}
+        self.owner = sweep_runs.new_owner()
+        self.lost: set[str] = set()
+        self.beats = sweep_runs.Heartbeats(client, self.owner, self._lost)
 
     def env(self) -> dict:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -36,30 +71,59 @@ class _Executor:
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.workers)))
         return env
 
-    def run_one(self, run: Run) -> str:
-        if self.stopping:
-            return "not started"
+    def _lost(self, run_id: str) -> None:
+        """Another driver took this point over (our heartbeats stopped reaching the store): stop our copy."""
+        self.lost.add(run_id)
         with self.lock:
-            run_id = sweep_runs.create_run(self.c, self.exp, run.name, run.tags)
+            proc = self.procs.get(run_id)
+        if proc is not None:
+            _terminate(proc)
+
+    def _claim(self, run: Run) -> tuple[str | None, str]:
+        with self.lock:
+            if self.stopping or (self.max_runs is not None and self.started >= self.max_runs):
+                return None, "not started"
+            run_id, why = sweep_runs.claim(
+                self.c, self.exp, run.name, run.tags, self.owner, retry_failed=self.retry_failed
+            )
+            if run_id is not None:
+                self.started += 1
+                self.beats.add(run_id)
+            return run_id, why
+
+    def run_one(self, run: Run) -> str:
+        run_id, why = self._claim(run)
+        if run_id is None:
+            if why != "not started":
+                print(f"[sweep] {'skip':>10} {run.name}: {why} ({run.hash})", flush=True)
+                self.results.setdefault(run.hash, f"skipped: {why}")
+            return why
         log = self.log_dir / f"{run.hash}-{run_id[:8]}.log"
         cmd = [sys.executable, "-m", "normlight", *run.args(self.sweep, self.uri), f"--{LOGGER}.run_id", run_id]
         print(f"[sweep] start {run.name} ({run.hash}) run_id={run_id}", flush=True)
         with open(log, "w") as fh:
-            fh.write(shlex.join(cmd) + "\n\n")
+            fh.write(redact(shlex.join(cmd)) + "\n\n")
             fh.flush()
-            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=self.env(), start_new_session=True)
             with self.lock:
-                self.procs[run_id] = proc
-            rc = proc.wait()
+                proc = None if self.stopping else spawn(cmd, stdout=fh, stderr=subprocess.STDOUT, env=self.env())
+                if proc is not None:
+                    self.procs[run_id] = proc
+            rc = proc.wait() if proc is not None else None
+        self.beats.discard(run_id)
         with self.lock:
             self.procs.pop(run_id, None)
             status = sweep_runs.run_status(self.c, run_id)
-            if self.stopping:
-                sweep_runs.terminate(self.c, run_id, "KILLED", "sweep interrupted", str(log))
+            if run_id in self.lost:
+                result = "lost (another driver took the point over)"
+            elif self.stopping:
+                sweep_runs.release(self.c, run_id, "KILLED", "sweep interrupted", str(log))
                 result = "killed"
             elif rc == 0 and status == "FINISHED":
-                sweep_runs.terminate(self.c, run_id, "FINISHED", None, str(log))
+                sweep_runs.release(self.c, run_id, "FINISHED", None, str(log))
                 result = "finished"
+            elif rc in (130, 143) and status == "KILLED":
+                sweep_runs.release(self.c, run_id, "KILLED", f"training interrupted (exit code {rc})", str(log))
+                result = "killed"
             else:
                 tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
                 why = (
@@ -67,22 +131,19 @@ class _Executor:
                     if rc
                     else "exited 0 but never closed its MLflow run (does the base config use normlight's MLflow logger?)"
                 )
-                sweep_runs.terminate(self.c, run_id, "FAILED", f"{why}\n{tail}", str(log))
+                sweep_runs.release(self.c, run_id, "FAILED", f"{why}\n{tail}", str(log))
                 result = f"failed ({why.split(' (')[0]})"
         print(f"[sweep] {result:>10} {run.name} log={log}", flush=True)
         self.results[run.hash] = result
         return result
 
-    def stop(self, *_):
+    def stop(self, signum=signal.SIGINT, frame=None):
         """Stop scheduling, terminate running trainings; their runs are marked KILLED."""
-        self.stopping = True
         with self.lock:
+            self.stopping = self.stopping or signal.Signals(signum)
             procs = list(self.procs.values())
         for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            _terminate(p)
 
     def run_all(self, runs: list[Run]) -> None:
         old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -93,9 +154,17 @@ class _Executor:
             with ThreadPoolExecutor(max_workers=self.workers) as pool:
                 list(pool.map(self.run_one, runs))
         finally:
+            self.beats.stop()
             if threading.current_thread() is threading.main_thread():
                 for s, h in old.items():
                     signal.signal(s, h)
+
+
+def _terminate(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
 
 
 def run_sweep(
@@ -109,6 +178,7 @@ def run_sweep(
     dry_run: bool = False,
 ) -> int:
     """Run the pending points of ``sweep`` into the store at ``uri``; returns the exit code of ``normlight sweep``."""
+    uri = move_to_env(uri)  # http(s) credentials -> MLflow's env vars, inherited by the training processes
     runs = plan(sweep)
     c = sweep_runs.client(uri)
     exp_id = sweep_runs.ensure_experiment(c, sweep.experiment, uri)  # once, before any worker
@@ -122,34 +192,32 @@ def run_sweep(
             held.append(r)
         else:
             pending.append(r)
-    if max_runs is not None:
-        pending = pending[:max_runs]
     print(
         f"[sweep] {sweep.name}: {len(runs)} runs in the grid -> {len(skipped)} finished (skipped), "
         f"{len(held)} failed (kept; --retry-failed re-runs them), {len(pending)} to run; "
-        f"experiment {sweep.experiment!r} at {uri}",
+        f"experiment {sweep.experiment!r} at {redact(uri)}",
         flush=True,
     )
 
     if dry_run:
-        for r in pending:
-            print(shlex.join(["normlight", *r.args(sweep, uri)]))
+        for r in pending[:max_runs]:
+            print(redact(shlex.join(["normlight", *r.args(sweep, uri)])))
         return 0
     if not pending:
         return 1 if held else 0
 
-    # close runs that a killed sweep left RUNNING before starting their replacements
-    for r in pending:
-        sweep_runs.mark_killed(c, [rid for rid, st in state.get(r.hash, {}).get("interrupted", []) if st == "RUNNING"])
     log_dir = Path(log_dir or Path("runs") / "sweeps" / sweep.name)
     log_dir.mkdir(parents=True, exist_ok=True)
-    ex = _Executor(sweep, uri, c, exp_id, workers, log_dir)
+    ex = _Executor(sweep, uri, c, exp_id, workers, log_dir, retry_failed, max_runs)
     ex.run_all(pending)
-    bad = {h: res for h, res in ex.results.items() if res != "finished"}
+    bad = {h: res for h, res in ex.results.items() if res not in ("finished",) and not res.startswith("skipped")}
+    skipped_now = sum(1 for res in ex.results.values() if res.startswith("skipped"))
+    done = sum(1 for res in ex.results.values() if res == "finished")
     print(
-        f"[sweep] done: {len(ex.results) - len(bad)} finished, {len(bad)} not finished, {len(skipped)} skipped",
+        f"[sweep] done: {done} finished, {len(bad)} not finished, {len(skipped) + skipped_now} skipped",
         flush=True,
     )
     if ex.stopping:
-        return 130
-    return 1 if bad or held else 0
+        return 128 + int(ex.stopping)  # 130 after Ctrl-C, 143 after SIGTERM
+    held_now = any(res == "skipped: failed" for res in ex.results.values())
+    return 1 if bad or held or held_now else 0

@@ -123,6 +123,7 @@ class NormTask(LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
+        optim.check_settings(optimizer, lr, warmup_steps, min_lr_ratio)  # refused before any run exists
         spec = dict(model_kwargs or {})
         for key, value in (
             ("norm", norm),

@@ -49,6 +49,19 @@ def param_groups(model: torch.nn.Module, weight_decay: float, decay_norm_and_bia
     ]
 
 
+def check_settings(name: str, lr: float, warmup_steps: int | None, min_lr_ratio: float) -> None:
+    """Raise :class:`OptimizerConfigError` for settings :func:`build_optimizer` / :func:`build_scheduler` would
+    reject, so the task can refuse them when it is built (before any run or step exists)."""
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0 or not math.isfinite(lr):
+        raise OptimizerConfigError(f"model.lr must be a positive number, got {lr}")
+    if name.lower() not in ("adamw", "sgd"):
+        raise OptimizerConfigError(f"unknown optimizer {name!r}; model.optimizer must be 'adamw' or 'sgd'")
+    if warmup_steps is not None and warmup_steps < 0:
+        raise OptimizerConfigError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
+    if not 0.0 <= min_lr_ratio <= 1.0:
+        raise OptimizerConfigError(f"model.min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
+
+
 def build_optimizer(
     name: str,
     groups: list[dict],

@@ -2,6 +2,7 @@
 
 LightningCLI's own SaveConfigCallback writes into ``trainer.log_dir``, which is None for sqlite/http MLflow
 stores (it crashes with ``assert log_dir is not None``); this one uploads the file to the run instead.
+Credentials in any URI of the config (e.g. the tracking URI) are replaced by ``***`` in both.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from lightning.pytorch.cli import SaveConfigCallback
 
+from normlight.tracking.credentials import redact
 from normlight.tracking.mlflow_utils import MLFlowLogger, mlflow_logger
 
 
@@ -46,10 +48,11 @@ class MLflowConfigCallback(SaveConfigCallback):
         with tempfile.TemporaryDirectory() as d:
             path = Path(d) / name
             self.parser.save(self.config, str(path), format="yaml", overwrite=True, multifile=False)
+            path.write_text(redact(path.read_text()))
             client.log_artifact(run_id, str(path))
         cfg = self.config.as_dict() if hasattr(self.config, "as_dict") else dict(self.config)
         params = {
-            k: v
+            k: redact(v) if isinstance(v, str) else v
             for k, v in flatten_config(cfg).items()
             if v is not None and not k.startswith(("config", "trainer.logger", "trainer.callbacks"))
         }

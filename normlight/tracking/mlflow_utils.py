@@ -4,21 +4,33 @@ MLflow 3.x refuses the old file store, so the default store is ``sqlite:///<cwd>
 ``<cwd>/mlartifacts`` (set explicitly: the sqlite store would otherwise put them in ``./mlruns``).
 ``MLFLOW_TRACKING_URI`` overrides the default, and so does an explicit ``tracking_uri``.
 All helpers take the Trainer and do nothing off rank 0 or when the trainer has no MLflow logger.
+
+normlight's logger never lets the store stall or corrupt training: a new sqlite store is created under a file lock
+(``store.py``), metrics and in-training tags go through an ordered background writer that survives an outage
+(``writer.py``), a resumed run never logs a metric point at a step it already has (``log_metrics``), and
+credentials in the URI are moved to MLflow's environment variables or redacted (``credentials.py``).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
 from lightning.pytorch.loggers import MLFlowLogger as _LightningMLFlowLogger
-from lightning.pytorch.loggers.logger import rank_zero_experiment  # noqa: F401  (re-exported for plugins)
+from lightning.pytorch.loggers.logger import rank_zero_experiment  # (also re-exported for plugins)
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from normlight.tracking import credentials, store
+from normlight.tracking.writer import StoreWriter
+
 _SKIP_PARAMS = ("_instantiator", "_class_path")
+# how long the end of a run waits for an unreachable store before writing the unsent points to a file
+FLUSH_TIMEOUT = 600.0
 
 
 def default_tracking_uri() -> str:
@@ -26,12 +38,7 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
-def default_artifact_location(tracking_uri: str) -> str | None:
-    """``<dir of the sqlite file>/mlartifacts`` for a sqlite store; None (the server decides) otherwise."""
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri[len("sqlite:///") :])
-        return (db.parent / "mlartifacts").resolve().as_uri()
-    return None
+default_artifact_location = store.default_artifact_location
 
 
 class MLFlowLogger(_LightningMLFlowLogger):
@@ -59,9 +66,12 @@ class MLFlowLogger(_LightningMLFlowLogger):
         prefix: str = "",
         synchronous: bool | None = None,
     ):
-        tracking_uri = tracking_uri or default_tracking_uri()
+        tracking_uri = credentials.move_to_env(tracking_uri or default_tracking_uri())
+        if credentials.has_secret(tracking_uri):  # MLflow would print it in its "View run at" line
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         if artifact_location is None:
             artifact_location = default_artifact_location(tracking_uri)
+        store.prepare_store(tracking_uri)  # a new sqlite store: schema created once, under a file lock
         super().__init__(
             experiment_name=experiment_name,
             run_name=run_name,
@@ -74,6 +84,83 @@ class MLFlowLogger(_LightningMLFlowLogger):
             synchronous=synchronous,
         )
         self.config_logged = False  # set by MLflowConfigCallback: the config already gave the params
+        self.final_status: str | None = None  # overrides Lightning's finalize status (KILLED on interruption)
+        self._writer: StoreWriter | None = None
+        self._floors: dict[str, int] | None = None  # per metric key: the last step the run already has
+
+    @property
+    @rank_zero_experiment
+    def experiment(self):
+        """The MLflow client; the experiment is created race-free (several processes may start at once)."""
+        if not self._initialized and self._run_id is None and self._experiment_id is None:
+            self._experiment_id = store.ensure_experiment(
+                self._mlflow_client, self._experiment_name, self._tracking_uri, self._artifact_location
+            )
+        return _LightningMLFlowLogger.experiment.fget(self)
+
+    def writer(self) -> StoreWriter:
+        """The run's background writer (started on first use)."""
+        if self._writer is None:
+            self._writer = StoreWriter(self.experiment, self.run_id, credentials.redact(self._tracking_uri))
+        return self._writer
+
+    def _metric_floors(self) -> dict[str, int]:
+        """Per metric key, the highest step this run already recorded (empty for a new run)."""
+        if self._floors is None:
+            run = self.experiment.get_run(self.run_id)
+            objs = getattr(run.data, "_metric_objs", None)
+            if objs is None:  # no step information in this MLflow version: read each history
+                objs = [m for k in run.data.metrics for m in self.experiment.get_metric_history(self.run_id, k)]
+            self._floors = {}
+            for m in objs:
+                self._floors[m.key] = max(m.step, self._floors.get(m.key, m.step))
+        return self._floors
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Queue metrics for the background writer; training never waits for the store.
+
+        Resume rule: a point at a step the run already has for that key (it was logged before the interruption,
+        from the same data since the loaders are resumable) is not logged again, so every key's history has
+        one point per step."""
+        from lightning.fabric.utilities.logger import _add_prefix
+        from mlflow.entities import Metric
+
+        step = int(step or 0)
+        floors = self._metric_floors()
+        now = int(time.time() * 1000)
+        out = []
+        for key, value in _add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR).items():
+            if isinstance(value, str):
+                continue
+            key = re.sub(r"[^a-zA-Z0-9_/. -]+", "", key)
+            if step <= floors.get(key, -1):
+                continue
+            out.append(Metric(key=key, value=float(value), timestamp=now, step=step))
+        self.writer().log_metrics(out)
+
+    def submit(self, fn, description: str) -> None:
+        """Run a store call (a tag, a text) through the writer, after the metrics queued before it."""
+        self.writer().call(fn, description)
+
+    @rank_zero_only
+    def finalize(self, status: str = "success") -> None:
+        """Flush the writer, then end the run (KILLED after an interruption, whatever Lightning passes)."""
+        if not self._initialized:
+            return
+        if self._writer is not None:
+            unsent = Path.cwd() / f"mlflow-unsent-{self.run_id}.jsonl"
+            self._writer.flush(timeout=FLUSH_TIMEOUT, unsent_file=unsent)
+            self._writer.close()
+            self._writer = None
+        try:
+            super().finalize(self.final_status or status)
+        except Exception as exc:  # noqa: BLE001 - the run's data is stored; only its end status could not be set
+            print(
+                f"normlight: error: could not set the end status of MLflow run {self.run_id}: "
+                f"{credentials.redact(str(exc))[:300]}",
+                flush=True,
+            )
 
     @rank_zero_only
     def log_hyperparams(self, params: Any) -> None:
@@ -116,12 +203,23 @@ def get_run_id(trainer: Any) -> str | None:
     return lg.run_id if lg is not None else None
 
 
+def _call(lg: _LightningMLFlowLogger, fn, description: str) -> None:
+    """Through normlight's writer (ordered with the metrics, never blocking training), else directly."""
+    if isinstance(lg, MLFlowLogger):
+        lg.submit(fn, description)
+    else:
+        fn()
+
+
 def set_tags(trainer: Any, tags: Mapping[str, Any]) -> None:
     """Set run tags (values stringified)."""
     lg = _rank0_logger(trainer)
     if lg is not None:
-        for k, v in tags.items():
-            lg.experiment.set_tag(lg.run_id, k, str(v))
+        from mlflow.entities import RunTag
+
+        batch = [RunTag(k, str(v)) for k, v in tags.items()]
+        client, run_id = lg.experiment, lg.run_id
+        _call(lg, lambda: client.log_batch(run_id, tags=batch), f"tags {sorted(tags)}")
 
 
 def log_params(trainer: Any, params: Mapping[str, Any]) -> None:
@@ -157,7 +255,8 @@ def log_text(trainer: Any, text: str, artifact_file: str) -> None:
     """Store ``text`` as the artifact ``artifact_file`` (e.g. ``samples/step_0000100.txt``)."""
     lg = _rank0_logger(trainer)
     if lg is not None:
-        lg.experiment.log_text(lg.run_id, text, artifact_file)
+        client, run_id = lg.experiment, lg.run_id
+        _call(lg, lambda: client.log_text(run_id, text, artifact_file), f"text {artifact_file}")
 
 
 def set_default_run_name(trainer: Any, name: str) -> None:
@@ -204,10 +303,15 @@ def continue_run(logger: Any, run_id: str | None) -> bool:
 
 
 def mark_killed(trainer: Any) -> None:
-    """End the run with status KILLED (an interruption, not a crash); its data stays and it can be resumed."""
+    """End the run with status KILLED (an interruption, not a crash); its data stays and it can be resumed.
+
+    normlight's logger ends the run KILLED when Lightning finalizes it (Lightning passes "failed"); another
+    MLflow logger's run is terminated here."""
     lg = _rank0_logger(trainer)
-    if lg is not None and lg._initialized:
+    if isinstance(lg, MLFlowLogger):
+        lg.final_status = "KILLED"
+    elif lg is not None and lg._initialized:
         try:
             lg.experiment.set_terminated(lg.run_id, "KILLED")
         except Exception as exc:  # noqa: BLE001 - best effort while shutting down; never mask the interruption
-            print(f"normlight: could not mark MLflow run {lg.run_id} as killed: {exc}")
+            print(f"normlight: could not mark MLflow run {lg.run_id} as killed: {credentials.redact(str(exc))}")

@@ -86,3 +86,27 @@ def test_image_folder(tmp_path):
     dm.setup()
     x, y = dm.val_set[0]
     assert x.shape == (3, 16, 16) and len(dm.val_set) == 2
+
+
+class _Payload:
+    """Unpickling this runs code (writes the file it names)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.path!r}, 'w').write('code ran')",))
+
+
+def test_cifar_reader_refuses_a_crafted_batch_without_running_it(tmp_path):
+    d = fakedata.write_cifar_dir(tmp_path, per_batch=4)
+    marker = tmp_path / "pwned"
+    with open(d / "data_batch_3", "wb") as f:
+        pickle.dump({b"data": _Payload(marker), b"labels": [0]}, f)
+    with pytest.raises(DataError, match=r"data_batch_3 .*builtins\.exec, which a CIFAR-10 batch never contains"):
+        CIFAR10DataModule(root=str(tmp_path)).setup()
+    assert not marker.exists()
+    with open(d / "data_batch_3", "wb") as f:  # a pickle of the right kind but not a CIFAR batch
+        pickle.dump({b"data": np.zeros((2, 10), dtype=np.float32), b"labels": [0, 1]}, f)
+    with pytest.raises(DataError, match=r"data_batch_3 .*not an \(N, 3072\) uint8 array"):
+        CIFAR10DataModule(root=str(tmp_path)).setup()

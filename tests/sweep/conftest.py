@@ -1,19 +1,9 @@
-"""Fixtures for sweep tests: a fresh sqlite MLflow store per test, copied from an initialized template."""
+"""Fixtures for sweep tests: a fresh sqlite MLflow store per test, copied from an initialized template
+(``empty_store_file`` in tests/conftest.py)."""
 
 import shutil
-from pathlib import Path
 
 import pytest
-
-
-@pytest.fixture(scope="session")
-def empty_store_file(tmp_path_factory) -> Path:
-    """An initialized, empty MLflow sqlite file (creating the schema takes seconds; copying it does not)."""
-    from mlflow import MlflowClient
-
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
 
 
 @pytest.fixture

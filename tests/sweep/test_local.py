@@ -1,5 +1,5 @@
-"""Real sweeps: `normlight fit` subprocesses into one sqlite MLflow store, 2 workers, interrupted and resumed,
-a diverging run recorded (not crashed), then `normlight compare` on the same store."""
+"""Real sweeps: `normlight fit` subprocesses into one sqlite MLflow store, three concurrent drivers, interrupted and
+resumed, a diverging run recorded (not crashed), then `normlight compare` on the same store."""
 
 import math
 
@@ -44,15 +44,27 @@ def test_sweep_two_workers_interrupt_resume_diverge_and_compare(tmp_path, store,
     exp_id = client.get_experiment_by_name(s.experiment).experiment_id
     stale = sweep_runs.create_run(client, exp_id, plan[1].name, plan[1].tags)
 
-    # 3) resume with 2 workers: the finished run is skipped, the other two run at the same time, once each
-    assert sweep_cli.main(["sweep", str(path), "--tracking-uri", store, "--workers", "2"]) == 0
+    # 3) resume with THREE drivers at once (as three terminals would): the finished run is skipped, the other
+    #    two run at the same time, each exactly once (each driver claims a point before training it)
+    import threading
+
+    codes = []
+    drivers = [
+        threading.Thread(target=lambda: codes.append(sweep_cli.main(["sweep", str(path), "--tracking-uri", store])))
+        for _ in range(3)
+    ]
+    for t in drivers:
+        t.start()
+    for t in drivers:
+        t.join()
+    assert codes == [0, 0, 0]
     out = capsys.readouterr().out
     assert "1 finished (skipped)" in out and "2 to run" in out
     runs, done = finished_by_hash(client, s.experiment, s.name)
     assert set(done) == {r.hash for r in plan} and all(len(v) == 1 for v in done.values())
     assert len(runs) == 4 and client.get_run(stale).info.status == "KILLED"
     spans = sorted((done[r.hash][0].info.start_time, done[r.hash][0].info.end_time) for r in plan[1:])
-    assert spans[1][0] < spans[0][1], "the two workers did not overlap"
+    assert spans[1][0] < spans[0][1], "the two drivers did not run at the same time"
 
     # the 1e30 run diverged, was recorded as such, and its process still exited 0 (status FINISHED)
     for r in plan:
