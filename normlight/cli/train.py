@@ -2,9 +2,11 @@
 
 ``main(["fit", "--config", "configs/gpt/nano.yaml", "--model.norm", "rmsnorm"])`` runs in-process. Before any
 training step it (1) checks the data files and that data and model agree on shapes, (2) gives the default
-checkpoint callback a stable directory ``<default_root_dir>/checkpoints/<experiment>/<run name>-<config hash>``
-with ``last.ckpt`` (also written on Ctrl-C / SIGTERM), so ``--ckpt_path last`` finds it, and (3) when resuming from a normlight checkpoint,
-continues the MLflow run recorded in it.
+checkpoint callback a directory ``<default_root_dir>/checkpoints/<experiment>/<run name>-<config hash>/<start>``
+(its own per fit, so identical fits started together never share one) with ``last.ckpt`` (also written on
+Ctrl-C / SIGTERM), so ``--ckpt_path last`` finds the newest one of the same config and continues there,
+(3) when resuming from a normlight checkpoint, continues the MLflow run recorded in it, and (4) makes the last
+training step a validation step and prints a one-line result when the fit ends.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
+import time
 import warnings
 from pathlib import Path
 
-from lightning.pytorch import LightningDataModule
+from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.trainer.states import TrainerFn
@@ -23,10 +27,11 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import normlight.data  # noqa: F401  (imported so short class_path names resolve)
 import normlight.tasks  # noqa: F401
+from normlight.cli import console
 from normlight.diagnostics import StabilityDiagnostics
 from normlight.errors import NormlightError
 from normlight.tasks.base import NormTask
-from normlight.tracking import mlflow_utils
+from normlight.tracking import mlflow_utils, presentation
 from normlight.tracking.config_callback import MLflowConfigCallback
 
 TRAINER_DEFAULTS = {
@@ -47,7 +52,8 @@ def _read_run_id(ckpt_path: str) -> str | None:
 
 
 def _last_checkpoint(dirpath: Path) -> str | None:
-    found = [p for p in dirpath.glob("last*.ckpt") if re.match(r"^last(-v\d+)?$", p.stem)] if dirpath.is_dir() else []
+    # each fit writes into its own <start time>-<pid> folder below the config's folder: search them all
+    found = [p for p in dirpath.rglob("last*.ckpt") if re.match(r"^last(-v\d+)?$", p.stem)] if dirpath.is_dir() else []
     return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
 
 
@@ -73,6 +79,20 @@ class SaveOnInterrupt(Callback):
                 flush=True,
             )
             mlflow_utils.mark_killed(trainer)
+
+
+class ValidateAtEnd(Callback):
+    """Make the last training step a validation step, so a run shorter than ``val_check_interval`` still ends
+    with ``val/*`` metrics and a summary (Lightning validates at a step where ``should_stop`` is set)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        """Request the stop (and with it the validation) at the final step of the run."""
+        last = 0 < trainer.max_steps <= trainer.global_step
+        if not last and (trainer.max_epochs or 0) > 0:
+            done = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+            last = done and trainer.current_epoch + 1 >= trainer.max_epochs
+        if last:
+            trainer.should_stop = True
 
 
 class NormlightCLI(LightningCLI):
@@ -115,29 +135,45 @@ class NormlightCLI(LightningCLI):
             digest = hashlib.sha1(key.encode()).hexdigest()[:8]
             exp = getattr(logger, "_experiment_name", None) or "default"
             slug = re.sub(r"[^A-Za-z0-9._-]+", "_", run_name)
-            cb.dirpath = str(
+            config_dir = (
                 Path(trainer.default_root_dir)
                 / "checkpoints"
                 / re.sub(r"[^A-Za-z0-9._-]+", "_", exp)
                 / f"{slug}-{digest}"
             )
+            # one folder per fit (two identical fits at once must not overwrite each other's last.ckpt);
+            # ModelCheckpoint broadcasts rank 0's choice to the other ranks
+            cb.dirpath = str(config_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}")
             if cb.save_last is None:
                 cb.save_last = True
             if sub == "fit" and not any(isinstance(c, SaveOnInterrupt) for c in trainer.callbacks):
                 trainer.callbacks.append(SaveOnInterrupt(cb.dirpath))
+        if sub == "fit" and not any(isinstance(c, ValidateAtEnd) for c in trainer.callbacks):
+            trainer.callbacks.append(ValidateAtEnd())
         # 3. resume: "last" -> the newest last.ckpt of this config; continue the MLflow run stored in it
         init = self.config_init[sub]
         ckpt = init.get("ckpt_path")
         if ckpt == "last" and isinstance(cb, ModelCheckpoint) and cb.dirpath:
-            ckpt = _last_checkpoint(Path(cb.dirpath))
+            ckpt = _last_checkpoint(Path(cb.dirpath).parent)
             if ckpt is None:
-                warnings.warn(f"--ckpt_path last: no last.ckpt in {cb.dirpath} yet; starting from scratch")
+                warnings.warn(f"--ckpt_path last: no last.ckpt in {Path(cb.dirpath).parent} yet; starting from scratch")
+            else:  # continue in the folder of the checkpoint resumed from
+                cb.dirpath = str(Path(ckpt).parent)
+                for c in trainer.callbacks:
+                    if isinstance(c, SaveOnInterrupt):
+                        c.dirpath = cb.dirpath
             init["ckpt_path"] = ckpt
         if ckpt and ckpt not in ("best", "last", "hpc") and logger is not None:
             if mlflow_utils.continue_run(logger, _read_run_id(ckpt)):
                 print(f"normlight: {sub} from {ckpt}, logging into its MLflow run {logger._run_id}")
         elif logger is not None and logger._run_name is None:
             logger._run_name = run_name
+
+    def _instantiate_trainer(self, config: dict, callbacks: list) -> Trainer:
+        # the compact summary replaces Lightning's default one (same switch: enable_model_summary)
+        if not VERBOSE and config.get("enable_model_summary") is not False:
+            callbacks = [*callbacks, console.CompactModelSummary()]
+        return super()._instantiate_trainer(config, callbacks)
 
     def before_fit(self) -> None:
         """Checks and run set-up before ``trainer.fit``."""
@@ -152,13 +188,32 @@ class NormlightCLI(LightningCLI):
         self._prepare()
 
     def after_fit(self) -> None:
-        """Say where the run is recorded."""
-        logger = mlflow_utils.mlflow_logger(self.trainer)
-        if logger is not None and self.trainer.is_global_zero and logger._initialized:
+        """One line with the result (validation, best and final, diverged or not) and where it is recorded."""
+        trainer = self.trainer
+        if not trainer.is_global_zero:
+            return
+        diag = next((c for c in trainer.callbacks if isinstance(c, StabilityDiagnostics)), None)
+        logger = mlflow_utils.mlflow_logger(trainer)
+        recorded = logger is not None and logger._initialized
+        print(
+            presentation.result_line(
+                run_name=(logger._run_name if logger is not None else None) or type(self.model).__name__,
+                step=trainer.global_step,
+                final=diag.summary.final
+                if diag
+                else {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
+                best=diag.summary.best if diag else {},
+                diverged_step=diag.guard.step if diag and diag.guard.diverged else None,
+                run_id=logger.run_id if recorded else None,
+                experiment_id=logger.experiment_id if recorded else None,
+            ),
+            flush=True,
+        )
+        if recorded:
             print(
-                f"normlight: MLflow run {logger.run_id} ({logger._run_name}) in {logger._tracking_uri}; "
-                f"checkpoints in {getattr(self.trainer.checkpoint_callback, 'dirpath', None)}; "
-                "browse with `normlight ui`"
+                f"normlight: recorded in {logger._tracking_uri} (experiment {logger._experiment_name!r}); "
+                f"checkpoints in {getattr(trainer.checkpoint_callback, 'dirpath', None)}",
+                flush=True,
             )
 
 
@@ -192,7 +247,14 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+VERBOSE = False  # `--verbose`: keep Lightning's and MLflow's full console output
+
+
 def _run(argv: list[str]) -> None:
+    global VERBOSE
+    argv, VERBOSE = console.take_verbose(list(argv))
+    if not VERBOSE:
+        console.quiet()
     with warnings.catch_warnings():
         # args= is how we pass argv; sys.argv must stay intact because DDP re-executes it for the other ranks
         warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")

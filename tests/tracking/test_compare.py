@@ -61,30 +61,20 @@ def _log_run(client, exp_id, name, params, tags, metrics, history=None):
     return rid
 
 
-@pytest.fixture(scope="module")
-def empty_db(tmp_path_factory):
-    """An initialized empty sqlite store (creating the schema takes seconds; copying it does not)."""
-    from mlflow import MlflowClient
-
-    path = tmp_path_factory.mktemp("store") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
-def _client(tmp_path, empty_db):
+def _client(tmp_path, empty_store_file):
     import shutil
 
     from mlflow import MlflowClient
 
-    shutil.copy(empty_db, tmp_path / "mlflow.db")
+    shutil.copy(empty_store_file, tmp_path / "mlflow.db")
     return MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
 
 
 @pytest.fixture(scope="module")
-def mixed(tmp_path_factory, empty_db):
+def mixed(tmp_path_factory, empty_store_file):
     """GPT and ViT runs with the same norms, two seeds each (what `normlight quickstart` x 2 seeds records)."""
     tmp_path = tmp_path_factory.mktemp("mixed")
-    client = _client(tmp_path, empty_db)
+    client = _client(tmp_path, empty_store_file)
     exp = client.create_experiment("mixed", artifact_location=(tmp_path / "mlartifacts").as_uri())
     for family, model, lr, loss, head in (
         ("gpt", "gpt-nano", "0.003", 3.2, "val/ppl"),
@@ -158,13 +148,13 @@ def test_declared_group_by_says_what_it_pooled(tmp_path, mixed):
     assert "pooled over: model.lr, model.model, seed_everything" in result["grouping"].describe()
 
 
-def test_lr_plot_joins_only_runs_of_one_variant_with_readable_ticks(tmp_path, empty_db):
+def test_lr_plot_joins_only_runs_of_one_variant_with_readable_ticks(tmp_path, empty_store_file):
     """Two placements x 7 LRs (and a ViT run that must not join any line); tick labels never overlap."""
     import matplotlib
 
     matplotlib.use("Agg")
 
-    client = _client(tmp_path, empty_db)
+    client = _client(tmp_path, empty_store_file)
     exp = client.create_experiment("lrs", artifact_location=(tmp_path / "mlartifacts").as_uri())
     lrs = ["0.0001", "0.0003", "0.001", "0.002", "0.003", "0.01", "0.03"]
     for placement in ("pre", "post"):
