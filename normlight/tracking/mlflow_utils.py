@@ -1,7 +1,7 @@
 """MLflow store defaults, the logger, and rank-0 helpers every other part of normlight logs through.
 
 MLflow 3.x refuses the old file store, so the default store is ``sqlite:///<cwd>/mlflow.db`` with artifacts in
-``<cwd>/mlartifacts`` (set explicitly: the sqlite store would otherwise put them in ``./mlruns``).
+``<cwd>/mlartifacts``, recorded relative to the store (``mlflow-artifacts:/``, see ``tracking/artifacts.py``).
 ``MLFLOW_TRACKING_URI`` overrides the default, and so does an explicit ``tracking_uri``.
 All helpers take the Trainer and do nothing off rank 0 or when the trainer has no MLflow logger.
 """
@@ -18,6 +18,10 @@ from lightning.pytorch.loggers import MLFlowLogger as _LightningMLFlowLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment  # noqa: F401  (re-exported for plugins)
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from normlight.tracking import artifacts
+
+artifacts.install()  # every normlight process that talks to MLflow imports this module
+
 _SKIP_PARAMS = ("_instantiator", "_class_path")
 
 
@@ -27,11 +31,9 @@ def default_tracking_uri() -> str:
 
 
 def default_artifact_location(tracking_uri: str) -> str | None:
-    """``<dir of the sqlite file>/mlartifacts`` for a sqlite store; None (the server decides) otherwise."""
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri[len("sqlite:///") :])
-        return (db.parent / "mlartifacts").resolve().as_uri()
-    return None
+    """``mlflow-artifacts:/`` (relative to the store: ``mlartifacts/`` beside the sqlite file, see
+    :mod:`normlight.tracking.artifacts`) for a sqlite store; None (the server decides) otherwise."""
+    return artifacts.ROOT_URI if artifacts.sqlite_path(tracking_uri) else None
 
 
 class MLFlowLogger(_LightningMLFlowLogger):

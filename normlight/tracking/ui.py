@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from normlight.tracking.mlflow_utils import default_artifact_location
+from normlight.tracking.artifacts import artifacts_dir
 
 
 def server_command(tracking_uri: str, port: int) -> list[str]:
@@ -25,9 +25,9 @@ def server_command(tracking_uri: str, port: int) -> list[str]:
     exe = Path(sys.executable).with_name("mlflow")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "mlflow"]
     cmd += ["server", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri", tracking_uri, "--workers", "1"]
-    artifacts = default_artifact_location(tracking_uri)
-    if artifacts:
-        cmd += ["--artifacts-destination", artifacts]
+    folder = artifacts_dir(tracking_uri)
+    if folder:
+        cmd += ["--artifacts-destination", folder.as_uri()]
     return cmd
 
 
