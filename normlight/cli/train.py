@@ -19,11 +19,12 @@ import time
 import warnings
 from pathlib import Path
 
+import torch
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 import normlight.data  # noqa: F401  (imported so short class_path names resolve)
 import normlight.tasks  # noqa: F401
@@ -173,7 +174,13 @@ class NormlightCLI(LightningCLI):
         # the compact summary replaces Lightning's default one (same switch: enable_model_summary)
         if not VERBOSE and config.get("enable_model_summary") is not False:
             callbacks = [*callbacks, console.CompactModelSummary()]
-        return super()._instantiate_trainer(config, callbacks)
+        try:
+            return super()._instantiate_trainer(config, callbacks)
+        except (MisconfigurationException, ValueError) as exc:  # accelerator / strategy / devices the machine lacks
+            hint = ""
+            if "gpu" in str(exc).lower() and not torch.cuda.is_available():
+                hint = " This machine has no GPU: use accelerator cpu (configs/strategy/fsdp2.yaml shards on CPU)."
+            raise NormlightError(f"the trainer section of this config cannot run here: {exc}{hint}") from None
 
     def before_fit(self) -> None:
         """Checks and run set-up before ``trainer.fit``."""

@@ -98,6 +98,15 @@ class _Executor:
                     signal.signal(s, h)
 
 
+def _existing_state(sweep: Sweep, uri: str) -> dict:
+    """The sweep's recorded state without creating anything: empty when the store or experiment is missing."""
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        return {}
+    c = sweep_runs.client(uri)  # the store exists (or is a server): opening it creates nothing
+    exp = c.get_experiment_by_name(sweep.experiment)
+    return {} if exp is None else sweep_runs.state_by_hash(sweep_runs.sweep_runs(c, exp.experiment_id, sweep.name))
+
+
 def run_sweep(
     sweep: Sweep,
     uri: str,
@@ -110,9 +119,12 @@ def run_sweep(
 ) -> int:
     """Run the pending points of ``sweep`` into the store at ``uri``; returns the exit code of ``normlight sweep``."""
     runs = plan(sweep)
-    c = sweep_runs.client(uri)
-    exp_id = sweep_runs.ensure_experiment(c, sweep.experiment, uri)  # once, before any worker
-    state = sweep_runs.state_by_hash(sweep_runs.sweep_runs(c, exp_id, sweep.name))
+    if dry_run:  # read what exists, create nothing (no store file, no experiment, no folder)
+        c, exp_id, state = None, None, _existing_state(sweep, uri)
+    else:
+        c = sweep_runs.client(uri)
+        exp_id = sweep_runs.ensure_experiment(c, sweep.experiment, uri)  # once, before any worker
+        state = sweep_runs.state_by_hash(sweep_runs.sweep_runs(c, exp_id, sweep.name))
     pending, skipped, held = [], [], []
     for r in runs:
         st = state.get(r.hash, {}).get("state")

@@ -33,3 +33,15 @@ def test_cli_lazy_list_does_not_import_and_table_renders(fixture_site):
     assert out.returncode == 0, out.stderr
     assert "normlight-fixture-plugins 0.3.1" in out.stdout and "not loaded" in out.stdout
     assert "fixture_dup" in out.stdout and "select as normlight-fixture-dup:fixture_dup" in out.stdout
+
+
+def test_table_fits_an_80_column_pipe_without_wrapped_names(fixture_site):
+    env = {**os.environ, "PYTHONPATH": str(fixture_site), "COLUMNS": "80"}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "normlight", *a], capture_output=True, text=True, env=env)  # noqa: E731
+    names = {r["name"] for r in json.loads(run("plugins", "list", "--json").stdout)}
+    out = run("plugins", "list", "--load")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert max(len(ln) for ln in lines) <= 80
+    first_cells = {ln.split()[0] for ln in lines if ln.strip()}
+    assert names <= first_cells, f"wrapped or cut: {sorted(names - first_cells)}"
