@@ -202,20 +202,18 @@ class NormlightCLI(LightningCLI):
         diag = next((c for c in trainer.callbacks if isinstance(c, StabilityDiagnostics)), None)
         logger = mlflow_utils.mlflow_logger(trainer)
         recorded = logger is not None and logger._initialized
-        print(
-            presentation.result_line(
-                run_name=(logger._run_name if logger is not None else None) or type(self.model).__name__,
-                step=trainer.global_step,
-                final=diag.summary.final
-                if diag
-                else {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
-                best=diag.summary.best if diag else {},
-                diverged_step=diag.guard.step if diag and diag.guard.diverged else None,
-                run_id=logger.run_id if recorded else None,
-                experiment_id=logger.experiment_id if recorded else None,
-            ),
-            flush=True,
-        )
+        result = {
+            "run_name": (logger._run_name if logger is not None else None) or type(self.model).__name__,
+            "step": trainer.global_step,
+            "final": diag.summary.final if diag else {},
+            "best": diag.summary.best if diag else {},
+            "diverged_step": diag.guard.step if diag and diag.guard.diverged else None,
+        }
+        if recorded:  # the run's description and the experiment's UI view carry the same result
+            presentation.describe_run(logger.experiment, logger.run_id, presentation.result_text(**result))
+            presentation.update_view(logger.experiment, logger.experiment_id)
+        run_id, exp_id = (logger.run_id, logger.experiment_id) if recorded else (None, None)
+        print(presentation.result_line(**result, run_id=run_id, experiment_id=exp_id, view=recorded), flush=True)
         if recorded:
             print(
                 f"normlight: recorded in {logger._tracking_uri} (experiment {logger._experiment_name!r}); "

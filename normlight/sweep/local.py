@@ -16,14 +16,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from normlight.sweep.spec import LOGGER, Run, Sweep, plan
-from normlight.tracking import sweep_runs
+from normlight.tracking import presentation, sweep_runs
 
 
 class _Executor:
     """Runs pending grid points with N worker threads, each driving one ``normlight fit`` process at a time."""
 
-    def __init__(self, sweep, tracking_uri, client, experiment_id, workers, log_dir):
+    def __init__(self, sweep, tracking_uri, client, experiment_id, workers, log_dir, parent=None):
         self.sweep, self.uri, self.c, self.exp = sweep, tracking_uri, client, experiment_id
+        self.parent = parent  # the sweep's parent run: the UI folds the grid points under it
         self.workers, self.log_dir = workers, log_dir
         self.lock = threading.Lock()  # the parent's own MLflow writes go one at a time
         self.procs: dict[str, subprocess.Popen] = {}
@@ -40,7 +41,8 @@ class _Executor:
         if self.stopping:
             return "not started"
         with self.lock:
-            run_id = sweep_runs.create_run(self.c, self.exp, run.name, run.tags)
+            tags = {**run.tags, presentation.PARENT_RUN: self.parent} if self.parent else run.tags
+            run_id = sweep_runs.create_run(self.c, self.exp, run.name, tags)
         log = self.log_dir / f"{run.hash}-{run_id[:8]}.log"
         cmd = [sys.executable, "-m", "normlight", *run.args(self.sweep, self.uri), f"--{LOGGER}.run_id", run_id]
         print(f"[sweep] start {run.name} ({run.hash}) run_id={run_id}", flush=True)
@@ -155,8 +157,13 @@ def run_sweep(
         sweep_runs.mark_killed(c, [rid for rid, st in state.get(r.hash, {}).get("interrupted", []) if st == "RUNNING"])
     log_dir = Path(log_dir or Path("runs") / "sweeps" / sweep.name)
     log_dir.mkdir(parents=True, exist_ok=True)
-    ex = _Executor(sweep, uri, c, exp_id, workers, log_dir)
-    ex.run_all(pending)
+    parent = presentation.sweep_parent(c, exp_id, sweep.name, sweep.description)
+    ex = _Executor(sweep, uri, c, exp_id, workers, log_dir, parent)
+    try:
+        ex.run_all(pending)
+    finally:
+        c.set_terminated(parent, "KILLED" if ex.stopping else "FINISHED")
+        presentation.update_view(c, exp_id)
     bad = {h: res for h, res in ex.results.items() if res != "finished"}
     print(
         f"[sweep] done: {len(ex.results) - len(bad)} finished, {len(bad)} not finished, {len(skipped)} skipped",

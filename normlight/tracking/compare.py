@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from normlight.errors import NormlightError
+from normlight.tracking.presentation import MAX_STABLE_LR_TAG, PARENT_TAG, update_view
 
 COMPARE_TAG = "normlight.compare"
-PARENT_TAG = "normlight.parent"  # a sweep's parent run: a folder in the UI, not a result
 HEADLINE = ("val/ppl", "val/acc1")  # per family: language models report perplexity, classifiers top-1 accuracy
 EXTRA = ("summary/steps_to_target", "summary/tokens_per_sec", "summary/images_per_sec", "summary/peak_mem_mb")
 # config keys that change how a run is shown or stored, never its result
@@ -431,7 +431,13 @@ def lr_variants(runs, grouping: Grouping, lr_key: str) -> dict[tuple, list]:
 
 
 def plot_lr_sensitivity(
-    runs, grouping: Grouping | list, lr_key: str, metric: str, path: Path, tolerance: float = 0.1
+    runs,
+    grouping: Grouping | list,
+    lr_key: str,
+    metric: str,
+    path: Path,
+    tolerance: float = 0.1,
+    members: dict | None = None,
 ) -> tuple[Path | None, dict]:
     """Final metric vs LR per variant trained at two or more LRs (a line never joins two variants);
     diverged seeds drawn as x at the top, the maximum stable LR (see :func:`max_stable_lr`) as a star.
@@ -446,6 +452,8 @@ def plot_lr_sensitivity(
             first = items[0][1]
             name = _label(dict(zip(labels, (_column_value(first, c) for c in columns))))
             variants[name] = [(lr, _is_diverged(r), r.data.metrics.get(metric)) for lr, r in items]
+            if members is not None:  # which runs each plotted variant holds (run ids)
+                members[name] = [r.info.run_id for _, r in items]
     if not variants:
         return None, {}
     plt = _pyplot()
@@ -558,7 +566,10 @@ def compare(
     ):
         if f:
             files.append(f)
-    lr_plot, stable = plot_lr_sensitivity(runs, grouping, lr_key, metric, out / "lr_sensitivity.png", tolerance)
+    members: dict[str, list] = {}
+    lr_plot, stable = plot_lr_sensitivity(
+        runs, grouping, lr_key, metric, out / "lr_sensitivity.png", tolerance, members
+    )
     if lr_plot:
         files.append(lr_plot)
     return {
@@ -567,6 +578,7 @@ def compare(
         "records": records,
         "files": files,
         "max_stable_lr": stable,
+        "variant_runs": members,
         "group_by": column_labels(grouping.columns),
         "grouping": grouping,
         "n_runs": len(runs),
@@ -597,4 +609,10 @@ def log_comparison(client, experiment: str, result: dict, metric: str, tracking_
     for f in result["files"]:
         client.log_artifact(run.info.run_id, str(f), "compare")
     client.set_terminated(run.info.run_id, "FINISHED")
+    # the training runs carry their variant's max stable LR, a column of the experiment's UI view
+    for label, lr in result["max_stable_lr"].items():
+        for rid in result.get("variant_runs", {}).get(label, []):
+            client.set_tag(rid, MAX_STABLE_LR_TAG, format_lr(lr) if lr is not None else "none (all diverged)")
+    training = client.get_experiment_by_name(experiment)
+    update_view(client, training.experiment_id)
     return run.info.run_id

@@ -33,16 +33,20 @@ def server_command(tracking_uri: str, port: int) -> list[str]:
 
 DEFAULT_PORT = 5000
 WORKFLOW = "workflowType=machine_learning"  # MLflow's model-training view, not the GenAI one
+VIEW_KEY = "normlight"  # the shared view state normlight writes on each experiment
 
 
-def ui_link(experiment_id: str | None = None, run_id: str | None = None, port: int = DEFAULT_PORT) -> str:
-    """The MLflow UI address of an experiment's runs (or one run) in the model-training view."""
+def ui_link(
+    experiment_id: str | None = None, run_id: str | None = None, port: int = DEFAULT_PORT, view: bool = False
+) -> str:
+    """The MLflow UI address of an experiment's runs table (or one run) in the model-training view;
+    ``view`` opens the experiment's ``normlight`` view (see :mod:`normlight.tracking.presentation`)."""
     base = f"http://127.0.0.1:{port}/#/experiments"
     if experiment_id is None:
         return f"{base}?{WORKFLOW}"
     if run_id is not None:
         return f"{base}/{experiment_id}/runs/{run_id}?{WORKFLOW}"
-    return f"{base}/{experiment_id}?{WORKFLOW}"
+    return f"{base}/{experiment_id}/runs?" + (f"viewStateShareKey={VIEW_KEY}&" if view else "") + WORKFLOW
 
 
 def experiment_links(tracking_uri: str, port: int = DEFAULT_PORT, limit: int = 10) -> list[tuple[str, str]]:
@@ -55,8 +59,10 @@ def experiment_links(tracking_uri: str, port: int = DEFAULT_PORT, limit: int = 1
         for e in client.search_experiments()
         if e.name != "Default" or client.search_runs([e.experiment_id], max_results=1)
     ]
-    exps.sort(key=lambda e: e.last_update_time or 0, reverse=True)
-    return [(e.name, ui_link(e.experiment_id, port=port)) for e in exps[:limit]]
+    # training experiments first (newest first), their `<name>/compare` companions after them
+    exps.sort(key=lambda e: (e.name.endswith("/compare"), -(e.last_update_time or 0)))
+    view = f"mlflow.sharedViewState.{VIEW_KEY}"
+    return [(e.name, ui_link(e.experiment_id, port=port, view=view in e.tags)) for e in exps[:limit]]
 
 
 def wait_until_up(port: int, proc: subprocess.Popen, timeout: float = 120.0) -> bool:

@@ -75,14 +75,15 @@ def test_short_fits_validate_print_a_result_line_and_keep_separate_checkpoints(
         (line,) = [ln for ln in text.splitlines() if " finished at step " in ln]
         m = re.search(
             r"normlight: (\S+) finished at step 3: val/loss ([\d.]+) \(best ([\d.]+)\), val/ppl ([\d.]+) "
-            r"\(best [\d.]+\), not diverged; "
-            r"(http://127\.0\.0\.1:5000/#/experiments/(\d+)/runs/(\w+)\?workflowType=machine_learning)$",
+            r"\(best [\d.]+\), not diverged; run (\w{8}): "
+            r"http://127\.0\.0\.1:5000/#/experiments/(\d+)/runs\?viewStateShareKey=normlight&workflowType=machine_learning$",
             line,
         )
         assert m, line
-        run = client.get_run(m.group(7))
+        (run,) = [r for r in client.search_runs([exp.experiment_id]) if r.info.run_id.startswith(m.group(5))]
         assert m.group(1) == run.info.run_name == "gpt-nano/pre/layernorm/lr3e-3/s0"
         assert m.group(6) == exp.experiment_id
+        assert run.data.tags["mlflow.note.content"] == line.split("normlight: ", 1)[1].split("; run ")[0]
         # validated at the end although val_check_interval (100) was never reached; the line shows those numbers
         assert float(m.group(2)) == float(f"{run.data.metrics['val/loss']:.4g}")
         assert run.data.metrics["summary/final_val_loss"] == run.data.metrics["val/loss"]
