@@ -27,6 +27,7 @@ NOTE = "mlflow.note.content"  # the run description MLflow shows on the run page
 MAX_STABLE_LR_TAG = "max_stable_lr"
 SECTION_ORDER = ("val", "summary", "train", "")  # "" = metrics without a prefix (lr, epoch); diag/* after
 MAX_PARAM_COLUMNS = 8
+MAX_CHARTS = 24
 
 
 def _fmt(name: str, value: float) -> str:
@@ -147,12 +148,15 @@ def view_state(runs) -> dict:
         }
         for n in names
     ]
+    # cards only for the few headline sections; MLflow adds the diag charts into their (named) sections itself,
+    # and an experiment tag holds at most 20,000 characters
     charts = [
         _chart(f"normlight-{m}", f"normlight-{section_of(m) or 'model'}", m, m.rsplit("/", 1)[-1])
         for n in names
+        if n in SECTION_ORDER
         for m in metrics
         if section_of(m) == n
-    ]
+    ][:MAX_CHARTS]
     return {
         "selectedColumns": columns,
         "compareRunSections": sections,
@@ -163,10 +167,15 @@ def view_state(runs) -> dict:
 
 
 def update_view(client, experiment_id: str) -> None:
-    """Write the experiment's ``normlight`` view from its current runs (cheap; safe to call after each run)."""
-    runs = _training_runs(client, experiment_id)
-    if runs:
-        client.set_experiment_tag(experiment_id, VIEW_TAG, json.dumps(view_state(runs), separators=(",", ":")))
+    """Write the experiment's ``normlight`` view from its current runs (cheap; safe to call after each run).
+    A view that cannot be written is reported, never raised: it must not fail the run that asked for it."""
+    try:
+        runs = _training_runs(client, experiment_id)
+        if runs:
+            state = json.dumps(view_state(runs), separators=(",", ":"))
+            client.set_experiment_tag(experiment_id, VIEW_TAG, state)
+    except Exception as exc:  # noqa: BLE001 - presentation only; the results are recorded already
+        print(f"normlight: could not update the MLflow UI view of experiment {experiment_id}: {exc}", flush=True)
 
 
 def has_view(client, experiment_id: str) -> bool:
