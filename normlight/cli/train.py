@@ -53,7 +53,7 @@ def _read_run_id(ckpt_path: str) -> str | None:
 
 
 def _last_checkpoint(dirpath: Path) -> str | None:
-    # each fit writes into its own <start time>-<pid> folder below the config's folder: search them all
+    # each fit writes into its own <start time>-<random> folder below the config's folder: search them all
     found = [p for p in dirpath.rglob("last*.ckpt") if re.match(r"^last(-v\d+)?$", p.stem)] if dirpath.is_dir() else []
     return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
 

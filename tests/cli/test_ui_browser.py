@@ -86,3 +86,53 @@ def test_ui_shows_the_comparison_without_clicking(moved_store, tmp_path, start_m
     out, _ = proc.communicate(timeout=60)
     assert f"{ui_store.EXPERIMENT}: {link}" in out, out  # the printed link is the one that works
     assert (tmp_path / "opened.txt").read_text().strip() == link  # --open opens it
+
+
+@pytest.mark.slow
+def test_readme_screenshots(tmp_path, start_mlflow_server, monkeypatch):
+    """Regenerates docs/img/mlflow_runs.png and docs/img/mlflow_charts.png from real runs: a reduced
+    placement x LR x seed sweep (12 gpt-nano runs of 60 steps), `normlight compare`, then `normlight ui` in
+    headless Chromium. Run: .venv/bin/python -m pytest -m slow tests/cli/test_ui_browser.py -k screenshots"""
+    import time
+
+    from selenium.webdriver.common.by import By
+
+    from normlight.cli import compare as compare_cli
+    from normlight.cli import sweep as sweep_cli
+    from tests.helpers import ROOT
+    from tests.sweep.helpers import reduced_sweep
+
+    if browser.missing():
+        pytest.skip(browser.missing())
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = reduced_sweep(
+        ROOT / "configs" / "sweeps" / "placement_lr_quick.yaml",
+        tmp_path,
+        grid={"model.placement": ["pre", "post", "peri"], "model.lr": [1e-3, 1e-2], "seed_everything": [0, 1]},
+        fixed={
+            "trainer.max_steps": 60,
+            "trainer.val_check_interval": 20,
+            "trainer.limit_val_batches": 4,
+            "diagnostics.every_n_steps": 10,
+        },
+    )
+    assert sweep_cli.main(["sweep", str(path), "--tracking-uri", uri, "--workers", "2"]) == 0
+    assert compare_cli.main(["compare", "--experiment", "placement-lr-quick", "--tracking-uri", uri]) == 0
+    base, _ = start_mlflow_server(uri, tmp_path)
+    exp = MlflowClient(uri).get_experiment_by_name("placement-lr-quick")
+    out = ROOT / "docs" / "img"
+    with browser.chromium() as d:
+        d.set_window_size(1500, 760)
+        d.get(ui_link(exp.experiment_id, port=int(base.rsplit(":", 1)[1]), view=True))
+        browser.wait_for_text(d, "summary/diverged")
+        browser.close_assistant(d)
+        for hide in d.find_elements(By.CSS_SELECTOR, "button[aria-label='Hide banner']"):
+            hide.click()
+        d.find_element(By.CSS_SELECTOR, "button[data-component-id*='runnamecellrenderer']").click()
+        browser.wait_for_text(d, "max_stable_lr")
+        d.save_screenshot(str(out / "mlflow_runs.png"))
+        d.find_element(By.XPATH, "//input[@name='runs-view-mode' and @value='CHART']/ancestor::label[1]").click()
+        browser.wait_for_text(d, "Add section")
+        time.sleep(3)  # let the line charts draw
+        d.save_screenshot(str(out / "mlflow_charts.png"))
