@@ -6,8 +6,8 @@
   ``mlflow.sharedViewState.normlight``, opened by ``?viewStateShareKey=normlight``): the runs table shows
   ``val/loss``, the headline metric (``val/ppl`` / ``val/acc1``), ``summary/diverged``, the max stable LR
   (once ``normlight compare`` ran) and the params that vary between runs (a sweep's runs folded under its
-  parent run); the chart
-  view lists the ``val``, ``summary`` and ``train`` sections before the many ``diag`` ones;
+  parent run); the chart view lists the ``val``, ``summary`` and ``train`` sections before the many
+  ``diag`` ones and draws up to 20 runs;
 - :func:`sweep_parent`: a sweep as a parent run whose children are its grid points (the UI folds them).
 """
 
@@ -83,22 +83,16 @@ def _col(kind: str, key: str) -> str:
 
 
 def _chart(uuid: str, section: str, metric: str, display: str) -> dict:
-    """One chart card in the format MLflow's UI keeps in its view state: bars for the one-value ``summary/*``
-    metrics, lines against the step for the rest."""
-    card = {
+    """One line chart card (metric against step) in the format MLflow's UI keeps in its view state."""
+    return {
         "uuid": uuid,
-        "type": "BAR" if metric.startswith("summary/") else "LINE",
+        "type": "LINE",
         "runsCountToCompare": 10,
         "metricSectionId": section,
         "deleted": False,
         "isGenerated": True,
         "metricKey": metric,
         "displayName": display,
-    }
-    if card["type"] == "BAR":
-        return card
-    return {
-        **card,
         "lineSmoothness": 0,
         "xAxisScaleType": "linear",
         "scaleType": "linear",
@@ -163,6 +157,7 @@ def view_state(runs) -> dict:
         "compareRunCharts": charts,
         "isAccordionReordered": True,
         "hideEmptyCharts": True,
+        "runsHiddenMode": "FIRST_20_RUNS",  # charts draw up to 20 runs (MLflow's default is 10)
     }
 
 

@@ -123,7 +123,7 @@ def test_readme_screenshots(tmp_path, start_mlflow_server, monkeypatch):
     exp = MlflowClient(uri).get_experiment_by_name("placement-lr-quick")
     out = ROOT / "docs" / "img"
     with browser.chromium() as d:
-        d.set_window_size(1500, 760)
+        d.set_window_size(1500, 1000)
         d.get(ui_link(exp.experiment_id, port=int(base.rsplit(":", 1)[1]), view=True))
         browser.wait_for_text(d, "summary/diverged")
         browser.close_assistant(d)

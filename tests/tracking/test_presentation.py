@@ -73,6 +73,6 @@ def test_view_state_columns_sections_and_size():
         "diag/massive_act",
     }
     charts = {c["metricKey"]: c for c in state["compareRunCharts"]}
-    assert charts["summary/diverged"]["type"] == "BAR" and charts["val/loss"]["type"] == "LINE"
+    assert charts["val/loss"]["type"] == "LINE" and charts["val/loss"]["metricSectionId"] == "normlight-val"
     assert not any(k.startswith("diag/") for k in charts)  # MLflow fills the diag sections itself
     assert len(json.dumps(state, separators=(",", ":"))) < 20000  # MLflow's limit for an experiment tag
