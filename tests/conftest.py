@@ -34,7 +34,7 @@ def one_thread():
 def start_mlflow_server():
     """Start the real MLflow server through `normlight ui` and wait until it answers ``/health``.
 
-    Call ``start(tracking_uri, cwd)``; it returns ``(base_url, process)``. Servers still running at the
+    Call ``start(tracking_uri, cwd, *extra_args, env_extra=None)``; it returns ``(base_url, process)``. Servers still running at the
     end of the test get SIGTERM (a test may stop its server itself to check the shutdown).
     """
     import signal
@@ -45,11 +45,12 @@ def start_mlflow_server():
 
     procs = []
 
-    def start(tracking_uri: str, cwd) -> tuple[str, subprocess.Popen]:
+    def start(tracking_uri: str, cwd, *extra: str, env_extra: dict | None = None) -> tuple[str, subprocess.Popen]:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        env.update(env_extra or {})
         proc = subprocess.Popen(
-            [sys.executable, "-m", "normlight", "ui", "--port", str(port), "--tracking-uri", tracking_uri],
+            [sys.executable, "-m", "normlight", "ui", "--port", str(port), "--tracking-uri", tracking_uri, *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -130,3 +131,13 @@ def with_fixture_plugins(fixture_site, monkeypatch):
     plugins.refresh()
     for mod in [m for m in sys.modules if m.startswith("nl_fixture")]:
         del sys.modules[mod]
+
+
+@pytest.fixture(scope="session")
+def empty_store_file(tmp_path_factory) -> Path:
+    """An initialized, empty MLflow sqlite file to copy (creating the schema takes seconds; copying it does not)."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path

@@ -10,8 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from normlight.tracking import sweep_runs
-from normlight.tracking.compare import CompareError, compare, log_comparison
+from normlight.tracking.compare import CompareError, compare, compare_experiment_name, log_comparison
 from normlight.tracking.mlflow_utils import default_tracking_uri
+from normlight.tracking.ui import ui_link
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--group-by",
         default=None,
-        help="comma-separated fields (tags/params), default: the sweep's varying keys except the seed",
+        help="comma-separated fields (tags/params); default: every config key that varies except the seed "
+        "(runs are pooled only over seeds); with --group-by, every other varying key is pooled and named",
     )
     p.add_argument("--metric", default="val/loss", help="metric to compare (default val/loss)")
     p.add_argument("--lr-key", default="lr", help="field holding the learning rate (default lr)")
@@ -56,17 +58,29 @@ def main(argv: list[str]) -> int:
     except CompareError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    table = Table(title=f"{args.experiment}: {result['n_runs']} finished runs, mean +- std over seeds")
+    grouping = result["grouping"]
+    table = Table(
+        title=f"{args.experiment}: {result['n_runs']} finished runs in {len(result['rows'])} groups, "
+        "mean +- sample std over each group's runs"
+    )
     for h in result["header"]:
         table.add_column(h)
     for row in result["rows"]:
         table.add_row(*row)
     Console(width=200).print(table)
+    print(f"{grouping.describe()}")
+    if grouping.fields is None and grouping.keys:
+        shown = ", ".join(result["group_by"]) or "-"
+        print(f"groups differ in: {grouping.differing()} (named above by {shown})")
     for label, lr in result["max_stable_lr"].items():
         print(f"max stable LR  {label}: {lr if lr is not None else 'none (every LR diverged)'}")
     for f in result["files"]:
         print(f"wrote {f}")
     if not args.no_log:
-        rid = log_comparison(client, args.experiment, result, args.metric)
-        print(f"logged to MLflow run {rid} (experiment {args.experiment!r}, artifacts under compare/)")
+        rid = log_comparison(client, args.experiment, result, args.metric, uri)
+        exp = client.get_experiment_by_name(compare_experiment_name(args.experiment))
+        print(
+            f"logged to MLflow run {rid} in experiment {exp.name!r} (artifacts under compare/); "
+            f"with `normlight ui` running: {ui_link(exp.experiment_id, run_id=rid)}"
+        )
     return 0

@@ -464,31 +464,35 @@ def plugins_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    from rich import box
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(
-        title=f"normlight {__version__} plugins" + ("" if args.load else " (not imported; --load checks each)")
-    )
-    for col in ("kind", "name", "distribution", "status", "description / problem"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        note = (
-            f"{r['error']} (entry point {r['entry_point']})"
-            if r["error"]
-            else " ".join(x for x in (r["description"], f"[{r['paper']}]" if r["paper"] else "") if x)
-        )
-        if r["duplicate_of"]:
-            note += (
-                f" (name also registered by {', '.join(r['duplicate_of'])}; select as {r['distribution']}:{r['name']})"
+    console = Console()
+    console.print(f"normlight {__version__} plugins" + ("" if args.load else " (not imported; --load checks each)"))
+    # one table per kind, names never wrapped: the catalog stays readable in an 80-column pipe
+    for kind in dict.fromkeys(r["kind"] for r in rows):
+        table = Table(title=f"{kind}s", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        table.add_column("name", no_wrap=True)
+        table.add_column("distribution", overflow="fold")
+        table.add_column("status", no_wrap=True)
+        table.add_column("description / problem", overflow="fold", ratio=1)
+        for r in (r for r in rows if r["kind"] == kind):
+            note = (
+                f"{r['error']} (entry point {r['entry_point']})"
+                if r["error"]
+                else " ".join(x for x in (r["description"], f"[{r['paper']}]" if r["paper"] else "") if x)
             )
-        style = "red" if r["status"] == "broken" else None
-        # plugin text is data, not markup: "[lowercase ...]" would otherwise vanish
-        table.add_row(
-            r["kind"], r["name"], f"{r['distribution']} {r['version']}", r["status"], escape(note), style=style
-        )
-    Console().print(table)
+            if r["duplicate_of"]:
+                note += (
+                    f" (name also registered by {', '.join(r['duplicate_of'])}; "
+                    f"select as {r['distribution']}:{r['name']})"
+                )
+            style = "red" if r["status"] == "broken" else None
+            # plugin text is data, not markup: "[lowercase ...]" would otherwise vanish
+            table.add_row(r["name"], f"{r['distribution']} {r['version']}", r["status"], escape(note), style=style)
+        console.print(table)
     return 0
 
 

@@ -21,6 +21,7 @@ from normlight.cli import train
 from normlight.errors import NormlightError
 from normlight.tracking import results
 from normlight.tracking.mlflow_utils import default_tracking_uri
+from normlight.tracking.ui import ui_link
 
 DEFAULT_PLAN = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
 TRAINER = {
@@ -85,8 +86,10 @@ def print_table(
     experiment: str,
     labels: dict[str, str] | None = None,
     notes: dict[str, str] | None = None,
+    experiment_id: str | None = None,
 ) -> None:
-    """A rich comparison table, what each family's numbers are (``notes``), and the UI command."""
+    """A rich comparison table, what each family's numbers are (``notes``), the UI command and the link that
+    opens these runs."""
     from rich.console import Console
     from rich.table import Table
 
@@ -111,15 +114,15 @@ def print_table(
     for name, what in (notes or {}).items():
         print(f"{name}: {what}", flush=True)
     # plain print: a long store path must stay one copy-pasteable line
+    link = ui_link(experiment_id, view=True) if experiment_id else ui_link()
     print(
-        f"Open these runs in the MLflow UI:\n  normlight ui --tracking-uri {tracking_uri}\nthen browse "
-        "http://127.0.0.1:5000",
+        f"Open these runs in the MLflow UI:\n  normlight ui --tracking-uri {tracking_uri}\nthen browse\n  {link}",
         flush=True,
     )
 
 
 def train_all(
-    plan: dict, experiment: str, tracking_uri: str | None, client
+    plan: dict, experiment: str, tracking_uri: str | None, client, verbose: bool = False
 ) -> tuple[list[str], dict[str, float], dict[str, str]]:
     """Train every (family, norm) of the plan in this process; the run ids, wall seconds and norm labels per run name."""
     run_ids, wall, labels = [], {}, {}
@@ -132,7 +135,7 @@ def train_all(
                 cfg_path.write_text(yaml.safe_dump(run_config(entry, norm, experiment, tracking_uri)))
                 print(f"[{len(run_ids) + 1}/{total}] {entry['name']} with {name} ...", flush=True)
                 t0 = time.perf_counter()
-                train.main(["fit", "--config", str(cfg_path)])
+                train.main(["fit", "--config", str(cfg_path), *(["--verbose"] if verbose else [])])
                 run_id, run_name = results.latest_run(client, experiment)
                 run_ids.append(run_id)
                 wall[run_name] = time.perf_counter() - t0
@@ -147,6 +150,7 @@ def main(argv: list[str]) -> int:
         "--config", type=Path, default=DEFAULT_PLAN, help="quickstart plan YAML (default: configs/quickstart.yaml)"
     )
     p.add_argument("--tracking-uri", default=None, help="MLflow store (default: sqlite:///<cwd>/mlflow.db)")
+    p.add_argument("--verbose", action="store_true", help="keep Lightning's and MLflow's full console output")
     args = p.parse_args(argv[1:] if argv and argv[0] == "quickstart" else argv)
     plan = load_plan(args.config)
     experiment = plan.get("experiment", "quickstart")
@@ -161,11 +165,12 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(1)
     start = time.perf_counter()
     try:
-        run_ids, wall, labels = train_all(plan, experiment, args.tracking_uri, client)
+        run_ids, wall, labels = train_all(plan, experiment, args.tracking_uri, client, args.verbose)
     finally:
         torch.set_num_threads(threads)
     rows = results.run_rows(client, run_ids)
     notes = {e["name"]: e["what"] for e in plan["runs"] if e.get("what")}
-    print_table(rows, wall, tracking_uri, experiment, labels, notes)
+    exp = client.get_experiment_by_name(experiment)
+    print_table(rows, wall, tracking_uri, experiment, labels, notes, exp.experiment_id if exp else None)
     print(f"quickstart: {len(rows)} runs in {time.perf_counter() - start:.0f} s", flush=True)
     return 0 if all(r["status"] == "FINISHED" for r in rows) else 1

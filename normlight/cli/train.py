@@ -9,6 +9,10 @@ Ctrl-C / SIGTERM), so ``--ckpt_path last`` finds it, and (3) when resuming, read
 
 Ctrl-C and SIGTERM stop training at the next step boundary (never inside a store write): ``last.ckpt`` is written,
 the diagnostics summary logged, the run ends KILLED and the command exits 130 (SIGINT) or 143 (SIGTERM).
+
+Each fit gets its own checkpoint folder ``<run name>-<config hash>/<start>`` (identical fits started together
+never share one; ``--ckpt_path last`` finds the newest ``last.ckpt`` of the same config and continues in its
+folder), the last training step is a validation step, and a one-line result is printed when the fit ends.
 """
 
 from __future__ import annotations
@@ -18,25 +22,29 @@ import importlib
 import inspect
 import json
 import re
+import secrets
 import signal
 import threading
+import time
 import warnings
 from pathlib import Path
 
-from lightning.pytorch import LightningDataModule
+import torch
+from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 import normlight.data  # noqa: F401  (imported so short class_path names resolve)
 import normlight.tasks  # noqa: F401
+from normlight.cli import console
 from normlight.data.common import BaseDataModule
 from normlight.diagnostics import StabilityDiagnostics
 from normlight.errors import NormlightError
 from normlight.tasks import checkpoint as ckpt_io
 from normlight.tasks.base import NormTask
-from normlight.tracking import mlflow_utils
+from normlight.tracking import mlflow_utils, presentation
 from normlight.tracking.config_callback import MLflowConfigCallback
 from normlight.tracking.credentials import redact
 
@@ -57,7 +65,8 @@ class ConfigError(NormlightError):
 
 
 def _last_checkpoint(dirpath: Path) -> str | None:
-    found = [p for p in dirpath.glob("last*.ckpt") if re.match(r"^last(-v\d+)?$", p.stem)] if dirpath.is_dir() else []
+    # each fit writes into its own <start time>-<random> folder below the config's folder: search them all
+    found = [p for p in dirpath.rglob("last*.ckpt") if re.match(r"^last(-v\d+)?$", p.stem)] if dirpath.is_dir() else []
     return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
 
 
@@ -174,6 +183,20 @@ def _explicit_settings(model_cfg) -> tuple[str | None, dict]:
     return class_path, {k: v for k, v in init.items() if k not in defaults or not ckpt_io._same(v, defaults[k])}
 
 
+class ValidateAtEnd(Callback):
+    """Make the last training step a validation step, so a run shorter than ``val_check_interval`` still ends
+    with ``val/*`` metrics and a summary (Lightning validates at a step where ``should_stop`` is set)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        """Request the stop (and with it the validation) at the final step of the run."""
+        last = 0 < trainer.max_steps <= trainer.global_step
+        if not last and (trainer.max_epochs or 0) > 0:
+            done = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+            last = done and trainer.current_epoch + 1 >= trainer.max_epochs
+        if last:
+            trainer.should_stop = True
+
+
 class NormlightCLI(LightningCLI):
     """LightningCLI with the diagnostics bundle as a config group and normlight's pre-run checks."""
 
@@ -246,12 +269,15 @@ class NormlightCLI(LightningCLI):
             digest = hashlib.sha1(key.encode()).hexdigest()[:8]
             exp = getattr(logger, "_experiment_name", None) or "default"
             slug = re.sub(r"[^A-Za-z0-9._-]+", "_", run_name)
-            cb.dirpath = str(
+            config_dir = (
                 Path(trainer.default_root_dir)
                 / "checkpoints"
                 / re.sub(r"[^A-Za-z0-9._-]+", "_", exp)
                 / f"{slug}-{digest}"
             )
+            # one folder per fit (two identical fits at once must not overwrite each other's last.ckpt);
+            # ModelCheckpoint broadcasts rank 0's choice to the other ranks
+            cb.dirpath = str(config_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}")
             if cb.save_last is None:
                 cb.save_last = True
         folder = cb.dirpath if isinstance(cb, ModelCheckpoint) else None
@@ -259,14 +285,21 @@ class NormlightCLI(LightningCLI):
             _check_writable(folder)
         if sub == "fit" and not any(isinstance(c, SaveOnInterrupt) for c in trainer.callbacks):
             trainer.callbacks.append(SaveOnInterrupt(folder))
+        if sub == "fit" and not any(isinstance(c, ValidateAtEnd) for c in trainer.callbacks):
+            trainer.callbacks.append(ValidateAtEnd())
         # 3. resume: "last" -> the newest last.ckpt of this config; read it safely, refuse contradicting settings,
         #    and continue the MLflow run stored in it
         init = self.config_init[sub]
         ckpt, from_last = init.get("ckpt_path"), False
         if ckpt == "last" and isinstance(cb, ModelCheckpoint) and cb.dirpath:
-            ckpt, from_last = _last_checkpoint(Path(cb.dirpath)), True
+            ckpt, from_last = _last_checkpoint(Path(cb.dirpath).parent), True
             if ckpt is None:
-                warnings.warn(f"--ckpt_path last: no last.ckpt in {cb.dirpath} yet; starting from scratch")
+                warnings.warn(f"--ckpt_path last: no last.ckpt in {Path(cb.dirpath).parent} yet; starting from scratch")
+            else:  # continue in the folder of the checkpoint resumed from
+                cb.dirpath = str(Path(ckpt).parent)
+                for c in trainer.callbacks:
+                    if isinstance(c, SaveOnInterrupt):
+                        c.dirpath = cb.dirpath
             init["ckpt_path"] = ckpt
         if ckpt and ckpt not in ("best", "last", "hpc"):
             state = ckpt_io.read_checkpoint(ckpt)
@@ -281,6 +314,18 @@ class NormlightCLI(LightningCLI):
         elif logger is not None and logger._run_name is None:
             logger._run_name = run_name
 
+    def _instantiate_trainer(self, config: dict, callbacks: list) -> Trainer:
+        # the compact summary replaces Lightning's default one (same switch: enable_model_summary)
+        if not VERBOSE and config.get("enable_model_summary") is not False:
+            callbacks = [*callbacks, console.CompactModelSummary()]
+        try:
+            return super()._instantiate_trainer(config, callbacks)
+        except (MisconfigurationException, ValueError) as exc:  # accelerator / strategy / devices the machine lacks
+            hint = ""
+            if "gpu" in str(exc).lower() and not torch.cuda.is_available():
+                hint = " This machine has no GPU: use accelerator cpu (configs/strategy/fsdp2.yaml shards on CPU)."
+            raise NormlightError(f"the trainer section of this config cannot run here: {exc}{hint}") from None
+
     def before_fit(self) -> None:
         """Checks and run set-up before ``trainer.fit``."""
         self._prepare()
@@ -294,13 +339,30 @@ class NormlightCLI(LightningCLI):
         self._prepare()
 
     def after_fit(self) -> None:
-        """Say where the run is recorded."""
-        logger = mlflow_utils.mlflow_logger(self.trainer)
-        if logger is not None and self.trainer.is_global_zero and logger._initialized:
+        """One line with the result (validation, best and final, diverged or not) and where it is recorded."""
+        trainer = self.trainer
+        if not trainer.is_global_zero:
+            return
+        diag = next((c for c in trainer.callbacks if isinstance(c, StabilityDiagnostics)), None)
+        logger = mlflow_utils.mlflow_logger(trainer)
+        recorded = logger is not None and logger._initialized
+        result = {
+            "run_name": (logger._run_name if logger is not None else None) or type(self.model).__name__,
+            "step": trainer.global_step,
+            "final": diag.summary.final if diag else {},
+            "best": diag.summary.best if diag else {},
+            "diverged_step": diag.guard.step if diag and diag.guard.diverged else None,
+        }
+        if recorded:  # the run's description and the experiment's UI view carry the same result
+            presentation.describe_run(logger.experiment, logger.run_id, presentation.result_text(**result))
+            presentation.update_view(logger.experiment, logger.experiment_id)
+        run_id, exp_id = (logger.run_id, logger.experiment_id) if recorded else (None, None)
+        print(presentation.result_line(**result, run_id=run_id, experiment_id=exp_id, view=recorded), flush=True)
+        if recorded:
             print(
-                f"normlight: MLflow run {logger.run_id} ({logger._run_name}) in {redact(logger._tracking_uri)}; "
-                f"checkpoints in {getattr(self.trainer.checkpoint_callback, 'dirpath', None)}; "
-                "browse with `normlight ui`"
+                f"normlight: recorded in {redact(logger._tracking_uri)} (experiment {logger._experiment_name!r}); "
+                f"checkpoints in {getattr(trainer.checkpoint_callback, 'dirpath', None)}",
+                flush=True,
             )
 
 
@@ -354,7 +416,14 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+VERBOSE = False  # `--verbose`: keep Lightning's and MLflow's full console output
+
+
 def _run(argv: list[str]) -> None:
+    global VERBOSE
+    argv, VERBOSE = console.take_verbose(list(argv))
+    if not VERBOSE:
+        console.quiet()
     with warnings.catch_warnings():
         # args= is how we pass argv; sys.argv must stay intact because DDP re-executes it for the other ranks
         warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")

@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from normlight.tracking.mlflow_utils import default_tracking_uri
-from normlight.tracking.ui import server_command, stop_group
+from normlight.tracking.ui import DEFAULT_PORT, experiment_links, server_command, stop_group, ui_link, wait_until_up
 
 
 def main(argv: list[str]) -> int:
@@ -19,7 +19,10 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="normlight ui", description="Start the MLflow UI on this project's store, bound to 127.0.0.1."
     )
-    p.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default {DEFAULT_PORT})")
+    p.add_argument(
+        "--open", action="store_true", help="open the newest experiment's runs in the web browser once the UI is up"
+    )
     p.add_argument(
         "--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///<cwd>/mlflow.db)"
     )
@@ -43,7 +46,16 @@ def main(argv: list[str]) -> int:
 
     previous = signal.signal(signal.SIGTERM, stop)
     print(f"normlight ui: MLflow UI for {uri} at http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
+    links = experiment_links(uri, args.port)
+    for name, link in links:
+        print(f"  {name}: {link}", flush=True)
     try:
+        if args.open and wait_until_up(args.port, proc):
+            import webbrowser
+
+            target = links[0][1] if links else ui_link(port=args.port)
+            if not webbrowser.open(target):
+                print(f"normlight ui: no web browser found here; open {target}", flush=True)
         return proc.wait()
     except KeyboardInterrupt:
         return 0

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from normlight.sweep.spec import LOGGER, Run, Sweep, plan
-from normlight.tracking import sweep_runs
+from normlight.tracking import presentation, sweep_runs
 from normlight.tracking.credentials import move_to_env, redact
 
 _PR_SET_PDEATHSIG = 1
@@ -52,8 +52,11 @@ def spawn(cmd: list[str], **kwargs) -> subprocess.Popen:
 class _Executor:
     """Runs pending grid points with N worker threads, each driving one ``normlight fit`` process at a time."""
 
-    def __init__(self, sweep, tracking_uri, client, experiment_id, workers, log_dir, retry_failed, max_runs):
+    def __init__(
+        self, sweep, tracking_uri, client, experiment_id, workers, log_dir, retry_failed, max_runs, parent=None
+    ):
         self.sweep, self.uri, self.c, self.exp = sweep, tracking_uri, client, experiment_id
+        self.parent = parent  # the sweep's parent run: the UI folds the grid points under it
         self.workers, self.log_dir = workers, log_dir
         self.retry_failed, self.max_runs = retry_failed, max_runs
         self.lock = threading.Lock()  # the parent's own MLflow writes go one at a time
@@ -83,9 +86,8 @@ class _Executor:
         with self.lock:
             if self.stopping or (self.max_runs is not None and self.started >= self.max_runs):
                 return None, "not started"
-            run_id, why = sweep_runs.claim(
-                self.c, self.exp, run.name, run.tags, self.owner, retry_failed=self.retry_failed
-            )
+            tags = {**run.tags, presentation.PARENT_RUN: self.parent} if self.parent else run.tags
+            run_id, why = sweep_runs.claim(self.c, self.exp, run.name, tags, self.owner, retry_failed=self.retry_failed)
             if run_id is not None:
                 self.started += 1
                 self.beats.add(run_id)
@@ -167,6 +169,15 @@ def _terminate(proc: subprocess.Popen) -> None:
         pass
 
 
+def _existing_state(sweep: Sweep, uri: str) -> dict:
+    """The sweep's recorded state without creating anything: empty when the store or experiment is missing."""
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        return {}
+    c = sweep_runs.client(uri)  # the store exists (or is a server): opening it creates nothing
+    exp = c.get_experiment_by_name(sweep.experiment)
+    return {} if exp is None else sweep_runs.state_by_hash(sweep_runs.sweep_runs(c, exp.experiment_id, sweep.name))
+
+
 def run_sweep(
     sweep: Sweep,
     uri: str,
@@ -180,9 +191,12 @@ def run_sweep(
     """Run the pending points of ``sweep`` into the store at ``uri``; returns the exit code of ``normlight sweep``."""
     uri = move_to_env(uri)  # http(s) credentials -> MLflow's env vars, inherited by the training processes
     runs = plan(sweep)
-    c = sweep_runs.client(uri)
-    exp_id = sweep_runs.ensure_experiment(c, sweep.experiment, uri)  # once, before any worker
-    state = sweep_runs.state_by_hash(sweep_runs.sweep_runs(c, exp_id, sweep.name))
+    if dry_run:  # read what exists, create nothing (no store file, no experiment, no folder)
+        c, exp_id, state = None, None, _existing_state(sweep, uri)
+    else:
+        c = sweep_runs.client(uri)
+        exp_id = sweep_runs.ensure_experiment(c, sweep.experiment, uri)  # once, before any worker
+        state = sweep_runs.state_by_hash(sweep_runs.sweep_runs(c, exp_id, sweep.name))
     pending, skipped, held = [], [], []
     for r in runs:
         st = state.get(r.hash, {}).get("state")
@@ -208,8 +222,13 @@ def run_sweep(
 
     log_dir = Path(log_dir or Path("runs") / "sweeps" / sweep.name)
     log_dir.mkdir(parents=True, exist_ok=True)
-    ex = _Executor(sweep, uri, c, exp_id, workers, log_dir, retry_failed, max_runs)
-    ex.run_all(pending)
+    parent = presentation.sweep_parent(c, exp_id, sweep.name, sweep.description)
+    ex = _Executor(sweep, uri, c, exp_id, workers, log_dir, retry_failed, max_runs, parent)
+    try:
+        ex.run_all(pending)
+    finally:
+        c.set_terminated(parent, "KILLED" if ex.stopping else "FINISHED")
+        presentation.update_view(c, exp_id)
     bad = {h: res for h, res in ex.results.items() if res not in ("finished",) and not res.startswith("skipped")}
     skipped_now = sum(1 for res in ex.results.values() if res.startswith("skipped"))
     done = sum(1 for res in ex.results.values() if res == "finished")

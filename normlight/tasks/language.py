@@ -78,8 +78,9 @@ class CausalLanguageModeling(NormTask):
         """``val/loss`` and ``val/ppl`` over the whole split; a text sample as an MLflow artifact (rank 0)."""
         loss = self.val_loss.compute()
         self.val_loss.reset()
-        self.log("val/loss", loss, prog_bar=True)
-        self.log("val/ppl", torch.exp(loss.clamp(max=50.0)))
+        # compute() already reduced over ranks; sync_dist (a mean of equal values) says so to Lightning under DDP
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+        self.log("val/ppl", torch.exp(loss.clamp(max=50.0)), sync_dist=True)
         # every rank generates (a sharded FSDP2 model all-gathers in forward, so rank 0 alone would hang);
         # log_text writes from rank 0 only
         if (
@@ -101,8 +102,8 @@ class CausalLanguageModeling(NormTask):
         """``test/loss`` and ``test/ppl``."""
         loss = self.test_loss.compute()
         self.test_loss.reset()
-        self.log("test/loss", loss)
-        self.log("test/ppl", torch.exp(loss.clamp(max=50.0)))
+        self.log("test/loss", loss, sync_dist=True)
+        self.log("test/ppl", torch.exp(loss.clamp(max=50.0)), sync_dist=True)
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 0.8, seed: int = 0) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """MLflow store defaults, the logger, and rank-0 helpers every other part of normlight logs through.
 
 MLflow 3.x refuses the old file store, so the default store is ``sqlite:///<cwd>/mlflow.db`` with artifacts in
-``<cwd>/mlartifacts`` (set explicitly: the sqlite store would otherwise put them in ``./mlruns``).
+``<cwd>/mlartifacts``, recorded relative to the store (``mlflow-artifacts:/``, see ``tracking/artifacts.py``).
 ``MLFLOW_TRACKING_URI`` overrides the default, and so does an explicit ``tracking_uri``.
 All helpers take the Trainer and do nothing off rank 0 or when the trainer has no MLflow logger.
 
@@ -25,8 +25,10 @@ from lightning.pytorch.loggers import MLFlowLogger as _LightningMLFlowLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment  # (also re-exported for plugins)
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from normlight.tracking import credentials, store
+from normlight.tracking import artifacts, credentials, store
 from normlight.tracking.writer import StoreWriter
+
+artifacts.install()  # every normlight process that talks to MLflow imports this module
 
 _SKIP_PARAMS = ("_instantiator", "_class_path")
 # how long the end of a run waits for an unreachable store before writing the unsent points to a file

@@ -17,6 +17,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 from normlight.errors import NormlightError
+from normlight.tracking import artifacts
 
 _READY: set[str] = set()
 
@@ -54,9 +55,10 @@ def prepare_store(uri: str) -> None:
 
 
 def default_artifact_location(tracking_uri: str) -> str | None:
-    """``<dir of the sqlite file>/mlartifacts`` for a sqlite store; None (the server decides) otherwise."""
-    path = sqlite_path(tracking_uri)
-    return (path.parent / "mlartifacts").resolve().as_uri() if path is not None else None
+    """``mlflow-artifacts:/`` for a sqlite store: recorded relative to the store, resolved to ``mlartifacts/``
+    beside the sqlite file (:mod:`normlight.tracking.artifacts`), so a copied or moved project keeps its own;
+    None (the server decides) otherwise."""
+    return artifacts.ROOT_URI if sqlite_path(tracking_uri) is not None else None
 
 
 def ensure_experiment(client, name: str, tracking_uri: str, artifact_location: str | None = None) -> str:

@@ -41,3 +41,8 @@ def test_plugins_list_json_by_kind_without_import():
 def test_bad_subcommand_exits_nonzero_with_usage():
     out = run("plugins", "frobnicate")
     assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+def test_python_dash_m_normlight():
+    out = subprocess.run([sys.executable, "-m", "normlight", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == f"normlight {normlight.__version__}"

@@ -48,3 +48,15 @@ def test_cli_plugins_list_every_kind(fixture_site):
         of_kind = {r["name"]: r for r in rows if r["kind"] == kind}
         assert names <= set(of_kind) and all(r["status"] == "ok" and r["paper"] for r in of_kind.values()), of_kind
     assert _cli(["plugins", "list", "--kind", "depth_regularizers"], fixture_site).returncode == 0
+
+
+def test_table_fits_an_80_column_pipe_without_wrapped_names(fixture_site):
+    env = {**os.environ, "PYTHONPATH": str(fixture_site), "COLUMNS": "80"}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "normlight", *a], capture_output=True, text=True, env=env)  # noqa: E731
+    names = {r["name"] for r in json.loads(run("plugins", "list", "--json").stdout)}
+    out = run("plugins", "list", "--load")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert max(len(ln) for ln in lines) <= 80
+    first_cells = {ln.split()[0] for ln in lines if ln.strip()}
+    assert names <= first_cells, f"wrapped or cut: {sorted(names - first_cells)}"

@@ -40,6 +40,8 @@ def test_reduced_quickstart_trains_records_and_prints(tmp_path, monkeypatch, cap
     assert "normlight quickstart: experiment 'quickstart'" in out
     assert "ppl" in out and "dyt" in out and "layernorm" in out
     assert f"normlight ui --tracking-uri sqlite:///{tmp_path / 'mlflow.db'}" in out
+    assert "#/experiments/1/runs?viewStateShareKey=normlight&workflowType=machine_learning" in out
+    assert out.count(" finished at step 4: val/loss ") == 2  # each fit's one-line result
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
     assert sorted(r.data.tags["norm"] for r in runs) == ["dyt", "layernorm"]

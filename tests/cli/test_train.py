@@ -113,7 +113,7 @@ def test_gpt_fit_then_resume_continues_the_same_run(tmp_path, monkeypatch):
         "samples/step_0000002.txt",
         "samples/step_0000004.txt",
     ]
-    ckpts = list((tmp_path / "runs" / "checkpoints" / "e2e").glob("*/last.ckpt"))
+    ckpts = list((tmp_path / "runs" / "checkpoints" / "e2e").glob("*/*/last.ckpt"))
     assert len(ckpts) == 1
     assert torch.load(ckpts[0], weights_only=True)["normlight"]["mlflow_run_id"] == rid
 
@@ -202,7 +202,7 @@ def test_vision_fit_accuracy_matches_independent_count(tmp_path, monkeypatch):
     client, (run,) = _runs(f"sqlite:///{tmp_path / 'env.db'}", "vision")
     assert run.data.tags["family"] == "vit" and run.data.tags["placement"] == "pre"
     m = run.data.metrics
-    (ckpt,) = (tmp_path / "runs" / "checkpoints" / "vision").glob("*/last.ckpt")
+    (ckpt,) = (tmp_path / "runs" / "checkpoints" / "vision").glob("*/*/last.ckpt")
 
     from normlight.data import DigitsDataModule
     from normlight.tasks import ImageClassification
@@ -331,7 +331,7 @@ def test_ctrl_c_leaves_a_resumable_checkpoint_and_a_recorded_run(tmp_path, monke
     client, (run,) = _runs(uri, "e2e")
     assert run.info.status == "KILLED" and len(client.get_metric_history(run.info.run_id, "train/loss")) >= 3
     assert "summary/diverged" in run.data.metrics
-    (ckpt,) = (tmp_path / "runs" / "checkpoints" / "e2e").glob("*/last.ckpt")
+    (ckpt,) = (tmp_path / "runs" / "checkpoints" / "e2e").glob("*/*/last.ckpt")
     step = torch.load(ckpt, weights_only=True)["global_step"]
     assert step >= 3
 

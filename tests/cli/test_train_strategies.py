@@ -32,8 +32,9 @@ SHORT = [
 ]
 
 
-def fit(tmp: Path, configs: list[str], *extra: str) -> tuple[list[dict], list[dict], Path]:
-    """Run one ``normlight fit`` launch in ``tmp``; return both ranks' probe records and states."""
+def fit(tmp: Path, configs: list[str], *extra: str) -> tuple[list[dict], list[dict], Path, str]:
+    """Run one ``normlight fit`` launch in ``tmp``; return both ranks' probe records and states, the store and
+    the launch's console output."""
     cmd = [
         NORMLIGHT,
         "fit",
@@ -44,10 +45,10 @@ def fit(tmp: Path, configs: list[str], *extra: str) -> tuple[list[dict], list[di
         tmp / "probe",
         *extra,
     ]
-    run_launch(cmd, cwd=tmp, timeout=300)
+    proc = run_launch(cmd, cwd=tmp, timeout=300)
     recs = [json.loads((tmp / "probe" / f"rank{r}.json").read_text()) for r in (0, 1)]
     states = [torch.load(tmp / "probe" / f"rank{r}.pt") for r in (0, 1)]
-    return recs, states, tmp / "mlflow.db"
+    return recs, states, tmp / "mlflow.db", proc.stdout + proc.stderr
 
 
 def only_run(db: Path):
@@ -92,7 +93,7 @@ def check_data_parallel_run(recs, states, db, unit: str):
 
 
 def test_ddp_gpt_nano_with_synced_powernorm(tmp_path):
-    recs, states, db = fit(
+    recs, states, db, out = fit(
         tmp_path,
         ["configs/gpt/nano.yaml", "configs/strategy/ddp.yaml"],
         "--model.norm",
@@ -103,11 +104,12 @@ def test_ddp_gpt_nano_with_synced_powernorm(tmp_path):
     assert recs[0]["strategy"] == "DDPStrategy"
     run = check_data_parallel_run(recs, states, db, "tokens")
     assert "val/ppl" in run.data.metrics
+    assert "sync_dist" not in out, out  # validation metrics are logged synced: Lightning has nothing to warn about
     assert_same_across_ranks(states, "buffers")  # powernorm's running quadratic mean, synced across ranks
 
 
 def test_ddp_resnet20_with_synced_batchnorm(tmp_path):
-    recs, states, db = fit(
+    recs, states, db, _ = fit(
         tmp_path,
         ["configs/resnet/resnet20.yaml", "configs/strategy/ddp.yaml"],
         "--trainer.max_epochs",
@@ -124,7 +126,7 @@ def test_ddp_resnet20_with_synced_batchnorm(tmp_path):
 def test_fsdp2_bf16_gpt_nano_with_synced_batchnorm(tmp_path):
     """FSDP2 via ModelParallelStrategy in bf16-mixed: parameters sharded per block as DTensors; batch-stat norms
     supported when synced."""
-    recs, states, db = fit(
+    recs, states, db, _ = fit(
         tmp_path,
         ["configs/gpt/nano.yaml", "configs/strategy/fsdp2.yaml", "configs/strategy/bf16.yaml"],
         "--model.norm",

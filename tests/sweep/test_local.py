@@ -88,19 +88,28 @@ def test_sweep_two_workers_interrupt_resume_diverge_and_compare(tmp_path, store,
     assert compare.main(["compare", "--experiment", s.experiment, "--tracking-uri", store, "--out", str(outdir)]) == 0
     printed = capsys.readouterr().out
     lines = (outdir / "comparison.csv").read_text().splitlines()
-    assert lines[0].startswith("placement,lr,runs,diverged,final val/loss") and len(lines) == 4
-    assert lines[3].startswith("pre,1e+30,1,1,-")  # diverged: no final metric in the mean
+    assert lines[0].startswith("placement,lr,runs,diverged,final val/loss mean,final val/loss std,final val/loss n")
+    assert len(lines) == 4
+    assert lines[3].startswith("pre,1e+30,1,1,,,0,")  # diverged: no final metric in the mean (n = 0)
     for name in ("comparison.md", "curves.png", "profiles.png", "lr_sensitivity.png"):
         assert (outdir / name).stat().st_size > 100, name
     assert "max stable LR  pre: 0.003" in printed
-    cmp_runs = client.search_runs([exp_id], filter_string="tags.`normlight.compare` = 'true'")
-    assert len(cmp_runs) == 1
-    assert {f.path for f in client.list_artifacts(cmp_runs[0].info.run_id, "compare")} >= {
+    # the comparison run lives in its own experiment, out of the training runs table
+    assert not client.search_runs([exp_id], filter_string="tags.`normlight.compare` = 'true'")
+    cmp_exp = client.get_experiment_by_name(f"{s.experiment}/compare")
+    (cmp_run,) = client.search_runs([cmp_exp.experiment_id])
+    assert {f.path for f in client.list_artifacts(cmp_run.info.run_id, "compare")} >= {
         "compare/comparison.csv",
         "compare/curves.png",
         "compare/lr_sensitivity.png",
         "compare/profiles.png",
     }
+    # the sweep is one parent run (closed) with every grid point as its child; the runs carry the max stable LR
+    (parent,) = client.search_runs([exp_id], filter_string="tags.`normlight.parent` = 'true'")
+    assert parent.info.run_name == f"sweep/{s.name}" and parent.info.status == "FINISHED"
+    runs, done = finished_by_hash(client, s.experiment, s.name)
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for rs in done.values() for r in rs)
+    assert {r.data.tags["max_stable_lr"] for rs in done.values() for r in rs} == {"3e-3"}
 
 
 def test_shipped_vision_sweeps_reduced_grids_run(tmp_path, store):

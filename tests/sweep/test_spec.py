@@ -176,7 +176,7 @@ def test_finished_skipped_failed_held_until_retry(tmp_path, store, capsys):
     state = sweep_runs.state_by_hash(sweep_runs.sweep_runs(c, exp, "s"))
     assert state[runs[0].hash]["state"] == "FINISHED" and state[runs[1].hash]["state"] == "FAILED"
     assert state[runs[2].hash]["state"] == "INTERRUPTED"
-    assert MlflowClient(store).get_experiment_by_name("exp").artifact_location.endswith("mlartifacts")
+    assert MlflowClient(store).get_experiment_by_name("exp").artifact_location == "mlflow-artifacts:/"  # store-relative
 
 
 def test_a_point_that_failed_then_finished_counts_as_finished(tmp_path, store, capsys):
@@ -204,3 +204,17 @@ def test_a_point_that_failed_then_finished_counts_as_finished(tmp_path, store, c
     all_h = {r.hash for r in runs}
     assert pending() == all_h - {runs[0].hash, runs[1].hash, runs[2].hash}
     assert pending("--retry-failed") == all_h - {runs[0].hash, runs[1].hash}
+
+
+def test_dry_run_creates_nothing(tmp_path, monkeypatch, store, capsys):
+    """Neither a store, its folder, an experiment nor a log folder: only the commands are printed."""
+    from mlflow import MlflowClient
+
+    path = SHIPPED[0]
+    fresh = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert sweep_cli.main(["sweep", str(path), "--dry-run", "--tracking-uri", fresh]) == 0
+    assert "normlight fit" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no new/ folder, no runs/
+    assert sweep_cli.main(["sweep", str(path), "--dry-run", "--tracking-uri", store]) == 0
+    assert [e.name for e in MlflowClient(store).search_experiments()] == ["Default"]
