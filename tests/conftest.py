@@ -131,13 +131,3 @@ def with_fixture_plugins(fixture_site, monkeypatch):
     plugins.refresh()
     for mod in [m for m in sys.modules if m.startswith("nl_fixture")]:
         del sys.modules[mod]
-
-
-@pytest.fixture(scope="session")
-def empty_store_file(tmp_path_factory) -> Path:
-    """An initialized, empty MLflow sqlite file to copy (creating the schema takes seconds; copying it does not)."""
-    from mlflow import MlflowClient
-
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
