@@ -55,7 +55,7 @@ def analyze(workdir: Path, batches: int) -> dict[str, dict]:
     for run in runs:
         placement = run.data.tags["placement"]
         ckpts = sorted(
-            (workdir / "runs" / "checkpoints" / "removal-tiny").glob(f"removal_tiny_{placement}-*/last.ckpt")
+            (workdir / "runs" / "checkpoints" / "removal-tiny").glob(f"removal_tiny_{placement}-*/*/last.ckpt")
         )
         report = workdir / "runs" / "analyze" / f"removal_tiny_{placement}"
         cmd = [sys.executable, "-m", "normlight", "analyze", f"--ckpt_path={ckpts[-1]}", f"--batches={batches}"]

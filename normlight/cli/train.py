@@ -256,6 +256,7 @@ class NormlightCLI(LightningCLI):
         )
         # 2. stable checkpoint directory: same config -> same directory, so `--ckpt_path last` finds it
         cb = trainer.checkpoint_callback
+        search = Path(cb.dirpath) if isinstance(cb, ModelCheckpoint) and cb.dirpath else None  # a user's own folder
         if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
             key = json.dumps(
                 {
@@ -278,6 +279,7 @@ class NormlightCLI(LightningCLI):
             # one folder per fit (two identical fits at once must not overwrite each other's last.ckpt);
             # ModelCheckpoint broadcasts rank 0's choice to the other ranks
             cb.dirpath = str(config_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}")
+            search = config_dir  # every fit of this config, in its own folder below it
             if cb.save_last is None:
                 cb.save_last = True
         folder = cb.dirpath if isinstance(cb, ModelCheckpoint) else None
@@ -292,9 +294,9 @@ class NormlightCLI(LightningCLI):
         init = self.config_init[sub]
         ckpt, from_last = init.get("ckpt_path"), False
         if ckpt == "last" and isinstance(cb, ModelCheckpoint) and cb.dirpath:
-            ckpt, from_last = _last_checkpoint(Path(cb.dirpath).parent), True
+            ckpt, from_last = _last_checkpoint(search), True
             if ckpt is None:
-                warnings.warn(f"--ckpt_path last: no last.ckpt in {Path(cb.dirpath).parent} yet; starting from scratch")
+                warnings.warn(f"--ckpt_path last: no last.ckpt in {search} yet; starting from scratch")
             else:  # continue in the folder of the checkpoint resumed from
                 cb.dirpath = str(Path(ckpt).parent)
                 for c in trainer.callbacks:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from normlight.errors import NormlightError
 from normlight.tracking.presentation import MAX_STABLE_LR_TAG, PARENT_TAG, update_view
+from normlight.tracking.run_fields import is_seed_key, run_config
 
 COMPARE_TAG = "normlight.compare"
 # run tag "step_axis/<metric>": what the step of a non-training metric counts (set by `normlight analyze`, whose
@@ -38,16 +39,6 @@ COMPARE_TAG = "normlight.compare"
 STEP_AXIS_TAG = "step_axis/"
 HEADLINE = ("val/ppl", "val/acc1")  # per family: language models report perplexity, classifiers top-1 accuracy
 EXTRA = ("summary/steps_to_target", "summary/tokens_per_sec", "summary/images_per_sec", "summary/peak_mem_mb")
-# config keys that change how a run is shown or stored, never its result
-NOT_RESULT = (
-    "trainer.logger",
-    "trainer.callbacks",
-    "trainer.enable_progress_bar",
-    "trainer.enable_model_summary",
-    "trainer.default_root_dir",
-    "ckpt_path",
-    "config",
-)
 # tags that name a setting readably; tried first when choosing the table's group columns
 NAMING_TAGS = ("preset", "norm", "placement", "qk_norm")
 
@@ -55,15 +46,6 @@ NAMING_TAGS = ("preset", "norm", "placement", "qk_norm")
 def higher_is_better(name: str) -> bool:
     """Accuracy-like metrics are maximized; losses and perplexities minimized."""
     return "acc" in name.rsplit("/", 1)[-1]
-
-
-SEED_FIELDS = ("seed_everything", "seed")
-
-
-def is_seed_key(key: str) -> bool:
-    """``seed_everything``, ``seed`` and any ``*_seed`` / ``*.seed`` key (e.g. ``data.split_seed``)."""
-    leaf = key.rsplit(".", 1)[-1]
-    return leaf in SEED_FIELDS or leaf.endswith("_seed")
 
 
 class CompareError(NormlightError):
@@ -83,13 +65,6 @@ def field_value(run, name: str) -> str | None:
             if key.startswith(strip) and key.endswith("." + name):
                 return value
     return None
-
-
-def run_config(run) -> dict[str, str]:
-    """The run's flat config (its params, or ``cfg.`` tags for a run without params), minus keys that never
-    change a result (logger, progress bar, output folder...)."""
-    src = run.data.params or {k[4:]: v for k, v in run.data.tags.items() if k.startswith("cfg.")}
-    return {k: v for k, v in src.items() if not any(k == p or k.startswith(p + ".") for p in NOT_RESULT)}
 
 
 def load_runs(client, experiment: str, sweep: str | None = None) -> list:

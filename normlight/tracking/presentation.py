@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 
+from normlight.tracking.run_fields import is_seed_key, run_config
 from normlight.tracking.ui import VIEW_KEY, ui_link
 
 HEADLINE = ("val/ppl", "val/acc1")
@@ -109,8 +110,6 @@ def _chart(uuid: str, section: str, metric: str, display: str) -> dict:
 
 def view_state(runs) -> dict:
     """The ``normlight`` view of an experiment's runs (see module doc)."""
-    from normlight.tracking.compare import is_seed_key, run_config
-
     metrics = sorted({m for r in runs for m in r.data.metrics})
     columns = [_col("metrics", m) for m in ("val/loss", *HEADLINE, "summary/diverged") if m in metrics]
     if any(MAX_STABLE_LR_TAG in r.data.tags for r in runs):

@@ -58,7 +58,7 @@ def trained(tmp_path_factory):
                     f"--trainer.logger.init_args.tracking_uri={uri}",
                 ]
                 assert train.main(args) == 0
-                found = sorted((work / "runs" / "checkpoints" / "ana").glob(f"gpt-nano_{placement}_*/last.ckpt"))
+                found = sorted((work / "runs" / "checkpoints" / "ana").glob(f"gpt-nano_{placement}_*/*/last.ckpt"))
                 ckpts[placement] = found[0]
         finally:
             torch.set_num_threads(threads)

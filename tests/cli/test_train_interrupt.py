@@ -47,7 +47,7 @@ def test_sigterm_and_ctrl_c_exit_143_and_130_with_the_run_killed(tmp_path, monke
     client, run = _run(fresh_store, "sig")
     assert run.info.status == "KILLED"
     assert run.data.metrics["summary/diverged"] == 0.0 and "summary/diagnostics_seconds" in run.data.metrics
-    (ckpt,) = (tmp_path / "runs" / "checkpoints" / "sig").glob("*/last.ckpt")
+    (ckpt,) = (tmp_path / "runs" / "checkpoints" / "sig").glob("*/*/last.ckpt")
     assert torch.load(ckpt, weights_only=True)["global_step"] == 3
 
     resume = [*base, "--ckpt_path", "last", *callback_arg(SignalAtStep, signum=int(signal.SIGINT), step=5)]
@@ -88,6 +88,11 @@ def test_resume_from_an_older_checkpoint_continues_the_history_exactly(tmp_path,
     for k in keys:
         dup = [s for s, n in Counter(s for s, _ in got[k]).items() if n > 1]
         assert not dup, f"{k}: steps logged twice: {dup}"
+        # the first cut fit ended normally after step 10, so it validated there (every fit validates at its end;
+        # logged at step 9 or 10 depending on the key);
+        # a SIGKILL would not have: that one extra point is the only difference allowed
+        ref_steps = {s for s, _ in want[k]}
+        got[k] = [(s, v) for s, v in got[k] if not (s in (9, 10) and s not in ref_steps)]
         assert [s for s, _ in got[k]] == [s for s, _ in want[k]], k
         if k not in MEASURED:
             assert [v for _, v in got[k]] == pytest.approx([v for _, v in want[k]], rel=1e-5, abs=1e-6), k

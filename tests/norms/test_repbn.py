@@ -118,18 +118,18 @@ def test_prepbn_defaults_options_and_bad_schedules():
     assert int(m.warm) == 0 and m.warm.dtype == m.iter.dtype == m.total_step.dtype == torch.long
     assert m.norm2.bn.sync_stats and m.norm2.bn.eps == 1e-5 and m.norm2.bn.momentum == 0.1
     assert RepBN(6).bn.sync_stats
-    m = PRepBN(6, total_steps=1, warmup_steps=0, eps=1e-3, momentum=0.2, sync_stats=False, dtype=torch.float64)
+    m = PRepBN(6, total_steps=1, warm=0, eps=1e-3, momentum=0.2, sync_stats=False, dtype=torch.float64)
     assert int(m.total_step) == 1 and m.norm2.bn.eps == 1e-3 and m.norm2.bn.momentum == 0.2
     assert not m.norm2.bn.sync_stats
     assert {p.dtype for p in m.parameters()} == {torch.float64}
-    for bad in ({"total_steps": 0}, {"warmup_steps": -1}):
-        with pytest.raises(ValueError, match="prepbn: total_steps must be >= 1 and warmup_steps >= 0"):
+    for bad in ({"total_steps": 0}, {"warm": -1}):
+        with pytest.raises(ValueError, match="prepbn: total_steps must be >= 1 and warm >= 0"):
             PRepBN(6, **bad)
-    warm = PRepBN(6, warmup_steps=1)  # the LayerNorm warmup call keeps a bf16 input bf16
+    warm = PRepBN(6, warm=1)  # the LayerNorm warmup call keeps a bf16 input bf16
     assert warm(rand(2, 3, 6, seed=123).bfloat16()).dtype == torch.bfloat16 and int(warm.warm) == 0
 
 
 def test_prepbn_repr_and_device_reach_every_part():
-    assert PRepBN(6, total_steps=10, warmup_steps=2, r0=0.5).extra_repr() == "r0=0.5, warm=2, iter=10, total_step=10"
+    assert PRepBN(6, total_steps=10, warm=2, r0=0.5).extra_repr() == "r0=0.5, warm=2, iter=10, total_step=10"
     m = PRepBN(6, device="meta")  # no data: only where each parameter and buffer was created
     assert {t.device.type for t in [*m.parameters(), *m.buffers()]} == {"meta"}
