@@ -381,9 +381,16 @@ def _normlight_cause(exc: BaseException) -> NormlightError | None:
 
 def _one_line(message: str) -> str:
     """jsonargparse's multi-line parse error as one line (the usage block is never printed)."""
-    lines = [ln.strip(" -") for ln in str(message).splitlines() if ln.strip(" -")]
-    lines = [ln for ln in lines if not ln.startswith(("Given value type", "Subtypes:", "Errors:"))]
-    return " ".join(lines)
+    noise = (
+        "Does not validate against any of the Union subtypes",
+        "Given value",
+        "Subtypes:",
+        "Errors:",
+        "Expected a <class 'NoneType'>",
+        "<class 'NoneType'>",
+    )
+    lines = [ln.strip().lstrip("- ") for ln in str(message).splitlines()]
+    return " ".join(ln for ln in lines if ln and not ln.startswith(noise))
 
 
 def main(argv: list[str]) -> int:

@@ -185,16 +185,22 @@ def test_a_point_that_failed_then_finished_counts_as_finished(tmp_path, store, c
     runs = sw.plan(sweep := sw.load_sweep(path))
     c = sweep_runs.client(store)
     exp = sweep_runs.ensure_experiment(c, "exp", store)
+    ids = {}
     for status in ("FAILED", "FINISHED"):  # failed once, then finished on a --retry-failed
-        c.set_terminated(sweep_runs.create_run(c, exp, runs[0].name, runs[0].tags), status)
+        ids[0, status] = sweep_runs.create_run(c, exp, runs[0].name, runs[0].tags)
+        c.set_terminated(ids[0, status], status)
     for status in ("FINISHED", "FAILED"):  # the same two records in the other order
         c.set_terminated(sweep_runs.create_run(c, exp, runs[1].name, runs[1].tags), status)
-    sweep_runs.create_run(c, exp, runs[2].name, runs[2].tags)  # a killed attempt (left RUNNING) after a failure
+    killed = sweep_runs.create_run(c, exp, runs[2].name, runs[2].tags)  # a killed attempt (left RUNNING)
     c.set_terminated(sweep_runs.create_run(c, exp, runs[2].name, runs[2].tags), "FAILED")
+    sweep_runs.create_run(c, exp, "stray", {"sweep": sweep.name})  # a run of the sweep without a hash: ignored
     state = sweep_runs.state_by_hash(sweep_runs.sweep_runs(c, exp, sweep.name))
+    assert set(state) == {runs[0].hash, runs[1].hash, runs[2].hash}
     assert state[runs[0].hash]["state"] == state[runs[1].hash]["state"] == "FINISHED"
-    assert len(state[runs[0].hash]["failed"]) == len(state[runs[0].hash]["finished"]) == 1
-    assert state[runs[2].hash]["state"] == "FAILED" and len(state[runs[2].hash]["interrupted"]) == 1
+    assert state[runs[0].hash]["finished"] == [ids[0, "FINISHED"]] and state[runs[0].hash]["failed"] == [
+        ids[0, "FAILED"]
+    ]
+    assert state[runs[2].hash]["state"] == "FAILED" and state[runs[2].hash]["interrupted"] == [(killed, "RUNNING")]
 
     def pending(*extra):
         assert sweep_cli.main(["sweep", str(path), "--dry-run", "--tracking-uri", store, *extra]) == 0
