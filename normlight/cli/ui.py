@@ -46,10 +46,14 @@ def main(argv: list[str]) -> int:
 
     previous = signal.signal(signal.SIGTERM, stop)
     print(f"normlight ui: MLflow UI for {uri} at http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
-    links = experiment_links(uri, args.port)
-    for name, link in links:
-        print(f"  {name}: {link}", flush=True)
-    try:
+    try:  # inside the try: a Ctrl-C while the links are listed still stops the server
+        try:
+            links = experiment_links(uri, args.port)
+        except Exception as exc:  # noqa: BLE001 - the links are a convenience; the server is what matters
+            print(f"normlight ui: could not list the experiments ({exc})", flush=True)
+            links = []
+        for name, link in links:
+            print(f"  {name}: {link}", flush=True)
         if args.open and wait_until_up(args.port, proc):
             import webbrowser
 
