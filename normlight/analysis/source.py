@@ -22,6 +22,8 @@ import torch
 import yaml
 
 from normlight.analysis.layers import AnalysisInputError
+from normlight.errors import NormlightError
+from normlight.models.pretrained import load_pretrained
 from normlight.tasks.base import NormTask
 
 
@@ -132,6 +134,16 @@ def from_config(cfg: dict, where: str = "config") -> Source:
     torch.manual_seed(int(cfg.get("seed_everything") or 0))
     task = build_task(class_path, init_args)
     return Source(model=task.model, task=task, init_args=init_args, class_path=class_path)
+
+
+def from_pretrained(source: str) -> Source:
+    """A pretrained model imported with :func:`normlight.models.load_pretrained` (``hf:...``, ``nanogpt:...``,
+    ``timm:...``, ``torchvision:...``; docs/pretrained.md), evaluated on the data given with ``--data``."""
+    try:
+        model = load_pretrained(source)
+    except NormlightError as exc:
+        raise AnalysisInputError(f"--init_from {source}: {exc}") from None
+    return Source(model=model)
 
 
 def data_spec(value: Any, where: str) -> tuple[str, dict]:

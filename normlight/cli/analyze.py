@@ -27,8 +27,17 @@ import yaml
 from normlight.analysis import AnalysisContext, as_layer_model, resolve_names, run_analyses, write_report
 from normlight.analysis.layers import AnalysisInputError
 from normlight.analysis.runner import check
-from normlight.analysis.source import build_data, data_spec, from_checkpoint, from_config, read_config, take_batches
+from normlight.analysis.source import (
+    build_data,
+    data_spec,
+    from_checkpoint,
+    from_config,
+    from_pretrained,
+    read_config,
+    take_batches,
+)
 from normlight.tracking import analysis_runs, sweep_runs
+from normlight.tracking.credentials import redact
 from normlight.tracking.mlflow_utils import default_tracking_uri
 
 
@@ -39,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ckpt_path", default=None, help="a checkpoint written by normlight fit")
     p.add_argument("--config", default=None, help="a training config (model built from it unless --ckpt_path; data)")
+    p.add_argument(
+        "--init_from",
+        default=None,
+        help="a pretrained model instead (hf:gpt2, nanogpt:ckpt.pt, timm:..., see docs/pretrained.md); needs --data",
+    )
     p.add_argument(
         "--data",
         default=None,
@@ -89,8 +103,13 @@ def _slug(text: str) -> str:
 def main(argv: list[str]) -> int:
     """Entry point of ``normlight analyze`` (argv[0] is ``analyze``)."""
     args = build_parser().parse_args(argv[1:] if argv and argv[0] == "analyze" else argv)
-    if not args.ckpt_path and not args.config:
-        raise AnalysisInputError("normlight analyze needs --ckpt_path (a trained model) or --config (a model to build)")
+    if sum(bool(x) for x in (args.ckpt_path, args.init_from)) > 1 or not (
+        args.ckpt_path or args.config or args.init_from
+    ):
+        raise AnalysisInputError(
+            "normlight analyze needs one model: --ckpt_path (a trained model), --init_from (a pretrained model) "
+            "or --config (a model to build)"
+        )
     if args.batches < 1:
         raise AnalysisInputError(f"--batches must be >= 1, got {args.batches}")
     for name in ("lightning.pytorch", "lightning.fabric", "mlflow"):
@@ -99,7 +118,12 @@ def main(argv: list[str]) -> int:
     options = _options(args)
     check(names, options)  # unknown analyses and options fail here, before any loading
     cfg = read_config(args.config) if args.config else None
-    source = from_checkpoint(args.ckpt_path) if args.ckpt_path else from_config(cfg, args.config)
+    if args.ckpt_path:
+        source = from_checkpoint(args.ckpt_path)
+    elif args.init_from:
+        source = from_pretrained(args.init_from)
+    else:
+        source = from_config(cfg, args.config)
     uri = args.tracking_uri or default_tracking_uri()
     client = sweep_runs.client(uri) if args.log_to != "none" or not (args.data or cfg) else None
     run = analysis_runs.find_run(client, source.run_id) if client is not None else None
@@ -113,7 +137,7 @@ def main(argv: list[str]) -> int:
         trained = analysis_runs.training_config(client, run.info.run_id) if run is not None else None
         if not trained or "data" not in trained:
             raise AnalysisInputError(
-                f"no evaluation data: the checkpoint's MLflow run {source.run_id} is not in {uri} or has no config; "
+                f"no evaluation data: the checkpoint's MLflow run {source.run_id} is not in {redact(uri)} or has no config; "
                 "pass --data (a DataModule class name or {class_path, init_args}) or --config"
             )
         where, spec = f"MLflow run {run.info.run_id}", data_spec(trained["data"], "the training run's config")
@@ -131,7 +155,7 @@ def main(argv: list[str]) -> int:
     )
     results = run_analyses(ctx, names, options)
 
-    label = run.info.run_name if run is not None else Path(args.ckpt_path or args.config).stem
+    label = run.info.run_name if run is not None else Path(args.ckpt_path or args.init_from or args.config).stem
     step = f"-step{source.step}" if source.step is not None else ""
     out = Path(args.out or Path("runs") / "analyze" / f"{_slug(label)}{step}")
     spec_model = getattr(layers.model, "spec", {}) or {}

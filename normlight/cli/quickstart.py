@@ -20,6 +20,7 @@ import yaml
 from normlight.cli import train
 from normlight.errors import NormlightError
 from normlight.tracking import results
+from normlight.tracking.credentials import redact
 from normlight.tracking.mlflow_utils import default_tracking_uri
 from normlight.tracking.ui import ui_link
 
@@ -116,7 +117,7 @@ def print_table(
     # plain print: a long store path must stay one copy-pasteable line
     link = ui_link(experiment_id, view=True) if experiment_id else ui_link()
     print(
-        f"Open these runs in the MLflow UI:\n  normlight ui --tracking-uri {tracking_uri}\nthen browse\n  {link}",
+        f"Open these runs in the MLflow UI:\n  normlight ui --tracking-uri {redact(tracking_uri)}\nthen browse\n  {link}",
         flush=True,
     )
 

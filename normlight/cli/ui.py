@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from normlight.tracking.credentials import redact
 from normlight.tracking.mlflow_utils import default_tracking_uri
 from normlight.tracking.ui import DEFAULT_PORT, experiment_links, server_command, stop_group, ui_link, wait_until_up
 
@@ -45,7 +46,7 @@ def main(argv: list[str]) -> int:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, stop)
-    print(f"normlight ui: MLflow UI for {uri} at http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
+    print(f"normlight ui: MLflow UI for {redact(uri)} at http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
     try:  # inside the try: a Ctrl-C while the links are listed still stops the server
         try:
             links = experiment_links(uri, args.port)

@@ -156,3 +156,20 @@ def test_linked_run_config_input_and_bad_input(trained, monkeypatch, capsys, tmp
         assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], (argv, err)
     _, final = _runs(uri)
     assert len(final) == len(after)
+
+
+def test_analyze_a_pretrained_nanogpt_checkpoint(tmp_path, monkeypatch, capsys):
+    """--init_from: a model imported with load_pretrained (here a nanoGPT ckpt.pt) is analyzed on --data."""
+    from tests.models import nanogpt_layout
+
+    monkeypatch.chdir(tmp_path)
+    torch.save(nanogpt_layout.make_checkpoint(vocab_size=256, block_size=32), tmp_path / "ckpt.pt")
+    data = "{class_path: PydocTextDataModule, init_args: {block_size: 32, batch_size: 2}}"
+    args = ["analyze", "--init_from", f"nanogpt:{tmp_path / 'ckpt.pt'}", "--data", data]
+    assert cli.main([*args, "--analyses", "block_influence,logit_lens", "--batches", "1", "--log-to", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "(2 blocks)" in out
+    report = next((tmp_path / "runs" / "analyze").glob("ckpt*"))
+    assert (report / "summary.md").is_file()
+    assert cli.main(["analyze", "--init_from", "nanogpt:/nonexistent/ckpt.pt", "--data", data]) == 1
+    assert capsys.readouterr().err.startswith("error: --init_from nanogpt:/nonexistent/ckpt.pt")
