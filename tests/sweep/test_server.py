@@ -76,4 +76,4 @@ def test_sweep_runs_unchanged_against_a_tracking_server(
     capsys.readouterr()
     assert sweep_cli.main(["sweep", str(path), "--tracking-uri", base]) == 0
     assert "1 finished (skipped)" in capsys.readouterr().out
-    assert len(client.search_runs([exp.experiment_id])) == 1
+    assert len(client.search_runs([exp.experiment_id])) == 2  # the grid point and the sweep's parent run, no new ones
