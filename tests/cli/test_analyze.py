@@ -148,7 +148,7 @@ def test_linked_run_config_input_and_bad_input(trained, monkeypatch, capsys, tmp
         (["analyze", f"--ckpt_path={ckpts['pre']}", "--analyses=removal_curv"], "unknown analysis 'removal_curv'"),
         (["analyze", f"--ckpt_path={ckpts['pre']}", f"--tracking-uri={empty_store}"], "no evaluation data"),
         (["analyze", f"--ckpt_path={ckpts['pre']}", "--data=NoSuchData"], "data class 'NoSuchData' cannot be imported"),
-        (["analyze"], "needs --ckpt_path"),
+        (["analyze"], "needs one model: --ckpt_path"),
     ]
     for argv, message in cases:
         assert cli.main(argv) == 1, argv
