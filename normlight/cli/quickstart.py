@@ -166,7 +166,8 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(1)
     start = time.perf_counter()
     try:
-        run_ids, wall, labels = train_all(plan, experiment, args.tracking_uri, client, args.verbose)
+        # Both the training runs and the reader use the same resolved store, whatever the working directory.
+        run_ids, wall, labels = train_all(plan, experiment, tracking_uri, client, args.verbose)
     finally:
         torch.set_num_threads(threads)
     rows = results.run_rows(client, run_ids)
