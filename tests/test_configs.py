@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from normlight import data as data_modules
 from normlight.cli import train
 from tests.data import fakedata
 
@@ -91,3 +92,24 @@ def test_config_runs_one_step(path, datafiles, tmp_path, monkeypatch):
     assert run.data.tags["norm"] == model_args["norm"]
     assert "train/loss" in run.data.metrics and "val/loss" in run.data.metrics
     assert any(a.path == "config.yaml" for a in client.list_artifacts(run.info.run_id))
+
+
+EMBEDDED_DATA = {"PydocTextDataModule", "DigitsDataModule"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in RUNNABLE if yaml.safe_load(p.read_text())["data"]["class_path"].rsplit(".", 1)[-1] in EMBEDDED_DATA],
+    ids=lambda p: str(p.relative_to(CONFIGS)),
+)
+def test_shipped_validation_interval_fits_the_data(path):
+    """The one-step test above overrides val_check_interval; as shipped, an integer interval longer than one epoch
+    of the config's own (embedded) data is refused at fit time unless validation counts steps across epochs."""
+    cfg = yaml.safe_load(path.read_text())
+    trainer = cfg["trainer"]
+    interval = trainer.get("val_check_interval")
+    if not isinstance(interval, int) or trainer.get("check_val_every_n_epoch", 1) is None:
+        return
+    dm = getattr(data_modules, cfg["data"]["class_path"].rsplit(".", 1)[-1])(**cfg["data"].get("init_args", {}))
+    dm.setup("fit")
+    assert interval <= len(dm.train_dataloader()), f"{path.name}: val_check_interval {interval} > one epoch"
