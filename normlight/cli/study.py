@@ -47,7 +47,8 @@ def _list() -> int:
     from normlight.studies.runner import build_sweeps
 
     table = Table(title="normlight studies (`normlight study run NAME`)")
-    for col in ("name", "title", "paper", "runs (cpu)", "est. CPU min"):
+    table.add_column("name", no_wrap=True)
+    for col in ("title", "paper", "runs (cpu)", "est. CPU min"):
         table.add_column(col, overflow="fold")
     import tempfile
 
