@@ -107,6 +107,16 @@ class WarmupStudy(Study):
             "paper's gradient-scale argument grows with depth and training length, so a small or absent effect at "
             "this scale does not refute it."
         ]
+        for lr_ in lrs:  # the warm-up effect at every learning rate, beside the verdict's single one
+            cost = {}
+            for p in ("post", "pre"):
+                cold = [final_loss(r) for r in select(runs, model__placement=p, model__warmup_steps=0, model__lr=lr_)]
+                hot = [final_loss(r) for r in select(runs, model__placement=p, model__warmup_steps=warm, model__lr=lr_)]
+                cost[p] = mean_std(cold)[0] - mean_std(hot)[0] if cold and hot else math.nan
+            notes.append(
+                f"lr {lr_:g}: removing warm-up costs Post-LN {cost['post']:+.3f} and Pre-LN {cost['pre']:+.3f} nats "
+                "(mean final val loss without minus with warm-up; inf = a diverged run)"
+            )
         if missing:
             verdict = Verdict("inconclusive", self.rule, verdict.numbers, "missing runs: " + "; ".join(missing))
         return Analysis(verdict, [table], plots, notes, missing)

@@ -84,7 +84,14 @@ def _rel(p: Path) -> str:
 
 
 def _group_key(r: RunRecord) -> str:
-    return "/".join(str(v) for k, v in r.labels.items() if k not in ("seed", "seed_everything")) or r.sweep
+    """A grid point's label without the seed: ``post, warmup_steps=0, lr=0.001``."""
+    parts = []
+    for k, v in r.labels.items():
+        leaf = k.split(".")[-1]
+        if k in ("seed", "seed_everything"):
+            continue
+        parts.append(str(v) if leaf in ("placement", "norm", "model") or "." not in k else f"{leaf}={cli_value(v)}")
+    return ", ".join(parts) or r.sweep
 
 
 def draw_loss_curves(ax, runs: list[RunRecord], metric: str = "train/loss") -> None:
