@@ -167,7 +167,7 @@ def build(
     uri: str,
     out: str | Path,
     *,
-    wall_seconds: float | None,
+    started: float | None,
     measure: bool = True,
 ) -> dict:
     """Collect the runs, measure, analyze, write the report folder and log the ``study/<name>`` run; returns
@@ -177,6 +177,7 @@ def build(
     extra = study.measure(scale, seeds, got.runs) if measure else {}
     measure_seconds = time.time() - t0
     analysis: Analysis = study.analyze(got.runs, extra, scale)
+    wall_seconds = None if started is None else time.time() - started  # sweeps + measure + analysis
     if got.missing:
         shown = ", ".join(got.missing[:8]) + (" ..." if len(got.missing) > 8 else "")
         analysis.missing.append(f"{len(got.missing)} of {got.planned} grid points have no finished run yet: {shown}")
@@ -214,6 +215,7 @@ def build(
         "runs": {"planned": got.planned, "recorded": len(got.runs), "finished": finished, "diverged": diverged},
         "wall_seconds": None if wall_seconds is None else round(wall_seconds, 1),
         "measure_seconds": round(measure_seconds, 1),
+        "training_span_seconds": None if got.span_seconds is None else round(got.span_seconds, 1),
         "missing": analysis.missing,
         "notes": analysis.notes,
         "commands": cmds,
@@ -262,7 +264,13 @@ def _markdown(study, scale, seeds, sweeps, analysis: Analysis, images, result) -
         f"- runs: {result['runs']['recorded']} of {result['runs']['planned']} planned recorded, "
         f"{result['runs']['finished']} finished, {result['runs']['diverged']} diverged",
         f"- wall time: {'%.1f min' % (wall / 60) if isinstance(wall, (int, float)) else 'not recorded (report rebuilt)'}"
-        " (2-core machine shared with other jobs)",
+        " (2-core machine shared with other jobs)"
+        + (
+            f"; training runs spanned {result['training_span_seconds'] / 60:.1f} min, measure() took "
+            f"{result['measure_seconds'] / 60:.1f} min"
+            if result["training_span_seconds"]
+            else ""
+        ),
         "",
     ]
     if analysis.tables:

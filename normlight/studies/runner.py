@@ -99,7 +99,7 @@ def run_study(
         rc = rc or code
     if dry_run:
         return 0
-    report.build(study, scale, n, sweeps, tracking_uri, out, wall_seconds=time.time() - t0, measure=True)
+    report.build(study, scale, n, sweeps, tracking_uri, out, started=t0, measure=True)
     return rc
 
 
@@ -112,10 +112,11 @@ def report_study(
     out: str | Path = "docs/studies",
     work_dir: str | Path = "runs/studies",
 ) -> int:
-    """Rebuild a study's report from what the store holds (partial results say what is missing)."""
+    """Rebuild a study's report from what the store holds (partial results say what is missing); ``measure()``
+    runs again (its numbers are not training runs), the wall time of the run that made the report is kept."""
     from normlight.studies import report
 
     n = check(study, scale, seeds)
     sweeps = build_sweeps(study, scale, n, Path(work_dir) / study.name / scale)
-    report.build(study, scale, n, sweeps, tracking_uri, out, wall_seconds=None, measure=True)
+    report.build(study, scale, n, sweeps, tracking_uri, out, started=None, measure=True)
     return 0

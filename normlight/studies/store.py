@@ -21,11 +21,13 @@ class Collected:
     runs: list[RunRecord] = field(default_factory=list)
     planned: int = 0
     missing: list[str] = field(default_factory=list)  # run names of planned points with no run yet
+    span_seconds: float | None = None  # first member run's start to the last one's end (from the store)
 
 
 def collect(sweeps: list[Sweep], uri: str) -> Collected:
     """The RunRecords of every planned grid point that has a run (finished, failed or diverged) in the store."""
     out = Collected()
+    spans: list[tuple[int, int]] = []
     for sweep in sweeps:
         points = plan(sweep)
         out.planned += len(points)
@@ -35,6 +37,8 @@ def collect(sweeps: list[Sweep], uri: str) -> Collected:
             if rec is None or rec["status"] == "RUNNING":
                 out.missing.append(p.name)
                 continue
+            if rec.get("start_ms") and rec.get("end_ms"):
+                spans.append((rec["start_ms"], rec["end_ms"]))
             labels = dict(p.labels)
             labels["seed"] = p.overrides.get("seed_everything", labels.get("seed_everything"))
             out.runs.append(
@@ -50,4 +54,6 @@ def collect(sweeps: list[Sweep], uri: str) -> Collected:
                     params=rec["params"],
                 )
             )
+    if spans:
+        out.span_seconds = (max(e for _, e in spans) - min(b for b, _ in spans)) / 1000.0
     return out

@@ -62,6 +62,8 @@ def read_points(uri: str, experiment: str, sweep: str, hashes: list[str]) -> dic
             "history": history,
             "params": dict(r.data.params),
             "sweep": r.data.tags.get(SWEEP_TAG, sweep),
+            "start_ms": r.info.start_time,
+            "end_ms": r.info.end_time,
         }
     return out
 
