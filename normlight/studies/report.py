@@ -167,17 +167,20 @@ def build(
     uri: str,
     out: str | Path,
     *,
-    started: float | None,
+    wall_seconds: float | None,
     measure: bool = True,
 ) -> dict:
     """Collect the runs, measure, analyze, write the report folder and log the ``study/<name>`` run; returns
-    the result dict (also written as result.json)."""
+    the result dict (also written as result.json). ``wall_seconds``: the time the run spent before this call (its
+    sweeps), to which the time spent here (collect, measure, analyze) is added; None for a rebuilt report."""
+    t_build = time.time()
     got = collect(sweeps, uri)
     t0 = time.time()
     extra = study.measure(scale, seeds, got.runs) if measure else {}
     measure_seconds = time.time() - t0
     analysis: Analysis = study.analyze(got.runs, extra, scale)
-    wall_seconds = None if started is None else time.time() - started  # sweeps + measure + analysis
+    if wall_seconds is not None:
+        wall_seconds += time.time() - t_build  # sweeps + collect + measure + analysis
     if got.missing:
         shown = ", ".join(got.missing[:8]) + (" ..." if len(got.missing) > 8 else "")
         analysis.missing.append(f"{len(got.missing)} of {got.planned} grid points have no finished run yet: {shown}")

@@ -99,7 +99,7 @@ def run_study(
         rc = rc or code
     if dry_run:
         return 0
-    report.build(study, scale, n, sweeps, tracking_uri, out, started=t0, measure=True)
+    report.build(study, scale, n, sweeps, tracking_uri, out, wall_seconds=time.time() - t0, measure=True)
     return rc
 
 
@@ -118,5 +118,5 @@ def report_study(
 
     n = check(study, scale, seeds)
     sweeps = build_sweeps(study, scale, n, Path(work_dir) / study.name / scale)
-    report.build(study, scale, n, sweeps, tracking_uri, out, started=None, measure=True)
+    report.build(study, scale, n, sweeps, tracking_uri, out, wall_seconds=None, measure=True)
     return 0
