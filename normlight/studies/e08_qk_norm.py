@@ -87,7 +87,7 @@ class QKNormStudy(Study):
         """Stable fraction and loss per (variant, LR); MSL per variant; attention max-logit curves."""
         s = SCALES[scale]
         floor = float(extra.get("unigram_nats", pydoc_unigram_nats()))
-        lrs = sorted({float(r.labels["model.lr"]) for r in runs}) or s["lrs"]
+        lrs = sorted(set(s["lrs"]) | {float(r.labels["model.lr"]) for r in runs})  # planned cells count even if empty
         rows, table_by = [], {}
         for v in NAMES:
             table_by[v] = {}

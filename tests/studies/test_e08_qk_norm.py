@@ -44,6 +44,12 @@ def test_every_outcome(limits, seeds, outcome):
     assert a.verdict.outcome == outcome, a.verdict.reason
 
 
+def test_a_missing_cell_makes_it_inconclusive():
+    runs = [r for r in runs_for({"pre": 1e-2, "pre+qk_norm": 3e-2, "hybrid": 3e-2}) if r.labels["model.lr"] != 1e-1]
+    a = STUDY.analyze(runs, FLOOR, "cpu")
+    assert a.verdict.outcome == "inconclusive", a.verdict.reason
+
+
 def test_a_diverged_run_is_unstable_and_ratio_is_reported():
     runs = runs_for({"pre": 1e-2, "pre+qk_norm": 3e-2, "hybrid": 3e-2})
     a = STUDY.analyze(runs, FLOOR, "cpu")
