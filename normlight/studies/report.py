@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 import time
 from pathlib import Path
@@ -307,10 +308,16 @@ def _markdown(study, scale, seeds, sweeps, analysis: Analysis, images, result) -
 
 
 # ---------------------------------------------------------------------------------------------- table
+def _study_order(path: Path) -> tuple:
+    """e2_x before e17_y: by E-number when the folder name starts with one, then by name."""
+    m = re.match(r"e(\d+)_", path.parent.name)
+    return (0, int(m.group(1)), path.parent.name) if m else (1, 0, path.parent.name)
+
+
 def load_results(out: str | Path) -> list[dict]:
-    """Every ``<out>/<name>/result.json`` (the committed cpu-scale results), sorted by study name."""
+    """Every ``<out>/<name>/result.json`` (the committed cpu-scale results), sorted by E-number, then name."""
     found = []
-    for p in sorted(Path(out).glob(f"*/{RESULT}")):
+    for p in sorted(Path(out).glob(f"*/{RESULT}"), key=_study_order):
         try:
             found.append(json.loads(p.read_text()))
         except (OSError, ValueError) as e:
