@@ -25,6 +25,7 @@ COMMANDS = {
     "compare": ("normlight.cli.compare", "tables and plots comparing the runs of an experiment"),
     "analyze": ("normlight.cli.analyze", "layer analysis of a trained model: redundancy, removable depth, profiles"),
     "ui": ("normlight.cli.ui", "start the MLflow UI on this project's store"),
+    "server": ("normlight.cli.server", "the MLflow tracking server for a team (PostgreSQL store, artifact root)"),
     "quickstart": ("normlight.cli.quickstart", "train a small GPT + ViT + ResNet norm comparison"),
     "plugins": ("normlight.cli.plugins", "list installed norm, placement and model plugins; scaffold new ones"),
 }
