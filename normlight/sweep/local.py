@@ -27,7 +27,9 @@ __all__ = ["LAUNCHERS", "die_with_parent", "run_sweep", "spawn"]
 LAUNCHERS = ("local", "slurm", "ray")
 
 
-def _launch(launcher, sweep, uri, runs, log_dir, resources, retry_failed, parent, workers, cluster, wait, address):
+def _launch(
+    launcher, sweep, uri, runs, log_dir, resources, retry_failed, parent, workers, cluster, wait, address, extra
+):
     """Hand ``runs`` to the SLURM or Ray launcher; {hash: outcome} (each outcome as a local worker reports it)."""
     if launcher == "slurm":
         from normlight.sweep import slurm
@@ -43,6 +45,7 @@ def _launch(launcher, sweep, uri, runs, log_dir, resources, retry_failed, parent
             cluster=cluster,
             workers=workers,
             wait=wait,
+            extra_fit_args=extra,
         )
     from normlight.sweep import ray_tasks
 
@@ -56,6 +59,7 @@ def _launch(launcher, sweep, uri, runs, log_dir, resources, retry_failed, parent
         parent=parent,
         workers=workers,
         address=address,
+        extra_fit_args=extra,
     )
 
 
@@ -83,13 +87,15 @@ def run_sweep(
     wait: bool = False,
     ray_address: str | None = None,
     runs: list[Run] | None = None,
+    fit_args: list[str] | None = None,
 ) -> int:
     """Run the pending points of ``sweep`` into the store at ``uri``; returns the exit code of ``normlight sweep``.
 
     ``launcher``: ``local`` (``workers`` processes here), ``slurm`` (a submitit job array; ``slurm_cluster``
     ``local`` runs it with submitit's local executor, ``wait`` blocks until a real array ends) or ``ray`` (one
     Ray task per point, ``workers`` at a time, on ``ray_address`` or a local instance). ``resources`` (per run)
-    override the sweep file's. ``runs`` restricts the sweep to these points (the searches use it)."""
+    override the sweep file's. ``runs`` restricts the sweep to these points and ``fit_args`` are appended to
+    every training command (the searches use both)."""
     if launcher not in LAUNCHERS:
         raise SweepError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
     resources = {**sweep.resources, **check_resources(resources or {}, "resources")}
@@ -129,7 +135,7 @@ def run_sweep(
     log_dir = Path(log_dir or Path("runs") / "sweeps" / sweep.name)
     log_dir.mkdir(parents=True, exist_ok=True)
     parent = presentation.sweep_parent(c, exp_id, sweep.name, sweep.description)
-    ex = _Executor(sweep, uri, c, exp_id, workers, log_dir, retry_failed, max_runs, parent)
+    ex = _Executor(sweep, uri, c, exp_id, workers, log_dir, retry_failed, max_runs, parent, fit_args or ())
     try:
         if launcher == "local":
             ex.run_all(pending)
@@ -148,6 +154,7 @@ def run_sweep(
                     slurm_cluster,
                     wait,
                     ray_address,
+                    fit_args or [],
                 )
             )
     except KeyboardInterrupt:

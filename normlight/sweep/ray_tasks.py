@@ -53,13 +53,14 @@ def launch(
     parent: str | None,
     workers: int = 1,
     address: str | None = None,
+    extra_fit_args: list[str] | tuple = (),
 ) -> dict[str, str]:
     """Run ``runs`` as Ray tasks, at most ``workers`` at a time; returns {hash: outcome}."""
     ray = ensure_ray(address)
     from normlight.sweep.slurm import fit_args
 
     remote = ray.remote(max_retries=1)(_run_point).options(**resources_of(resources))
-    args = tuple(fit_args({k: v for k, v in resources.items() if k != "nodes"}))
+    args = (*fit_args({k: v for k, v in resources.items() if k != "nodes"}), *extra_fit_args)
     todo = list(runs)
     in_flight: dict = {}
     results: dict[str, str] = {}

@@ -148,12 +148,13 @@ def launch(
     cluster: str | None = None,
     workers: int | None = None,
     wait: bool = False,
+    extra_fit_args: list[str] | tuple = (),
 ) -> dict[str, str]:
     """Submit ``runs`` as one job array; returns {hash: outcome} once they end (local executor or ``wait``),
     else {hash: 'submitted <job id>'} right after submission."""
     folder = log_dir / "submitit"
     ex = make_executor(folder, resources, sweep.name, cluster, workers)
-    args = tuple(fit_args(resources))
+    args = (*fit_args(resources), *extra_fit_args)
     tasks = [
         SlurmPointTask(
             str(sweep.path.resolve()),
