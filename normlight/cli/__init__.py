@@ -1,7 +1,7 @@
 """The ``normlight`` command: the only place that wires the package's parts together.
 
 One module per command, each with ``main(argv) -> int`` (litgpt's command folders): ``train`` (fit,
-validate, test, predict through LightningCLI), ``quickstart``, ``sweep``, ``compare``, ``analyze``, ``ui`` and
+validate, test, predict through LightningCLI), ``quickstart``, ``sweep``, ``compare``, ``analyze``, ``ui``, ``server`` and
 ``plugins`` (list, new). A command's module is imported only when it runs. Nothing below ``cli``
 imports from it.
 """

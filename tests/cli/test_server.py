@@ -78,7 +78,10 @@ def test_server_on_postgresql_stores_runs_in_the_database_and_artifacts_in_the_r
         assert cur.fetchall() == [(1.5, 3)]
     conn.close()
     assert [p.name for p in artifacts.rglob("config.yaml")] == ["config.yaml"]
-    assert "store postgresql://***@127.0.0.1:" in out and "normlight server: up; use --tracking-uri http://127.0.0.1:" in out
+    assert (
+        "store postgresql://***@127.0.0.1:" in out
+        and "normlight server: up; use --tracking-uri http://127.0.0.1:" in out
+    )
     assert "normlight server: stopped" in out
 
 
