@@ -29,7 +29,8 @@ Every run is ``normlight fit --config BASE --key value ...`` in a subprocess, so
 divergence stays isolated. A run's identity is a hash of the base config text plus its overrides
 (tag ``sweep_hash``): a finished run with that hash is skipped and never overwritten, a failed one is
 re-run only with ``--retry-failed``, an interrupted one (killed sweep) is re-run. ``--dry-run``
-prints one shell command per pending run, for a SLURM array or any queue.
+prints one shell command per pending run; ``--launcher slurm|ray`` submits them as a SLURM job array or Ray
+tasks, with the ``resources:`` of one run (``slurm.py``, ``ray_tasks.py``).
 """
 
 from __future__ import annotations
