@@ -23,7 +23,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from pathlib import Path
+
+try:  # POSIX; elsewhere a new sqlite study is created without the lock (and retried)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
 from normlight.sweep.extras import require
 from normlight.sweep.optuna_pruning import PRUNED_ATTR
@@ -63,6 +69,28 @@ def _ensure_schema(url: str) -> None:
     with engine.begin() as conn:
         conn.execute(sqlalchemy.text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
     engine.dispose()
+
+
+def _open_study(optuna, url: str, **kwargs):
+    """``optuna.create_study`` that N drivers may call at once on a new storage: Optuna creates its tables without
+    a lock (two racing drivers collide on ``alembic_version``), so a new sqlite file is created under a file lock
+    beside it, and any storage is retried a few times."""
+    lock = None
+    if url.startswith("sqlite:///") and fcntl is not None:
+        lock = open(url[len("sqlite:///") :] + ".lock", "a")
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+    try:
+        for attempt in range(5):
+            try:
+                return optuna.create_study(storage=url, **kwargs)
+            except Exception:  # noqa: BLE001 - a concurrent schema creation; the next attempt finds the tables
+                if attempt == 4:
+                    raise
+                time.sleep(1.0 + attempt)
+    finally:
+        if lock is not None:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+            lock.close()
 
 
 def space(sweep: Sweep, lr_key: str) -> dict[str, tuple]:
@@ -109,9 +137,10 @@ def optuna_search(
     url = storage_url(uri, storage)
     _ensure_schema(url)
     maximize = higher_is_better(metric)
-    study = optuna.create_study(
+    study = _open_study(
+        optuna,
+        url,
         study_name=f"normlight/{sweep.name}",
-        storage=url,
         load_if_exists=True,
         direction="maximize" if maximize else "minimize",
         sampler=optuna.samplers.TPESampler(seed=seed),
