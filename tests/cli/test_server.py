@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -31,10 +32,13 @@ def start_server(backend_uri: str, artifacts, cwd) -> tuple[str, subprocess.Pope
     port = free_port()
     cmd = [sys.executable, "-m", "normlight", "server", "--backend-store-uri", backend_uri]
     cmd += ["--artifacts-destination", str(artifacts), "--port", str(port)]
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # output to a file, not a pipe: a pipe nobody reads fills up and blocks the server's request logging
+    log = open(Path(cwd) / f"server-{port}.log", "w")
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc.log_path = Path(log.name)
     deadline = time.time() + 300
     while time.time() < deadline:
-        assert proc.poll() is None, proc.stdout.read()
+        assert proc.poll() is None, proc.log_path.read_text()
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
                 return f"http://127.0.0.1:{port}", proc
@@ -45,9 +49,10 @@ def start_server(backend_uri: str, artifacts, cwd) -> tuple[str, subprocess.Pope
 
 
 def stop_server(proc: subprocess.Popen) -> str:
+    """SIGTERM `normlight server`; returns everything it printed."""
     proc.terminate()
-    out, _ = proc.communicate(timeout=60)
-    return out
+    proc.wait(timeout=60)
+    return proc.log_path.read_text()
 
 
 @needs_postgres
