@@ -29,8 +29,8 @@ def test_two_drivers_on_postgresql_one_killed_then_resumed(postgres, tmp_path, m
         path = reduced_sweep(
             ROOT / "configs" / "sweeps" / "placement_lr.yaml",
             tmp_path,
-            grid={"model.lr": [1.0e-3, 2.0e-3, 3.0e-3]},
-            fixed={"data.init_args.block_size": 32, "data.init_args.batch_size": 4, "trainer.max_steps": 40},
+            grid={"model.lr": [1.0e-3, 2.0e-3]},
+            fixed={"data.init_args.block_size": 32, "data.init_args.batch_size": 4, "trainer.max_steps": 24},
             name="team",
         )
         s = sw.load_sweep(path)
@@ -65,7 +65,7 @@ def test_two_drivers_on_postgresql_one_killed_then_resumed(postgres, tmp_path, m
         assert sorted(r.data.tags["sweep_hash"] for r in finished) == sorted(r.hash for r in sw.plan(s))
         assert "KILLED" in {r.info.status for r in runs}  # driver 0's point, re-run once
         for r in finished:
-            assert len(c.get_metric_history(r.info.run_id, "train/loss")) >= 10
+            assert len(c.get_metric_history(r.info.run_id, "train/loss")) >= 20
             assert "config.yaml" in {a.path for a in c.list_artifacts(r.info.run_id)}
     finally:
         out = stop_server(server)
