@@ -36,6 +36,7 @@ def test_ladder_and_variants(tmp_path):
         search.ladder(s, "model.lr", 1e-2, 1e-3)
 
 
+@pytest.mark.slow
 def test_boundary_search_trains_fewer_points_than_the_grid(tmp_path, store, monkeypatch, capsys):
     """Ladder 1e-3 < 3e-3 < 1e30 (a certain divergence): bisection probes 3e-3 (stable) then 1e30 (diverged) and
     answers 3e-3 with 2 runs instead of 3; the 1e-3 point is never trained."""
