@@ -1,7 +1,7 @@
 """The ``normlight`` command: the only place that wires the package's parts together.
 
 One module per command, each with ``main(argv) -> int`` (litgpt's command folders): ``train`` (fit,
-validate, test, predict through LightningCLI), ``quickstart``, ``sweep``, ``compare``, ``analyze``, ``ui`` and
+validate, test, predict through LightningCLI), ``quickstart``, ``sweep``, ``compare``, ``analyze``, ``ui``, ``server`` and
 ``plugins`` (list, new). A command's module is imported only when it runs. Nothing below ``cli``
 imports from it.
 """
@@ -25,6 +25,7 @@ COMMANDS = {
     "compare": ("normlight.cli.compare", "tables and plots comparing the runs of an experiment"),
     "analyze": ("normlight.cli.analyze", "layer analysis of a trained model: redundancy, removable depth, profiles"),
     "ui": ("normlight.cli.ui", "start the MLflow UI on this project's store"),
+    "server": ("normlight.cli.server", "the MLflow tracking server for a team (PostgreSQL store, artifact root)"),
     "quickstart": ("normlight.cli.quickstart", "train a small GPT + ViT + ResNet norm comparison"),
     "plugins": ("normlight.cli.plugins", "list installed norm, placement and model plugins; scaffold new ones"),
     "study": ("normlight.cli.study", "reproduce a paper's claim: list, run and report studies (docs/studies/)"),

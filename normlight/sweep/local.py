@@ -1,172 +1,66 @@
-"""Run a sweep's pending grid points on this machine: N worker threads, each driving one ``normlight fit`` process.
+"""Run a sweep's pending grid points: here (``workers`` threads, each driving one ``normlight fit`` process; see
+``worker.py``), or as a SLURM job array (``slurm.py``) or Ray tasks (``ray_tasks.py``).
 
 A point's identity is its config hash (tag ``sweep_hash``): a finished point is skipped and never
 overwritten, a failed one is re-run only with ``retry_failed``, an interrupted (KILLED) one is re-run.
-Before training a point, a worker claims it (``tracking.sweep_runs.claim``), so any number of sweep
-drivers on the same store, here or on other machines, run each point once; the claims are kept alive by
-a heartbeat while the point trains.
-
-A training process never outlives its driver: it runs in its own process group (the driver's SIGINT /
-SIGTERM handler terminates the group) and, on Linux, gets SIGTERM from the kernel when the driver dies
-(``PR_SET_PDEATHSIG``, also after a SIGKILL), so it saves ``last.ckpt`` and ends its run KILLED.
+Before training a point, a worker or task claims it (``tracking.sweep_runs.claim``), so any number of sweep
+drivers, array tasks and Ray tasks on the same store, here or on other machines, run each point once; the
+claims are kept alive by a heartbeat while the point trains.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shlex
 import signal
-import subprocess
-import sys
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from normlight.sweep.spec import LOGGER, Run, Sweep, plan
+from normlight.sweep.extras import require
+from normlight.sweep.spec import Run, Sweep, SweepError, check_resources, plan
+from normlight.sweep.worker import _Executor, die_with_parent, spawn
 from normlight.tracking import presentation, sweep_runs
 from normlight.tracking.credentials import move_to_env, redact
 
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+__all__ = ["LAUNCHERS", "die_with_parent", "run_sweep", "spawn"]
 
 
-def die_with_parent(parent_pid: int):
-    """A ``preexec_fn`` making the child get SIGTERM when its parent dies (Linux), even by SIGKILL."""
-
-    def set_death_signal() -> None:
-        if _LIBC is not None:
-            _LIBC.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-        if os.getppid() != parent_pid:  # the parent died before the death signal was armed
-            os._exit(143)
-
-    return set_death_signal
+LAUNCHERS = ("local", "slurm", "ray")
 
 
-def spawn(cmd: list[str], **kwargs) -> subprocess.Popen:
-    """Start ``cmd`` in its own process group, bound to die with this process (see :func:`die_with_parent`)."""
-    bind = die_with_parent(os.getpid()) if os.name == "posix" else None
-    return subprocess.Popen(cmd, start_new_session=True, preexec_fn=bind, **kwargs)
+def _launch(
+    launcher, sweep, uri, runs, log_dir, resources, retry_failed, parent, workers, cluster, wait, address, extra
+):
+    """Hand ``runs`` to the SLURM or Ray launcher; {hash: outcome} (each outcome as a local worker reports it)."""
+    if launcher == "slurm":
+        from normlight.sweep import slurm
 
+        return slurm.launch(
+            sweep,
+            uri,
+            runs,
+            log_dir,
+            resources=resources,
+            retry_failed=retry_failed,
+            parent=parent,
+            cluster=cluster,
+            workers=workers,
+            wait=wait,
+            extra_fit_args=extra,
+        )
+    from normlight.sweep import ray_tasks
 
-class _Executor:
-    """Runs pending grid points with N worker threads, each driving one ``normlight fit`` process at a time."""
-
-    def __init__(
-        self, sweep, tracking_uri, client, experiment_id, workers, log_dir, retry_failed, max_runs, parent=None
-    ):
-        self.sweep, self.uri, self.c, self.exp = sweep, tracking_uri, client, experiment_id
-        self.parent = parent  # the sweep's parent run: the UI folds the grid points under it
-        self.workers, self.log_dir = workers, log_dir
-        self.retry_failed, self.max_runs = retry_failed, max_runs
-        self.lock = threading.Lock()  # the parent's own MLflow writes go one at a time
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.stopping = False
-        self.started = 0
-        self.results: dict[str, str] = {}
-        self.owner = sweep_runs.new_owner()
-        self.lost: set[str] = set()
-        self.beats = sweep_runs.Heartbeats(client, self.owner, self._lost)
-
-    def env(self) -> dict:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        # N concurrent trainings share the cores instead of each grabbing all of them
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.workers)))
-        return env
-
-    def _lost(self, run_id: str) -> None:
-        """Another driver took this point over (our heartbeats stopped reaching the store): stop our copy."""
-        self.lost.add(run_id)
-        with self.lock:
-            proc = self.procs.get(run_id)
-        if proc is not None:
-            _terminate(proc)
-
-    def _claim(self, run: Run) -> tuple[str | None, str]:
-        with self.lock:
-            if self.stopping or (self.max_runs is not None and self.started >= self.max_runs):
-                return None, "not started"
-            tags = {**run.tags, presentation.PARENT_RUN: self.parent} if self.parent else run.tags
-            run_id, why = sweep_runs.claim(self.c, self.exp, run.name, tags, self.owner, retry_failed=self.retry_failed)
-            if run_id is not None:
-                self.started += 1
-                self.beats.add(run_id)
-            return run_id, why
-
-    def run_one(self, run: Run) -> str:
-        run_id, why = self._claim(run)
-        if run_id is None:
-            if why != "not started":
-                print(f"[sweep] {'skip':>10} {run.name}: {why} ({run.hash})", flush=True)
-                self.results.setdefault(run.hash, f"skipped: {why}")
-            return why
-        log = self.log_dir / f"{run.hash}-{run_id[:8]}.log"
-        cmd = [sys.executable, "-m", "normlight", *run.args(self.sweep, self.uri), f"--{LOGGER}.run_id", run_id]
-        print(f"[sweep] start {run.name} ({run.hash}) run_id={run_id}", flush=True)
-        with open(log, "w") as fh:
-            fh.write(redact(shlex.join(cmd)) + "\n\n")
-            fh.flush()
-            with self.lock:
-                proc = None if self.stopping else spawn(cmd, stdout=fh, stderr=subprocess.STDOUT, env=self.env())
-                if proc is not None:
-                    self.procs[run_id] = proc
-            rc = proc.wait() if proc is not None else None
-        self.beats.discard(run_id)
-        with self.lock:
-            self.procs.pop(run_id, None)
-            status = sweep_runs.run_status(self.c, run_id)
-            if run_id in self.lost:
-                result = "lost (another driver took the point over)"
-            elif self.stopping:
-                sweep_runs.release(self.c, run_id, "KILLED", "sweep interrupted", str(log))
-                result = "killed"
-            elif rc == 0 and status == "FINISHED":
-                sweep_runs.release(self.c, run_id, "FINISHED", None, str(log))
-                result = "finished"
-            elif rc in (130, 143) and status == "KILLED":
-                sweep_runs.release(self.c, run_id, "KILLED", f"training interrupted (exit code {rc})", str(log))
-                result = "killed"
-            else:
-                tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
-                why = (
-                    f"exit code {rc}"
-                    if rc
-                    else "exited 0 but never closed its MLflow run (does the base config use normlight's MLflow logger?)"
-                )
-                sweep_runs.release(self.c, run_id, "FAILED", f"{why}\n{tail}", str(log))
-                result = f"failed ({why.split(' (')[0]})"
-        print(f"[sweep] {result:>10} {run.name} log={log}", flush=True)
-        self.results[run.hash] = result
-        return result
-
-    def stop(self, signum=signal.SIGINT, frame=None):
-        """Stop scheduling, terminate running trainings; their runs are marked KILLED."""
-        with self.lock:
-            self.stopping = self.stopping or signal.Signals(signum)
-            procs = list(self.procs.values())
-        for p in procs:
-            _terminate(p)
-
-    def run_all(self, runs: list[Run]) -> None:
-        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        if threading.current_thread() is threading.main_thread():
-            for s in old:
-                signal.signal(s, self.stop)
-        try:
-            with ThreadPoolExecutor(max_workers=self.workers) as pool:
-                list(pool.map(self.run_one, runs))
-        finally:
-            self.beats.stop()
-            if threading.current_thread() is threading.main_thread():
-                for s, h in old.items():
-                    signal.signal(s, h)
-
-
-def _terminate(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
+    return ray_tasks.launch(
+        sweep,
+        uri,
+        runs,
+        log_dir,
+        resources=resources,
+        retry_failed=retry_failed,
+        parent=parent,
+        workers=workers,
+        address=address,
+        extra_fit_args=extra,
+    )
 
 
 def _existing_state(sweep: Sweep, uri: str) -> dict:
@@ -187,10 +81,28 @@ def run_sweep(
     max_runs: int | None = None,
     log_dir: str | os.PathLike | None = None,
     dry_run: bool = False,
+    launcher: str = "local",
+    resources: dict | None = None,
+    slurm_cluster: str | None = None,
+    wait: bool = False,
+    ray_address: str | None = None,
+    runs: list[Run] | None = None,
+    fit_args: list[str] | None = None,
 ) -> int:
-    """Run the pending points of ``sweep`` into the store at ``uri``; returns the exit code of ``normlight sweep``."""
+    """Run the pending points of ``sweep`` into the store at ``uri``; returns the exit code of ``normlight sweep``.
+
+    ``launcher``: ``local`` (``workers`` processes here), ``slurm`` (a submitit job array; ``slurm_cluster``
+    ``local`` runs it with submitit's local executor, ``wait`` blocks until a real array ends) or ``ray`` (one
+    Ray task per point, ``workers`` at a time, on ``ray_address`` or a local instance). ``resources`` (per run)
+    override the sweep file's. ``runs`` restricts the sweep to these points and ``fit_args`` are appended to
+    every training command (the searches use both)."""
+    if launcher not in LAUNCHERS:
+        raise SweepError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+    resources = {**sweep.resources, **check_resources(resources or {}, "resources")}
+    if launcher != "local":  # a missing extra fails here, before any run is created
+        require("submitit" if launcher == "slurm" else "ray")
     uri = move_to_env(uri)  # http(s) credentials -> MLflow's env vars, inherited by the training processes
-    runs = plan(sweep)
+    runs = plan(sweep) if runs is None else runs
     if dry_run:  # read what exists, create nothing (no store file, no experiment, no folder)
         c, exp_id, state = None, None, _existing_state(sweep, uri)
     else:
@@ -223,13 +135,36 @@ def run_sweep(
     log_dir = Path(log_dir or Path("runs") / "sweeps" / sweep.name)
     log_dir.mkdir(parents=True, exist_ok=True)
     parent = presentation.sweep_parent(c, exp_id, sweep.name, sweep.description)
-    ex = _Executor(sweep, uri, c, exp_id, workers, log_dir, retry_failed, max_runs, parent)
+    ex = _Executor(sweep, uri, c, exp_id, workers, log_dir, retry_failed, max_runs, parent, fit_args or ())
     try:
-        ex.run_all(pending)
+        if launcher == "local":
+            ex.run_all(pending)
+        else:
+            ex.results.update(
+                _launch(
+                    launcher,
+                    sweep,
+                    uri,
+                    pending[:max_runs],
+                    log_dir,
+                    resources,
+                    retry_failed,
+                    parent,
+                    workers,
+                    slurm_cluster,
+                    wait,
+                    ray_address,
+                    fit_args or [],
+                )
+            )
+    except KeyboardInterrupt:
+        ex.stopping = signal.SIGINT
     finally:
         c.set_terminated(parent, "KILLED" if ex.stopping else "FINISHED")
         presentation.update_view(c, exp_id)
-    bad = {h: res for h, res in ex.results.items() if res not in ("finished",) and not res.startswith("skipped")}
+    if any(res.startswith("submitted") for res in ex.results.values()):
+        return 0  # a SLURM array is queued; --status follows it
+    bad = {h: res for h, res in ex.results.items() if res != "finished" and not res.startswith("skipped")}
     skipped_now = sum(1 for res in ex.results.values() if res.startswith("skipped"))
     done = sum(1 for res in ex.results.values() if res == "finished")
     print(

@@ -11,6 +11,11 @@ A sweep file::
       seed_everything: [0, 1]
     fixed:                             # overrides applied to every run
       trainer.max_steps: 300
+    resources:                         # optional: what ONE run needs on a cluster (--launcher slurm|ray)
+      gpus_per_task: 1
+      cpus_per_task: 4
+      time_min: 60
+      partition: gpu
 
 A grid axis may also bundle several keys that only make sense together: its name is a plain word and
 its values are mappings (an optional ``label`` names the value; the run is tagged ``<axis>=<label>``)::
@@ -24,7 +29,8 @@ Every run is ``normlight fit --config BASE --key value ...`` in a subprocess, so
 divergence stays isolated. A run's identity is a hash of the base config text plus its overrides
 (tag ``sweep_hash``): a finished run with that hash is skipped and never overwritten, a failed one is
 re-run only with ``--retry-failed``, an interrupted one (killed sweep) is re-run. ``--dry-run``
-prints one shell command per pending run, for a SLURM array or any queue.
+prints one shell command per pending run; ``--launcher slurm|ray`` submits them as a SLURM job array or Ray
+tasks, with the ``resources:`` of one run (``slurm.py``, ``ray_tasks.py``).
 """
 
 from __future__ import annotations
@@ -42,7 +48,17 @@ import yaml
 from normlight.errors import NormlightError
 from normlight.tracking.sweep_runs import HASH_TAG, SWEEP_TAG
 
-KEYS = {"name", "experiment", "base", "grid", "fixed", "description"}
+KEYS = {"name", "experiment", "base", "grid", "fixed", "description", "resources"}
+# per-run resources for the cluster launchers (slurm, ray): name -> type
+RESOURCES = {
+    "nodes": int,
+    "gpus_per_task": int,
+    "cpus_per_task": int,
+    "mem_gb": float,
+    "time_min": int,
+    "partition": str,
+    "account": str,
+}
 TOP_LEVEL = {"model", "data", "trainer", "seed_everything", "diagnostics", "optimizer", "lr_scheduler", "ckpt_path"}
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 LOGGER = "trainer.logger.init_args"
@@ -63,6 +79,7 @@ class Sweep:
     grid: dict[str, list]
     fixed: dict[str, object] = field(default_factory=dict)
     description: str = ""
+    resources: dict[str, object] = field(default_factory=dict)
 
     def points(self) -> list[tuple[dict, dict]]:
         """The cartesian product of the grid in file order (last axis varies fastest), as
@@ -136,6 +153,7 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
         _check_key(path, "fixed", key)
         if key in owner:
             raise SweepError(f"{path}: {key!r} is both in 'grid' and in 'fixed'")
+    resources = check_resources(raw.get("resources") or {}, f"{path}: resources")
     name = str(raw.get("name") or path.stem)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise SweepError(f"{path}: name {name!r} may only use letters, digits, '_', '.', '-'")
@@ -147,7 +165,30 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
         grid,
         fixed,
         str(raw.get("description") or ""),
+        resources,
     )
+
+
+def check_resources(resources, where: str) -> dict:
+    """Validate per-run resources (see ``RESOURCES``); raises SweepError naming ``where`` and the key at fault."""
+    if not isinstance(resources, dict):
+        raise SweepError(f"{where} must be a mapping with keys from {sorted(RESOURCES)}")
+    out = {}
+    for key, value in resources.items():
+        kind = RESOURCES.get(key)
+        if kind is None:
+            raise SweepError(f"{where}: unknown key {key!r}; allowed: {sorted(RESOURCES)}")
+        if value is None:
+            continue
+        if kind is str:
+            if not isinstance(value, str) or not value:
+                raise SweepError(f"{where}: {key} must be a non-empty string, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < (1 if kind is int else 0):
+            raise SweepError(f"{where}: {key} must be a positive number, got {value!r}")
+        elif kind is int and value != int(value):
+            raise SweepError(f"{where}: {key} must be a whole number, got {value!r}")
+        out[key] = kind(value)
+    return out
 
 
 def _check_key(path: Path, section: str, key) -> None:

@@ -192,6 +192,11 @@ def _is_diverged(run) -> bool:
     return run.data.tags.get("diverged") == "true" or run.data.metrics.get("summary/diverged", 0.0) > 0
 
 
+def stability_point(run, metric: str = "val/loss") -> tuple[bool, float | None]:
+    """(diverged, final ``metric``) of one run: what :func:`max_stable_lr` judges (the LR searches use it too)."""
+    return _is_diverged(run), run.data.metrics.get(metric)
+
+
 def _mean_std(vals):
     vals = [v for v in vals if v is not None and math.isfinite(v)]
     if not vals:

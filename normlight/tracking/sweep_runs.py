@@ -190,8 +190,11 @@ def _mark_stale(c: MlflowClient, runs: list[Run], owner: str, stale_after: float
     now = time.time()
     for r in runs:
         if r.info.status == "RUNNING" and not is_live(r, now, stale_after):
-            c.set_tag(r.info.run_id, TAKEN_OVER_TAG, owner)
-            c.set_terminated(r.info.run_id, "KILLED")
+            try:
+                c.set_tag(r.info.run_id, TAKEN_OVER_TAG, owner)
+                c.set_terminated(r.info.run_id, "KILLED")
+            except MlflowException:  # another driver closed it at the same moment (sqlite: a UNIQUE tag race)
+                continue
 
 
 def heartbeat(c: MlflowClient, run_id: str, owner: str) -> bool:

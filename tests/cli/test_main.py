@@ -20,7 +20,7 @@ def run(*args):
 def test_help_lists_every_subcommand():
     out = run("--help")
     assert out.returncode == 0
-    for cmd in ("fit", "validate", "test", "sweep", "compare", "ui", "plugins", "quickstart"):
+    for cmd in ("fit", "validate", "test", "sweep", "compare", "ui", "server", "plugins", "quickstart"):
         assert cmd in out.stdout
 
 
