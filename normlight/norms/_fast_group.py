@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from normlight.norms._fast_batch import pair_sums
 from normlight.norms.fast import kernel
 
 
@@ -38,6 +39,18 @@ def group_mean(x3: torch.Tensor, groups: int) -> torch.Tensor:
     return _group_sum(x3.sum(1), groups) / (l * (c // groups))
 
 
+def per_sample_sums(g3: torch.Tensor, x3: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sum_L g * x, sum_L g)`` per (sample, channel) of two ``(N, L, C)`` tensors, each ``(N, C)``.
+
+    Eagerly one fused BatchNorm-backward pass per sample (``_fast_batch.pair_sums``, no full-size
+    temporary); inside a compiled graph the plain formula, which inductor fuses itself.
+    """
+    if torch.compiler.is_compiling():
+        return (g3 * x3).sum(1), g3.sum(1)
+    sums = [pair_sums(g, x) for g, x in zip(g3.unbind(0), x3.unbind(0))]
+    return torch.stack([s for s, _ in sums]), torch.stack([t for _, t in sums])
+
+
 # ------------------------------------------------------------------ GroupNorm / InstanceNorm
 @kernel
 def gn_fwd(x3, weight, bias, groups: int, eps: float):
@@ -55,9 +68,7 @@ def gn_bwd(dy3, x3, weight, mean, rstd, groups: int):
     """``(dx, dweight, dbias)``: the GroupNorm gradient from per-(sample, channel) sums over positions."""
     n, l, c = x3.shape
     count = l * (c // groups)
-    a = dy3.sum(1)  # (N, C): sum of dy
-    dx = dy3 * x3  # the one full-size temporary, reused for dx below
-    b = dx.sum(1)  # (N, C): sum of dy * x
+    b, a = per_sample_sums(dy3, x3)  # (N, C): sums over positions of dy * x and of dy
     mean_c, rstd_c = _per_channel(mean, c)[:, 0], _per_channel(rstd, c)[:, 0]
     dyxhat = rstd_c * (b - mean_c * a)  # (N, C): sum over positions of dy * xhat
     w = torch.ones_like(a[0]) if weight is None else weight
@@ -65,7 +76,7 @@ def gn_bwd(dy3, x3, weight, mean, rstd, groups: int):
     t = _group_sum(dyxhat * w, groups)  # per group: sum of g * xhat
     k2 = -rstd.square() * t / count
     k1 = -rstd * s / count - mean * k2
-    torch.addcmul(_per_channel(k1, c), x3, _per_channel(k2, c), out=dx)
+    dx = torch.addcmul(_per_channel(k1, c), x3, _per_channel(k2, c))
     dx.addcmul_(dy3, (rstd_c * w).unsqueeze(1))
     return dx, dyxhat.sum(0), a.sum(0)
 
@@ -76,7 +87,9 @@ class GroupNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x3, weight, bias, groups, eps, compiled):
         """Normalize per (sample, group) over positions and the group's channels."""
-        y, mean, rstd = gn_fwd(x3, weight, bias, groups, eps, compiled=compiled)
+        # the forward stays on torch's group_norm kernel also in compiled mode: inductor's decomposition
+        # of it on the channels_last view was 21x LayerNorm (benchmarks/norms.py); only the backward compiles
+        y, mean, rstd = gn_fwd(x3, weight, bias, groups, eps)
         ctx.save_for_backward(x3, weight, mean, rstd)
         ctx.groups, ctx.compiled = groups, compiled
         return y
