@@ -35,12 +35,12 @@ def test_quick_run_reports_every_entry_against_layernorm_and_copy(tmp_path):
     assert "load average" in md and "| dyt | fast |" in md
 
 
-def test_profile_ranks_operators_by_self_time():
+def test_profile_ranks_operators_by_cpu_time():
     import torch
 
     bench = load()
     x, dy = torch.randn(4, 16, 32), torch.randn(4, 16, 32)
     ops = bench.profile(torch.nn.LayerNorm(32), x, dy, runs=2)
-    assert ops and any("layer_norm" in o["op"] for o in ops)
-    shares = [o["share"] for o in ops]
-    assert shares == sorted(shares, reverse=True) and sum(shares) <= 1.0 + 1e-9
+    assert ops[-1]["op"] == "(rest)" and any("layer_norm" in o["op"] for o in ops)
+    shares = [o["share"] for o in ops[:-1]]
+    assert shares == sorted(shares, reverse=True) and sum(shares) <= 1.0 + 1e-6
