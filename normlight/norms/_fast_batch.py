@@ -185,7 +185,7 @@ def native_batch_affine(x2, weight, bias, alpha, running_mean, running_var, fact
 def b0_fwd(x3, v, gamma, beta, std_b, std_i):
     """``y = gamma * x / max(std_b, v * x + std_i) + beta`` (one temporary, in-place passes)."""
     y = torch.addcmul(std_i, v, x3).clamp_min_(std_b)
-    return torch.div(x3, y, out=y).mul_(gamma).add_(beta)
+    return torch.addcmul(beta, torch.div(x3, y, out=y), gamma, out=y)
 
 
 def pair_sums(g2: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -258,21 +258,21 @@ class EvoNormB0Function(torch.autograd.Function):
         """
         x2 = x3.reshape(-1, x3.shape[-1])
         wr = _weights(real, x3.dtype)
-        fused = real is None and not sync and not compiled  # torch's fused per-channel mean / variance kernel
-        if running_var is not None:
-            mean_b, var_b = None, running_var.to(x3.dtype)
-        elif fused:
-            mean_b, var_b = torch.batch_norm_update_stats(x2, None, None, 0.0)
-        else:
-            mean_b = synced(colsum(x2, wr), sync) / n
-            var_b = synced(centered_sumsq(x2, mean_b, wr, compiled=compiled), sync) / n
-        if fused:  # per sample: the same kernel on each (L, C) slice
+        if real is None and not sync and not compiled:  # torch's fused per-channel statistics, per sample
             stats = [torch.batch_norm_update_stats(xs, None, None, 0.0) for xs in x3.unbind(0)]
             mean_i, var_i = torch.stack([m for m, _ in stats]), torch.stack([v for _, v in stats])
             count = x3.new_full((x3.shape[0], 1), float(x3.shape[1]))
+            if running_var is None:  # the batch's: law of total variance over equal-sized samples (no cancellation)
+                mean_b = mean_i.mean(0)
+                var_b = var_i.mean(0) + (mean_i - mean_b).square().mean(0)
         else:
             wp = None if wr is None else wr.reshape(x3.shape[0], -1)
             mean_i, var_i, count = instance_moments(x3, wp, compiled=compiled)
+            if running_var is None:
+                mean_b = synced(colsum(x2, wr), sync) / n
+                var_b = synced(centered_sumsq(x2, mean_b, wr, compiled=compiled), sync) / n
+        if running_var is not None:
+            mean_b, var_b = None, running_var.to(x3.dtype)
         std_b, std_i = torch.sqrt(var_b + eps), torch.sqrt(var_i + eps).unsqueeze(1)
         y = b0_fwd(x3, v, gamma, beta, std_b, std_i, compiled=compiled)
         ctx.save_for_backward(x3, v, gamma, real, mean_b, std_b, mean_i, std_i, count)
