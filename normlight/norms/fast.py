@@ -45,9 +45,17 @@ class Kernel:
         self._compiled: Callable | None = None
 
     def __call__(self, *args, compiled: bool = False):
-        """Run the function, compiled when ``compiled`` (and not already inside a compiled graph)."""
-        if not compiled or torch.compiler.is_compiling():
+        """Run the function, compiled when ``compiled`` (and not already inside a compiled graph).
+
+        Traced (compiled here or inside a whole-model compile), tensors go in contiguous: the kernels
+        write through ``out=``, which dynamo cannot trace on a non-contiguous tensor (a channels-first
+        map seen channels-last is one).
+        """
+        if torch.compiler.is_compiling():
+            return self.fn(*_contiguous(args))
+        if not compiled:
             return self.fn(*args)
+        args = _contiguous(args)
         if self._compiled is None:
             self._compiled = torch.compile(self.fn, fullgraph=True, dynamic=None)
         before, t0 = _graphs_compiled(), time.perf_counter()
@@ -57,6 +65,10 @@ class Kernel:
             _STATS["seconds"] += time.perf_counter() - t0
             _STATS["graphs"] += new
         return out
+
+
+def _contiguous(args: tuple) -> tuple:
+    return tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
 
 
 def kernel(fn: Callable) -> Kernel:
