@@ -42,7 +42,7 @@ class Kernel:
         self.fn = fn
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
-        self._compiled: Callable | None = None
+        self._compiled: dict = {}  # one compiled function per set of non-tensor arguments
 
     def __call__(self, *args, compiled: bool = False):
         """Run the function, compiled when ``compiled`` (and not already inside a compiled graph).
@@ -56,10 +56,19 @@ class Kernel:
         if not compiled:
             return self.fn(*args)
         args = _contiguous(args)
-        if self._compiled is None:
-            self._compiled = torch.compile(self.fn, fullgraph=True, dynamic=None)
+        # Python numbers (group counts, eps, flags) key separate compiled functions: sharing one, dynamo
+        # would turn an int that changed between norms into a symbol for every caller (a symbolic group
+        # count made GroupNorm's compiled backward 20x LayerNorm); tensor shapes still go dynamic
+        key = tuple(
+            a if isinstance(a, (bool, int, float, str, type(None))) else tuple(a)
+            for a in args
+            if not isinstance(a, torch.Tensor)
+        )
+        fn = self._compiled.get(key)
+        if fn is None:
+            fn = self._compiled[key] = torch.compile(self.fn, fullgraph=True, dynamic=None)
         before, t0 = _graphs_compiled(), time.perf_counter()
-        out = self._compiled(*args)
+        out = fn(*args)
         new = _graphs_compiled() - before
         if new:  # this call compiled (or loaded from the inductor cache) a graph: count its time
             _STATS["seconds"] += time.perf_counter() - t0
