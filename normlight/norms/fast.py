@@ -21,6 +21,7 @@ whole-model ``torch.compile`` the kernels are traced inline, never compiled sepa
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Callable
 
 import torch
@@ -64,16 +65,33 @@ class Kernel:
             for a in args
             if not isinstance(a, torch.Tensor)
         )
+        if isinstance(self._compiled, _EagerOnly):
+            return self.fn(*args)
         fn = self._compiled.get(key)
         if fn is None:
             fn = self._compiled[key] = torch.compile(self.fn, fullgraph=True, dynamic=None)
         before, t0 = _graphs_compiled(), time.perf_counter()
-        out = fn(*args)
+        try:
+            out = fn(*args)
+        except torch._dynamo.exc.FailOnRecompileLimitHit:
+            # dynamo's recompile limit (per function, 8 by default) reached by many norms and shapes in
+            # one process: this kernel runs eagerly from now on (same results), with one warning
+            warnings.warn(f"compile_norms: kernel {self.__name__} hit torch.compile's recompile limit; runs eagerly")
+            self._compiled = _EagerOnly(self.fn)
+            return self.fn(*args)
         new = _graphs_compiled() - before
         if new:  # this call compiled (or loaded from the inductor cache) a graph: count its time
             _STATS["seconds"] += time.perf_counter() - t0
             _STATS["graphs"] += new
         return out
+
+
+class _EagerOnly(dict):
+    """Marks a kernel that stopped compiling (see ``Kernel.__call__``)."""
+
+    def __init__(self, fn: Callable):
+        super().__init__()
+        self.fn = fn
 
 
 def _contiguous(args: tuple) -> tuple:

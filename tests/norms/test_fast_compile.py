@@ -68,3 +68,17 @@ def test_compiled_norm_on_channels_first_maps_equals_eager(name):
         y.backward(dy)
         out.append((y.detach(), xg.grad))
     assert rel_err(out[1][0], out[0][0]) < 1e-5 and rel_err(out[1][1], out[0][1]) < 1e-5
+
+
+@pytest.mark.slow
+def test_kernel_past_the_recompile_limit_runs_eagerly_with_one_warning(monkeypatch):
+    import torch._dynamo.config as dynamo_config
+
+    @fast.kernel
+    def scaled(x, k: int):
+        return x * k + x.sum()
+
+    monkeypatch.setattr(dynamo_config, "recompile_limit", 1)
+    with pytest.warns(UserWarning, match="recompile limit; runs eagerly"):
+        outs = [scaled(torch.ones(n), k, compiled=True) for n, k in [(3, 1), (3, 2), (4, 3), (5, 3)]]
+    assert [o.tolist() for o in outs] == [[4.0] * 3, [5.0] * 3, [7.0] * 4, [8.0] * 5]
