@@ -248,6 +248,8 @@ class DyTFunction(torch.autograd.Function):
     def forward(ctx, x, alpha, weight, bias, compiled):
         """``weight * tanh(alpha * x) + bias``."""
         ctx.save_for_backward(x, alpha, weight)
+        # traced (compile_norms, or inside a whole-model compile): the tensor-only bodies, no host read of alpha
+        compiled = compiled or torch.compiler.is_compiling()
         ctx.has_bias, ctx.compiled = bias is not None, compiled
         if compiled:
             return dyt_fwd(x, alpha, weight, bias, compiled=True)
@@ -258,7 +260,7 @@ class DyTFunction(torch.autograd.Function):
         """Analytic gradient (see ``dyt_bwd`` / ``dyt_bwd_eager``)."""
         x, alpha, weight = ctx.saved_tensors
         dy = dy.contiguous()
-        if ctx.compiled:
+        if ctx.compiled or torch.compiler.is_compiling():
             dx, da, dw, db = dyt_bwd(dy, x, alpha, weight, ctx.has_bias, compiled=True)
         else:
             dx, da, dw, db = dyt_bwd_eager(dy, x, float(alpha), weight, ctx.has_bias)
