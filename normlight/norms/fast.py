@@ -57,9 +57,9 @@ class Kernel:
         if not compiled:
             return self.fn(*args)
         args = _contiguous(args)
-        # Python numbers (group counts, eps, flags) key separate compiled functions: sharing one, dynamo
-        # would turn an int that changed between norms into a symbol for every caller (a symbolic group
-        # count made GroupNorm's compiled backward 20x LayerNorm); tensor shapes still go dynamic
+        # one torch.compile wrapper per set of Python-number arguments (group counts, eps, flags); dynamo's
+        # guards still share one cache per function: GroupNorm's compiled backward stays ~19x LayerNorm
+        # in benchmarks/norms.py after other group counts (open, see benchmarks/results/norms.md)
         key = tuple(
             a if isinstance(a, (bool, int, float, str, type(None))) else tuple(a)
             for a in args
