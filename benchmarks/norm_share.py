@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import statistics
 import sys
 import time
@@ -40,15 +41,15 @@ RESULTS = Path(__file__).parent / "results"
 MODES = ("eager", "fast", "compiled")
 
 
-def models(quick: bool) -> dict:
-    """(builder kwargs, input maker) per model family."""
+def models(quick: bool, batch: int = 32) -> dict:
+    """(preset, builder kwargs, batch shape) per model family (``batch`` sequences / images per step)."""
     if quick:
         gpt = dict(depth=1, dim=64, num_heads=2, vocab_size=64, max_seq_len=32)
         vit = dict(depth=1, dim=64, num_heads=2, img_size=16, patch_size=4, num_classes=10)
         return {"gpt": ("gpt-nano", gpt, (4, 32)), "vit": ("vit-tiny", vit, 4)}
     gpt = dict(depth=2, dim=256, num_heads=4, vocab_size=256, max_seq_len=256)
     vit = dict(depth=2, dim=192, num_heads=3, img_size=32, patch_size=2, num_classes=10)
-    return {"gpt": ("gpt-nano", gpt, (32, 256)), "vit": ("vit-tiny", vit, 32)}
+    return {"gpt": ("gpt-nano", gpt, (batch, 256)), "vit": ("vit-tiny", vit, batch)}
 
 
 def make_step(family, preset, kwargs, shape, norm, mode):
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--norms", nargs="+", default=None, help="default: every built-in norm")
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=32, help="sequences (GPT) / images (ViT) per step; 32 = 8192 tokens")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     names = args.norms or sorted(e.name for e in plugins.entries("norms") if e.dist == "normlight")
     names = ["identity"] + [n for n in names if n != "identity"]
     rows, t0 = [], time.perf_counter()
-    for family, (preset, kwargs, shape) in models(args.quick).items():
+    for family, (preset, kwargs, shape) in models(args.quick, args.batch).items():
         steps, compile_s = {}, {}
         for name in names:
             for mode in args.modes:
@@ -132,12 +134,14 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "rounds": args.rounds,
-        "models": {k: {"preset": v[0], **v[1], "batch": v[2]} for k, v in models(args.quick).items()},
+        "load_average": " / ".join(f"{v:.1f}" for v in os.getloadavg()),
+        "models": {k: {"preset": v[0], **v[1], "batch": v[2]} for k, v in models(args.quick, args.batch).items()},
     }
     lines = [
         "# Norms inside models: training-step time per norm (CPU, float32, 1 thread)",
         "",
-        f"{meta['date']}, torch {meta['torch']}, min over {args.rounds} interleaved rounds; produced by "
+        f"{meta['date']} (load average {meta['load_average']}), torch {meta['torch']}, batch {args.batch}, min over "
+        f"{args.rounds} interleaved rounds; produced by "
         "`benchmarks/norm_share.py`. `x LN step` = step time / the layernorm model's step time in the same mode; "
         "`norm share` = 1 - t(identity model) / t(this model): the part of the step the norms take.",
         "",

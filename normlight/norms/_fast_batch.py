@@ -185,28 +185,48 @@ def native_batch_affine(x2, weight, bias, alpha, running_mean, running_var, fact
 def b0_fwd(x3, v, gamma, beta, std_b, std_i):
     """``y = gamma * x / max(std_b, v * x + std_i) + beta`` (one temporary, in-place passes)."""
     y = torch.addcmul(std_i, v, x3).clamp_min_(std_b)
-    return torch.div(x3, y, out=y).mul_(gamma).add_(beta)
+    return torch.addcmul(beta, torch.div(x3, y, out=y), gamma, out=y)
+
+
+def pair_sums(g2: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``(sum g * x, sum g)`` of two ``(rows, C)`` tensors in ONE fused pass.
+
+    That is torch's BatchNorm backward asked for its weight and bias gradients only, fed mean 0 and
+    inverse std 1 (its ``sum(dy * (x - mean) * invstd)`` and ``sum(dy)``).
+    """
+    c = x2.shape[-1]
+    zero, one = x2.new_zeros(c), x2.new_ones(c)
+    _, sgx, sg = torch.ops.aten.native_batch_norm_backward(
+        g2, x2, None, None, None, zero, one, True, 0.0, [False, True, True]
+    )
+    return sgx, sg
 
 
 @kernel
 def b0_bwd(dy, x3, v, gamma, std_b, std_i):
-    """The elementwise part of B0's backward: ``(dx_direct, B, dgamma, dv, sum q, sum B)``.
+    """The elementwise part of B0's backward: ``(dx_direct, B_i, dgamma, dv, sum q, sum B, dbeta)``.
 
     ``q = dy * gamma * x / den^2``; the instance branch ``r = v x + std_i`` receives ``-B = -q * w``
     with ``w`` 1 where it is the max, 0 where the batch std is, 1/2 at ties (``torch.maximum``'s rule);
-    ``dx_direct = dy * gamma / den - B * v`` (the statistics' terms are added by the caller).
+    ``dx_direct = dy * gamma / den - B * v`` (the statistics' terms are added by the caller); ``B_i``
+    is ``B`` summed over each sample's positions, ``(N, C)``. Per-channel sums over rows pair up in
+    fused BatchNorm-backward passes (``pair_sums``); ``gamma`` and the 1/2 of ``w`` are applied to the sums.
     """
+    c = x3.shape[-1]
     inv = torch.addcmul(std_i, v, x3)
-    w = torch.sub(inv, std_b).sign_().add_(1).mul_(0.5)
+    w2 = torch.sub(inv, std_b).sign_().add_(1)  # 2 w
     inv.clamp_min_(std_b).reciprocal_()  # 1 / den
-    q = torch.mul(x3, inv).mul_(dy)  # dy * x / den
-    dgamma = colsum(q)
-    q.mul_(inv).mul_(gamma)
-    sum_q = colsum(q)
-    b = w.mul_(q)
-    dv = -colsum(torch.mul(b, x3, out=q))
-    dx = inv.mul_(dy).mul_(gamma).addcmul_(b, v, value=-1.0)
-    return dx, b, dgamma, dv, sum_q, colsum(b)
+    q = torch.mul(x3, inv)  # x / den
+    dgamma, dbeta = pair_sums(dy.reshape(-1, c), q.reshape(-1, c))
+    q.mul_(inv).mul_(dy)  # q / gamma
+    sum_q = colsum(q) * gamma
+    b2 = w2.mul_(q)  # 2 B / gamma
+    per_sample = [pair_sums(bs_, xs) for bs_, xs in zip(b2.unbind(0), x3.unbind(0))]
+    half = 0.5 * gamma
+    b_i = torch.stack([sb for _, sb in per_sample]) * half
+    dv = -torch.stack([sbx for sbx, _ in per_sample]).sum(0) * half
+    dx = inv.mul_(dy).mul_(gamma).addcmul_(b2, half * v, value=-1.0)
+    return dx, b_i, dgamma, dv, sum_q, b_i.sum(0), dbeta
 
 
 @kernel
@@ -238,13 +258,23 @@ class EvoNormB0Function(torch.autograd.Function):
         """
         x2 = x3.reshape(-1, x3.shape[-1])
         wr = _weights(real, x3.dtype)
-        if running_var is None:
-            mean_b = synced(colsum(x2, wr), sync) / n
-            var_b = synced(centered_sumsq(x2, mean_b, wr, compiled=compiled), sync) / n
+        # torch's fused per-channel statistics kernel, per sample (its CPU kernel, checked against the
+        # reference in the tests; other devices take the plain passes)
+        if real is None and not sync and not compiled and x3.device.type == "cpu":
+            stats = [torch.batch_norm_update_stats(xs, None, None, 0.0) for xs in x3.unbind(0)]
+            mean_i, var_i = torch.stack([m for m, _ in stats]), torch.stack([v for _, v in stats])
+            count = x3.new_full((x3.shape[0], 1), float(x3.shape[1]))
+            if running_var is None:  # the batch's: law of total variance over equal-sized samples (no cancellation)
+                mean_b = mean_i.mean(0)
+                var_b = var_i.mean(0) + (mean_i - mean_b).square().mean(0)
         else:
+            wp = None if wr is None else wr.reshape(x3.shape[0], -1)
+            mean_i, var_i, count = instance_moments(x3, wp, compiled=compiled)
+            if running_var is None:
+                mean_b = synced(colsum(x2, wr), sync) / n
+                var_b = synced(centered_sumsq(x2, mean_b, wr, compiled=compiled), sync) / n
+        if running_var is not None:
             mean_b, var_b = None, running_var.to(x3.dtype)
-        wp = None if wr is None else wr.reshape(x3.shape[0], -1)
-        mean_i, var_i, count = instance_moments(x3, wp, compiled=compiled)
         std_b, std_i = torch.sqrt(var_b + eps), torch.sqrt(var_i + eps).unsqueeze(1)
         y = b0_fwd(x3, v, gamma, beta, std_b, std_i, compiled=compiled)
         ctx.save_for_backward(x3, v, gamma, real, mean_b, std_b, mean_i, std_i, count)
@@ -257,10 +287,10 @@ class EvoNormB0Function(torch.autograd.Function):
         """Through the max to the instance std (per sample) or the batch std (per channel, over ranks)."""
         x3, v, gamma, real, mean_b, std_b, mean_i, std_i, count = ctx.saved_tensors
         dy = dy.contiguous()
-        dx, b, dgamma, dv, sum_q, sum_b = b0_bwd(dy, x3, v, gamma, std_b, std_i, compiled=ctx.compiled)
+        dx, b_i, dgamma, dv, sum_q, sum_b, dbeta = b0_bwd(dy, x3, v, gamma, std_b, std_i, compiled=ctx.compiled)
         # statistics: var_i per (sample, channel) gets -sum_l B / (2 std_i); var_b per channel gets the
         # batch std's share -(sum q - sum B) / (2 std_b), summed over ranks
-        dvar_i = -b.sum(1) / (2 * std_i.squeeze(1))
+        dvar_i = -b_i / (2 * std_i.squeeze(1))
         k = 2 * dvar_i / count  # (N, C): coefficient of (x - mean_i)
         const = -k * mean_i
         if ctx.batch:
@@ -277,7 +307,7 @@ class EvoNormB0Function(torch.autograd.Function):
             dx,
             dv if need[1] else None,
             dgamma if need[2] else None,
-            dy.sum((0, 1)) if need[3] else None,
+            dbeta if need[3] else None,
             *([None] * 6),
         )
 
@@ -291,7 +321,9 @@ def evonorm_b0(x3, v, gamma, beta, real, n, sync, eps, running_var=None, compile
 @kernel
 def quad_mean(x2, wr, n: int):
     """Per-channel ``sum_rows(w_row * x^2) / n`` (``wr`` None: all rows)."""
-    return colsum(x2 * x2, wr) / n  # not vector_norm(dim=0): a strided reduction, ~9 copies on CPU
+    if wr is None and not (torch.is_grad_enabled() and x2.requires_grad):  # fused, no temporary (no double backward)
+        return pair_sums(x2, x2)[0] / n  # not vector_norm(dim=0): a strided reduction, ~9 copies on CPU
+    return colsum(x2 * x2, wr) / n
 
 
 @kernel
@@ -318,15 +350,15 @@ def power_bwd(dy, x2, weight, rg, rphi, psi2, ema, wr, coef: float, groups: int,
     m, c = x2.shape
     cg = c // groups
     z = group_scale(x2, rg).mul_(rphi)  # z = GroupScaling(x) / sqrt(phi + eps)
-    g_hat = dy * z
-    dw, db = colsum(g_hat), colsum(dy)
-    torch.mul(dy, weight, out=g_hat).addcmul_(z, -coef * ema)  # g_hat = dy w - (1 - alpha_bkw) ema_gz z
-    gz = colsum(z.mul_(g_hat), wr)
+    dw, db = pair_sums(dy, z)  # sum dy * z, sum dy: one fused pass
+    g_hat = torch.mul(dy, weight).addcmul_(z, -coef * ema)  # g_hat = dy w - (1 - alpha_bkw) ema_gz z
+    gz = pair_sums(g_hat, z)[0] if wr is None else colsum(z.mul_(g_hat), wr)
     dxs = g_hat.mul_(torch.rsqrt(psi2 + eps))  # the BATCH psi2, even after warmup
-    # GroupScaling xs = x * rg: per (row, group) an RMSNorm without weight
+    # GroupScaling xs = x * rg: per (row, group) an RMSNorm without weight; dx is written into z's buffer
     s = torch.mul(dxs, x2, out=z).reshape(m, groups, cg).sum(-1)
     k = (-rg.square() * s / cg).unsqueeze(-1)
-    dx = torch.addcmul(dxs.reshape(m, groups, cg), x2.reshape(m, groups, cg), k).mul_(rg.unsqueeze(-1))
+    dx = z.reshape(m, groups, cg)
+    torch.addcmul(dxs.reshape(m, groups, cg), x2.reshape(m, groups, cg), k, out=dx).mul_(rg.unsqueeze(-1))
     return dx.reshape(m, c), dw, db, gz
 
 
@@ -351,7 +383,7 @@ class PowerNormFunction(torch.autograd.Function):
             if t < warmup:  # cumulative mean during warmup, then the EMA (both run)
                 running_phi.mul_((t - 1) / t).add_(psi2.to(running_phi.dtype) / t)
             running_phi.mul_(alpha_fwd).add_(psi2.to(running_phi.dtype), alpha=1 - alpha_fwd)
-        y = affine_rows(xs, rphi * weight, bias, compiled=compiled)
+        y = torch.addcmul(bias, xs, rphi * weight, out=xs)  # in place: the backward recomputes xs from x and rg
         ctx.save_for_backward(x2, weight, rg, rphi, psi2, ema_gz, real)
         ctx.n, ctx.settings, ctx.compiled = n, settings, compiled
         ctx.mark_non_differentiable(psi2)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from normlight.norms._fast_batch import pair_sums
 from normlight.norms.fast import kernel
 
 
@@ -38,6 +39,18 @@ def group_mean(x3: torch.Tensor, groups: int) -> torch.Tensor:
     return _group_sum(x3.sum(1), groups) / (l * (c // groups))
 
 
+def per_sample_sums(g3: torch.Tensor, x3: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sum_L g * x, sum_L g)`` per (sample, channel) of two ``(N, L, C)`` tensors, each ``(N, C)``.
+
+    Eagerly one fused BatchNorm-backward pass per sample (``_fast_batch.pair_sums``, no full-size
+    temporary); inside a compiled graph the plain formula, which inductor fuses itself.
+    """
+    if torch.compiler.is_compiling():
+        return (g3 * x3).sum(1), g3.sum(1)
+    sums = [pair_sums(g, x) for g, x in zip(g3.unbind(0), x3.unbind(0))]
+    return torch.stack([s for s, _ in sums]), torch.stack([t for _, t in sums])
+
+
 # ------------------------------------------------------------------ GroupNorm / InstanceNorm
 @kernel
 def gn_fwd(x3, weight, bias, groups: int, eps: float):
@@ -55,9 +68,7 @@ def gn_bwd(dy3, x3, weight, mean, rstd, groups: int):
     """``(dx, dweight, dbias)``: the GroupNorm gradient from per-(sample, channel) sums over positions."""
     n, l, c = x3.shape
     count = l * (c // groups)
-    a = dy3.sum(1)  # (N, C): sum of dy
-    dx = dy3 * x3  # the one full-size temporary, reused for dx below
-    b = dx.sum(1)  # (N, C): sum of dy * x
+    b, a = per_sample_sums(dy3, x3)  # (N, C): sums over positions of dy * x and of dy
     mean_c, rstd_c = _per_channel(mean, c)[:, 0], _per_channel(rstd, c)[:, 0]
     dyxhat = rstd_c * (b - mean_c * a)  # (N, C): sum over positions of dy * xhat
     w = torch.ones_like(a[0]) if weight is None else weight
@@ -65,7 +76,7 @@ def gn_bwd(dy3, x3, weight, mean, rstd, groups: int):
     t = _group_sum(dyxhat * w, groups)  # per group: sum of g * xhat
     k2 = -rstd.square() * t / count
     k1 = -rstd * s / count - mean * k2
-    torch.addcmul(_per_channel(k1, c), x3, _per_channel(k2, c), out=dx)
+    dx = torch.addcmul(_per_channel(k1, c), x3, _per_channel(k2, c))
     dx.addcmul_(dy3, (rstd_c * w).unsqueeze(1))
     return dx, dyxhat.sum(0), a.sum(0)
 
@@ -76,7 +87,9 @@ class GroupNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x3, weight, bias, groups, eps, compiled):
         """Normalize per (sample, group) over positions and the group's channels."""
-        y, mean, rstd = gn_fwd(x3, weight, bias, groups, eps, compiled=compiled)
+        # the forward stays on torch's group_norm kernel also in compiled mode: inductor's decomposition
+        # of it on the channels_last view was 21x LayerNorm (benchmarks/norms.py); only the backward compiles
+        y, mean, rstd = gn_fwd(x3, weight, bias, groups, eps)
         ctx.save_for_backward(x3, weight, mean, rstd)
         ctx.groups, ctx.compiled = groups, compiled
         return y
@@ -148,35 +161,54 @@ def grn(x, gamma, beta, eps: float, compiled: bool = False) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ EvoNorm-S0: y = x * sigmoid(v x) * rstd_group * gamma + beta
+def group_moments3(x3: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-(sample, group) mean and biased variance of ``(N, L, C)``, each ``(N, G)``.
+
+    Eagerly from torch's fused per-channel statistics kernel on each sample (one pass), combined over
+    each group's channels by the law of total variance (``var_g = mean_c var_c + mean_c (mean_c -
+    mean_g)^2``: no cancellation); inside a compiled graph or off CPU two plain passes (mean, centered squares).
+    """
+    n, l, c = x3.shape
+    if torch.compiler.is_compiling() or x3.device.type != "cpu":  # the fused kernel's CPU version is the tested one
+        mean = group_mean(x3, groups)
+        d = x3 - _per_channel(mean, c)
+        return mean, _group_sum(d.square_().sum(1), groups) / (l * (c // groups))
+    stats = [torch.batch_norm_update_stats(xs, None, None, 0.0) for xs in x3.unbind(0)]
+    mean_c = torch.stack([m for m, _ in stats]).reshape(n, groups, c // groups)
+    var_c = torch.stack([v for _, v in stats]).reshape(n, groups, c // groups)
+    mean = mean_c.mean(-1)
+    return mean, var_c.mean(-1) + (mean_c - mean.unsqueeze(-1)).square().mean(-1)
+
+
 @kernel
 def s0_fwd(x3, v, gamma, beta, groups: int, eps: float):
-    """``(y, mean, rstd)`` with the group statistics of ``x`` in two passes (mean, then centered squares)."""
-    n, l, c = x3.shape
-    count = l * (c // groups)
-    mean = group_mean(x3, groups)
-    y = x3 - _per_channel(mean, c)  # centered copy, reused for the output below
-    rstd = torch.rsqrt(_group_sum(y.square_().sum(1), groups) / count + eps)
-    torch.mul(x3, v, out=y)
-    y.sigmoid_().mul_(x3).mul_(_per_channel(rstd, c) * gamma).add_(beta)
-    return y, mean, rstd
+    """``(y, mean, rstd)``: group statistics, then the gate and the affine in three passes in one buffer."""
+    c = x3.shape[-1]
+    mean, var = group_moments3(x3, groups)
+    rstd = torch.rsqrt(var + eps)
+    y = torch.sigmoid_(x3 * v).mul_(x3)  # h = x * sigmoid(v x)
+    return torch.addcmul(beta, y, _per_channel(rstd, c) * gamma, out=y), mean, rstd
 
 
 @kernel
 def s0_bwd(dy3, x3, v, gamma, mean, rstd, groups: int):
-    """``(dx, dv, dgamma, dbeta)`` of EvoNorm-S0 (the sigmoid is recomputed from the saved input)."""
+    """``(dx, dv, dgamma, dbeta)`` of EvoNorm-S0 (the sigmoid is recomputed from the saved input).
+
+    Per (sample, channel) sums over positions pair up in fused passes (``per_sample_sums``).
+    """
     n, l, c = x3.shape
     count = l * (c // groups)
     a = _per_channel(rstd, c) * gamma  # (N, 1, C): dL/dh = dy * a with h = x * sigmoid(v x)
     s = torch.sigmoid_(x3 * v)
     t = x3 * s  # h
-    q = t.mul_(dy3).sum(1)  # (N, C): sum over positions of dy * h
-    torch.addcmul(s, s, s, value=-1.0, out=t).mul_(x3)  # t = x s (1 - s)
+    q, sdy = per_sample_sums(dy3, t)  # (N, C): sums over positions of dy * h and of dy
+    torch.addcmul(t, t, s, value=-1.0, out=t)  # t = h (1 - s) = x s (1 - s)
     s.addcmul_(t, v)  # s = dh/dx = s + v x s (1 - s)
-    dv = (t.mul_(x3).mul_(dy3).sum(1) * a[:, 0]).sum(0)
+    dv = (per_sample_sums(dy3, t.mul_(x3))[0] * a[:, 0]).sum(0)  # sum dy * a * x^2 s (1 - s)
     drstd = _group_sum(q * gamma, groups)  # dL/drstd per (sample, group)
     k = -drstd * rstd.pow(3) / count  # coefficient of (x - mean) through the group variance
     dx = s.mul_(dy3).mul_(a).addcmul_(x3, _per_channel(k, c)).sub_(_per_channel(k * mean, c))
-    return dx, dv, (q * _per_channel(rstd, c)[:, 0]).sum(0), dy3.sum((0, 1))
+    return dx, dv, (q * _per_channel(rstd, c)[:, 0]).sum(0), sdy.sum(0)
 
 
 class EvoNormS0Function(torch.autograd.Function):

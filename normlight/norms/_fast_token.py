@@ -90,10 +90,13 @@ def crms_bwd(dy, z, weight, rstd, s1):
         s, dw = dz.sum(-1, keepdim=True), None
     else:
         s, dw = rowdot(dz, weight), colsum(dz, rstd)
+    # three in-place passes: an addcmul whose two row-broadcast (M, 1) operands are both per row is
+    # not vectorized on CPU (2.5x a mul)
+    if weight is None:  # rstd folded into the coefficients
+        k = -rstd.pow(3) * s / (c + 1)
+        return torch.mul(z, k, out=dz).addcmul_(dy, rstd).add_(k * s1), dw
     k = -rstd.square() * s / (c + 1)
-    torch.addcmul(k * s1, z, k, out=dz)
-    dz = dz.add_(dy) if weight is None else dz.addcmul_(dy, weight)
-    return dz.mul_(rstd), dw
+    return torch.mul(z, k, out=dz).add_(k * s1).addcmul_(dy, weight).mul_(rstd), dw
 
 
 class CRMSNormFunction(torch.autograd.Function):
@@ -175,10 +178,10 @@ def l2_scale(x, g, eps: float, compiled: bool = False) -> torch.Tensor:
 # tanh(u) = 2 * sigmoid(2u) - 1, so y = 2w * sigmoid(2 alpha x) + (b - w).
 @kernel
 def dyt_fwd(x, alpha, weight, bias):
-    """``weight * tanh(alpha * x) + bias`` through the sigmoid."""
-    y = torch.sigmoid_(x * (2 * alpha))
+    """``weight * tanh(alpha * x) + bias`` through the sigmoid (the body ``compile_norms`` fuses)."""
+    s = torch.sigmoid_(x * (2 * alpha))
     shift = -weight if bias is None else bias - weight
-    return y.mul_(2 * weight).add_(shift)
+    return torch.addcmul(shift, s, 2 * weight, out=s)
 
 
 @kernel
@@ -199,6 +202,45 @@ def dyt_bwd(dy, x, alpha, weight, has_bias: bool):
     return r.mul_(alpha), dalpha, dw, db if has_bias else None
 
 
+# Eager CPU/GPU bodies with fewer passes: ``softplus_backward(g, x, beta)`` is ``g * sigmoid(beta * x)``
+# in ONE fused pass (scale, sigmoid and product; its ``beta`` is a Python number, so these bodies read
+# ``alpha`` on the host and are not the ones compiled). Above ``beta * x > threshold`` it returns ``g``:
+# sigmoid is 1 there to the dtype's precision (1 - 2e-9 at 20 rounds to 1 in float32, 1 - 4e-18 at 40
+# in float64), so the result is the sigmoid's, not an approximation.
+def _threshold(dtype: torch.dtype) -> float:
+    return 40.0 if dtype == torch.float64 else 20.0
+
+
+def _gsigmoid(g, x, beta: float):
+    """``g * sigmoid(beta * x)`` in one pass (``g`` broadcast against ``x``)."""
+    return torch.ops.aten.softplus_backward(g, x, beta, _threshold(x.dtype))
+
+
+def dyt_fwd_eager(x, a: float, weight, bias):
+    """``2w * sigmoid(2 a x) + (b - w)``: one fused pass and one in-place shift."""
+    shift = -weight if bias is None else bias - weight
+    return _gsigmoid(2 * weight, x, 2 * a).add_(shift)
+
+
+def dyt_bwd_eager(dy, x, a: float, weight, has_bias: bool):
+    """``(dx, dalpha, dweight, dbias)`` in five full passes.
+
+    ``s = sigmoid(2 a x)`` and ``dy * m`` (``m = sigmoid(-2 a x)``) each in one fused pass, both accurate
+    in their tails, so ``1 - tanh^2 = 4 s m`` does not cancel; ``sum dy * tanh`` and ``sum dy`` per
+    channel in one fused BatchNorm-backward pass fed ``s`` with mean 1/2 and inverse std 2
+    (``(s - 1/2) * 2 = tanh``).
+    """
+    c = x.shape[-1]
+    s = _gsigmoid(torch.ones((), dtype=x.dtype, device=x.device), x, 2 * a)
+    half, two = torch.full_like(weight, 0.5), torch.full_like(weight, 2.0)
+    _, dw, db = torch.ops.aten.native_batch_norm_backward(
+        dy.reshape(-1, c), s.reshape(-1, c), None, None, None, half, two, True, 0.0, [False, True, True]
+    )
+    r = _gsigmoid(dy, x, -2 * a).mul_(s).mul_(4 * weight)  # dy * 4 s m * w = dL/d(alpha x)
+    dalpha = torch.dot(r.reshape(-1), x.reshape(-1)).reshape(1)
+    return r.mul_(a), dalpha, dw, db if has_bias else None
+
+
 class DyTFunction(torch.autograd.Function):
     """DyT saving only its input (half of what autograd keeps for the eager formula)."""
 
@@ -206,14 +248,22 @@ class DyTFunction(torch.autograd.Function):
     def forward(ctx, x, alpha, weight, bias, compiled):
         """``weight * tanh(alpha * x) + bias``."""
         ctx.save_for_backward(x, alpha, weight)
+        # traced (compile_norms, or inside a whole-model compile): the tensor-only bodies, no host read of alpha
+        compiled = compiled or torch.compiler.is_compiling()
         ctx.has_bias, ctx.compiled = bias is not None, compiled
-        return dyt_fwd(x, alpha, weight, bias, compiled=compiled)
+        if compiled:
+            return dyt_fwd(x, alpha, weight, bias, compiled=True)
+        return dyt_fwd_eager(x, float(alpha), weight, bias)
 
     @staticmethod
     def backward(ctx, dy):
-        """Analytic gradient (see ``dyt_bwd``)."""
+        """Analytic gradient (see ``dyt_bwd`` / ``dyt_bwd_eager``)."""
         x, alpha, weight = ctx.saved_tensors
-        dx, da, dw, db = dyt_bwd(dy, x, alpha, weight, ctx.has_bias, compiled=ctx.compiled)
+        dy = dy.contiguous()
+        if ctx.compiled or torch.compiler.is_compiling():
+            dx, da, dw, db = dyt_bwd(dy, x, alpha, weight, ctx.has_bias, compiled=True)
+        else:
+            dx, da, dw, db = dyt_bwd_eager(dy, x, float(alpha), weight, ctx.has_bias)
         need = ctx.needs_input_grad
         return dx, da if need[1] else None, dw if need[2] else None, db if need[3] else None, None
 

@@ -21,6 +21,7 @@ whole-model ``torch.compile`` the kernels are traced inline, never compiled sepa
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Callable
 
 import torch
@@ -42,21 +43,59 @@ class Kernel:
         self.fn = fn
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
-        self._compiled: Callable | None = None
+        self._compiled: dict = {}  # one compiled function per set of non-tensor arguments
 
     def __call__(self, *args, compiled: bool = False):
-        """Run the function, compiled when ``compiled`` (and not already inside a compiled graph)."""
-        if not compiled or torch.compiler.is_compiling():
+        """Run the function, compiled when ``compiled`` (and not already inside a compiled graph).
+
+        Traced (compiled here or inside a whole-model compile), tensors go in contiguous: the kernels
+        write through ``out=``, which dynamo cannot trace on a non-contiguous tensor (a channels-first
+        map seen channels-last is one).
+        """
+        if torch.compiler.is_compiling():
+            return self.fn(*_contiguous(args))
+        if not compiled:
             return self.fn(*args)
-        if self._compiled is None:
-            self._compiled = torch.compile(self.fn, fullgraph=True, dynamic=None)
+        args = _contiguous(args)
+        # one torch.compile wrapper per set of Python-number arguments (group counts, eps, flags); dynamo's
+        # guards still share one cache per function: GroupNorm's compiled backward stays ~19x LayerNorm
+        # in benchmarks/norms.py after other group counts (open, see benchmarks/results/norms.md)
+        key = tuple(
+            a if isinstance(a, (bool, int, float, str, type(None))) else tuple(a)
+            for a in args
+            if not isinstance(a, torch.Tensor)
+        )
+        if isinstance(self._compiled, _EagerOnly):
+            return self.fn(*args)
+        fn = self._compiled.get(key)
+        if fn is None:
+            fn = self._compiled[key] = torch.compile(self.fn, fullgraph=True, dynamic=None)
         before, t0 = _graphs_compiled(), time.perf_counter()
-        out = self._compiled(*args)
+        try:
+            out = fn(*args)
+        except torch._dynamo.exc.FailOnRecompileLimitHit:
+            # dynamo's recompile limit (per function, 8 by default) reached by many norms and shapes in
+            # one process: this kernel runs eagerly from now on (same results), with one warning
+            warnings.warn(f"compile_norms: kernel {self.__name__} hit torch.compile's recompile limit; runs eagerly")
+            self._compiled = _EagerOnly(self.fn)
+            return self.fn(*args)
         new = _graphs_compiled() - before
         if new:  # this call compiled (or loaded from the inductor cache) a graph: count its time
             _STATS["seconds"] += time.perf_counter() - t0
             _STATS["graphs"] += new
         return out
+
+
+class _EagerOnly(dict):
+    """Marks a kernel that stopped compiling (see ``Kernel.__call__``)."""
+
+    def __init__(self, fn: Callable):
+        super().__init__()
+        self.fn = fn
+
+
+def _contiguous(args: tuple) -> tuple:
+    return tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
 
 
 def kernel(fn: Callable) -> Kernel:

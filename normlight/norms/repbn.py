@@ -144,8 +144,10 @@ class PRepBN(bs.InnerBatchStats, nn.Module):
         if fast.on(self):  # the blend weights folded into each branch's affine parameters
             ln = self.norm1
             w, b = ln.weight.to(xf.dtype) * lam, ln.bias.to(xf.dtype) * lam
+            # accumulate into the LN output (a fresh tensor): adding in place into the RepBN output, a
+            # view of a custom Function's output, costs autograd four full-size copies (CopySlices)
             y = F.layer_norm(xf, ln.normalized_shape, w, b, ln.eps)
-            return self.norm2._fast(xf, mask, 1 - lam).add_(y).to(x.dtype)
+            return y.add_(self.norm2._fast(xf, mask, 1 - lam)).to(x.dtype)
         return (lam * self._layer_norm(xf) + (1 - lam) * self.norm2(xf, mask=mask)).to(x.dtype)
 
     def _layer_norm(self, xf: torch.Tensor) -> torch.Tensor:
