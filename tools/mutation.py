@@ -4,13 +4,16 @@ Each target is a set of modules and the tests that guard them. For a target, a s
 the tests and the configs is made under ``.mutation/<target>/`` with a ``[tool.mutmut]`` section naming only
 that target's modules and tests (mutmut reads its settings from the working directory), then ``mutmut run``
 mutates each line, runs the covering tests per mutant in forked children and records killed / survived.
-The summary (mutants, killed, survived, score, wall time per target) is printed and written to
-``.mutation/summary.json``; ``mutmut results`` / ``mutmut show NAME`` inside the target's folder list the
-surviving mutants and their diffs.
+The summary (mutants, killed, survived, timeout, score, wall time per target) is printed and kept in
+``docs/results/mutation.json`` (one entry per target, replaced when that target is run again), from which
+``docs/results/mutation.md`` is rendered: the per-target table, the overall score and every surviving mutant,
+marked explained when docs/testing.md names it. ``mutmut results`` / ``mutmut show NAME`` inside the target's
+folder list the surviving mutants and their diffs.
 
     python tools/mutation.py                 # every target (slow: see docs/testing.md)
     python tools/mutation.py repbn fold      # some targets
     python tools/mutation.py --list          # the targets
+    python tools/mutation.py --render        # re-render docs/results/mutation.md from mutation.json
 """
 
 from __future__ import annotations
@@ -26,12 +29,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".mutation"
+RESULTS = ROOT / "docs" / "results" / "mutation.json"
+REPORT = ROOT / "docs" / "results" / "mutation.md"
+EXPLANATIONS = ROOT / "docs" / "testing.md"
 
 # target -> (modules mutmut may mutate, the tests that guard them); norms and blocks are one target per family
 TARGETS: dict[str, tuple[list[str], list[str]]] = {
     "fold": (["normlight/models/fold.py"], ["tests/models/test_fold.py"]),
     "compare": (["normlight/tracking/compare.py"], ["tests/tracking/test_compare.py"]),
-    "sweep_state": (["normlight/tracking/sweep_runs.py"], ["tests/sweep/test_spec.py"]),
+    "sweep_state": (
+        ["normlight/tracking/sweep_runs.py"],
+        ["tests/tracking/test_sweep_runs.py", "tests/sweep/test_spec.py", "tests/sweep/test_local.py"],
+    ),
     "blocks": (
         ["normlight/blocks/*"],
         ["tests/blocks"],
@@ -93,8 +102,18 @@ def survivors(d: Path, env: dict) -> list[str]:
     return [ln.split(":")[0].strip() for ln in res.stdout.splitlines() if ln.strip().endswith("survived")]
 
 
+def source_commit() -> str:
+    """The short commit of the code under test, with ``+dirty`` when modules or tests differ from it."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "normlight", "tests"], cwd=ROOT, capture_output=True, text=True
+    )
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def run_target(name: str, max_children: int) -> dict:
     """Run mutmut for one target; returns its counts, score, survivors and wall time."""
+    commit = source_commit()
     d = prepare(name)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(d))
@@ -111,6 +130,9 @@ def run_target(name: str, max_children: int) -> dict:
     judged = caught + c.get("survived", 0) + c.get("no_tests", 0) + c.get("suspicious", 0)
     return {
         "target": name,
+        "commit": commit,
+        "modules": TARGETS[name][0],
+        "tests": TARGETS[name][1],
         "rc": proc.returncode,
         **{k: c.get(k, 0) for k in ("total", "killed", "timeout", "survived", "no_tests", "suspicious", "skipped")},
         "score": round(100.0 * caught / judged, 1) if judged else None,
@@ -119,33 +141,94 @@ def run_target(name: str, max_children: int) -> dict:
     }
 
 
+def load_results() -> dict[str, dict]:
+    """The recorded per-target results (``docs/results/mutation.json``), in target order."""
+    if not RESULTS.exists():
+        return {}
+    return {r["target"]: r for r in json.loads(RESULTS.read_text())}
+
+
+def save_results(results: dict[str, dict]) -> None:
+    """Write mutation.json (targets in TARGETS order) and re-render mutation.md."""
+    order = [t for t in TARGETS if t in results] + sorted(t for t in results if t not in TARGETS)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps([results[t] for t in order], indent=1, ensure_ascii=False) + "\n")
+    REPORT.write_text(render([results[t] for t in order]))
+
+
+def render(rows: list[dict]) -> str:
+    """The markdown report: per-target counts, the overall score and the survivors (explained or not)."""
+    explained = EXPLANATIONS.read_text() if EXPLANATIONS.exists() else ""
+    total = {k: sum(r[k] for r in rows) for k in ("total", "killed", "timeout", "survived", "no_tests", "suspicious")}
+    judged = sum(total[k] for k in ("killed", "timeout", "survived", "no_tests", "suspicious"))
+    overall = round(100.0 * (total["killed"] + total["timeout"]) / judged, 1) if judged else None
+    lines = [
+        "# Mutation score",
+        "",
+        "Written by `python tools/mutation.py` (`make mutation`); do not edit by hand. Survivors are explained in",
+        "[docs/testing.md](../testing.md). score = (killed + timeout) / (killed + timeout + survived + no tests +",
+        "suspicious). Wall times were taken on a shared 2-core machine: they show the order of magnitude only.",
+        "",
+        "| target | commit | mutants | killed | timeout | survived | no tests | suspicious | score | wall time |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['target']} | {r['commit']} | {r['total']} | {r['killed']} | {r['timeout']} | {r['survived']} | "
+            f"{r['no_tests']} | {r['suspicious']} | {r['score']}% | {r['seconds']} s |"
+        )
+    lines.append(
+        f"| **all** | | {total['total']} | {total['killed']} | {total['timeout']} | {total['survived']} | "
+        f"{total['no_tests']} | {total['suspicious']} | **{overall}%** | {sum(r['seconds'] for r in rows)} s |"
+    )
+    lines += ["", "## Tests per target", ""]
+    lines += [f"- {r['target']}: `{' '.join(r['modules'])}` <- `{' '.join(r['tests'])}`" for r in rows]
+    lines += ["", "## Surviving mutants", ""]
+    unexplained = 0
+    for r in rows:
+        for name in r["survivors"]:
+            ok = name in explained
+            unexplained += not ok
+            lines.append(f"- `{name}` ({r['target']}): {'explained in docs/testing.md' if ok else '**UNEXPLAINED**'}")
+    if not any(r["survivors"] for r in rows):
+        lines.append("none")
+    lines += ["", f"Unexplained survivors: {unexplained}.", ""]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the named targets (all by default) and print one summary line per target."""
+    """Run the named targets (all by default), print one summary line per target and record the results."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("targets", nargs="*", help="targets to run (default: all)")
     p.add_argument("--list", action="store_true", help="list the targets and exit")
+    p.add_argument("--render", action="store_true", help="only re-render docs/results/mutation.md and exit")
     p.add_argument("--max-children", type=int, default=2, help="parallel mutant runs (default 2)")
     args = p.parse_args(argv)
     if args.list:
         for name, (modules, tests) in TARGETS.items():
             print(f"{name:17s} {' '.join(modules)}  <-  {' '.join(tests)}")
         return 0
+    if args.render:
+        save_results(load_results())
+        return 0
     unknown = [t for t in args.targets if t not in TARGETS]
     if unknown:
         print(f"error: unknown mutation target(s) {', '.join(unknown)}; see --list", file=sys.stderr)
         return 2
-    results = []
+    ok = True
     for name in args.targets or list(TARGETS):
         r = run_target(name, args.max_children)
-        results.append(r)
+        ok = ok and r["rc"] == 0
+        recorded = load_results()  # read again: keep what another invocation recorded meanwhile
+        recorded[name] = r
+        save_results(recorded)  # after every target, so an interrupted full run keeps what it measured
         print(
-            f"{name:17s} mutants {r['total']}  killed {r['killed'] + r['timeout']}  survived {r['survived']}  "
-            f"no tests {r['no_tests']}  score {r['score']}%  {r['seconds']} s  (rc {r['rc']})",
+            f"{name:17s} mutants {r['total']}  killed {r['killed']}  timeout {r['timeout']}  "
+            f"survived {r['survived']}  no tests {r['no_tests']}  score {r['score']}%  {r['seconds']} s  "
+            f"(rc {r['rc']})",
             flush=True,
         )
-    WORK.mkdir(exist_ok=True)
-    (WORK / "summary.json").write_text(json.dumps(results, indent=1) + "\n")
-    return 0 if all(r["rc"] == 0 for r in results) else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
