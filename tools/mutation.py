@@ -7,13 +7,15 @@ mutates each line, runs the covering tests per mutant in forked children and rec
 The summary (mutants, killed, survived, timeout, score, wall time per target) is printed and kept in
 ``docs/results/mutation.json`` (one entry per target, replaced when that target is run again), from which
 ``docs/results/mutation.md`` is rendered: the per-target table, the overall score and every surviving mutant,
-marked explained when docs/testing.md names it. ``mutmut results`` / ``mutmut show NAME`` inside the target's
+marked explained when docs/testing.md names it (``module.function__mutmut_N[,N...]``). ``mutmut results`` / ``mutmut show NAME`` inside the target's
 folder list the surviving mutants and their diffs.
 
     python tools/mutation.py                 # every target (slow: see docs/testing.md)
     python tools/mutation.py repbn fold      # some targets
     python tools/mutation.py --list          # the targets
     python tools/mutation.py --render        # re-render docs/results/mutation.md from mutation.json
+    python tools/mutation.py fold --check 'x_fold__mutmut_(9|160)$' -- tests/models/test_fold.py -k refuses
+                                             # apply each matching mutant of a run target, run those tests
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,7 +42,9 @@ TARGETS: dict[str, tuple[list[str], list[str]]] = {
     "compare": (["normlight/tracking/compare.py"], ["tests/tracking/test_compare.py"]),
     "sweep_state": (
         ["normlight/tracking/sweep_runs.py"],
-        ["tests/tracking/test_sweep_runs.py", "tests/sweep/test_spec.py", "tests/sweep/test_local.py"],
+        # test_sweep_runs calls every function directly; tests/sweep/test_local.py reaches the same functions
+        # only through whole sweeps (about 130 s per surviving mutant), so it is not selected
+        ["tests/tracking/test_sweep_runs.py", "tests/sweep/test_spec.py"],
     ),
     "blocks": (
         ["normlight/blocks/*"],
@@ -141,6 +146,46 @@ def run_target(name: str, max_children: int) -> dict:
     }
 
 
+def check(name: str, pattern: str, pytest_args: list[str]) -> int:
+    """Apply each mutant of target ``name`` matching ``pattern`` (a regex) and run ``pytest_args`` on it.
+
+    Uses the folder of the target's last run: its tests are refreshed from the work tree, ``mutmut apply``
+    writes the mutant into the folder's copy of the module, the tests run there, the module is restored.
+    Prints KILLED or SURVIVES per mutant; returns 1 if any survives.
+    """
+    d = WORK / name
+    metas = sorted((d / "mutants").rglob("*.meta"))
+    if not metas:
+        raise SystemExit(f"error: target {name!r} has no mutmut run in {d}; run it first")
+    names = sorted(k for m in metas for k in json.loads(m.read_text())["exit_code_by_key"] if re.search(pattern, k))
+    if not names:
+        raise SystemExit(f"error: no mutant of {name!r} matches {pattern!r}")
+    shutil.rmtree(d / "tests")
+    shutil.copytree(ROOT / "tests", d / "tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(d))
+    mutmut = Path(sys.executable).with_name("mutmut")
+    survived = 0
+    for mutant in names:
+        subprocess.run([str(mutmut), "apply", mutant], cwd=d, env=env, check=True, capture_output=True)
+        try:
+            res = subprocess.run(
+                [sys.executable, "-m", "pytest", *PYTEST_ARGS, *pytest_args],
+                cwd=d,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+        finally:
+            for pattern_ in TARGETS[name][0]:
+                for src in ROOT.glob(pattern_):
+                    shutil.copy(src, d / src.relative_to(ROOT))
+        survived += res.returncode == 0
+        last = (res.stdout.strip().splitlines() or ["(no output)"])[-1]
+        print(f"{mutant}: {'SURVIVES' if res.returncode == 0 else 'KILLED'}  ({last})", flush=True)
+    return 1 if survived else 0
+
+
 def load_results() -> dict[str, dict]:
     """The recorded per-target results (``docs/results/mutation.json``), in target order."""
     if not RESULTS.exists():
@@ -156,9 +201,20 @@ def save_results(results: dict[str, dict]) -> None:
     REPORT.write_text(render([results[t] for t in order]))
 
 
+def explained_names(text: str) -> set[str]:
+    """Mutants named in the explanations, as ``module.function__mutmut_N`` (the last two parts of mutmut's name).
+
+    A list of numbers is accepted: ``fold.x_fold__mutmut_24,39`` names ``fold.x_fold__mutmut_24`` and ``..._39``.
+    """
+    out = set()
+    for m in re.finditer(r"(\w+\.x\S*?)__mutmut_(\d+(?:,\d+)*)", text):
+        out.update(f"{m.group(1)}__mutmut_{n}" for n in m.group(2).split(","))
+    return out
+
+
 def render(rows: list[dict]) -> str:
     """The markdown report: per-target counts, the overall score and the survivors (explained or not)."""
-    explained = EXPLANATIONS.read_text() if EXPLANATIONS.exists() else ""
+    explained = explained_names(EXPLANATIONS.read_text() if EXPLANATIONS.exists() else "")
     total = {k: sum(r[k] for r in rows) for k in ("total", "killed", "timeout", "survived", "no_tests", "suspicious")}
     judged = sum(total[k] for k in ("killed", "timeout", "survived", "no_tests", "suspicious"))
     overall = round(100.0 * (total["killed"] + total["timeout"]) / judged, 1) if judged else None
@@ -187,7 +243,7 @@ def render(rows: list[dict]) -> str:
     unexplained = 0
     for r in rows:
         for name in r["survivors"]:
-            ok = name in explained
+            ok = ".".join(name.split(".")[-2:]) in explained
             unexplained += not ok
             lines.append(f"- `{name}` ({r['target']}): {'explained in docs/testing.md' if ok else '**UNEXPLAINED**'}")
     if not any(r["survivors"] for r in rows):
@@ -202,12 +258,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("targets", nargs="*", help="targets to run (default: all)")
     p.add_argument("--list", action="store_true", help="list the targets and exit")
     p.add_argument("--render", action="store_true", help="only re-render docs/results/mutation.md and exit")
+    p.add_argument("--check", metavar="PATTERN", help="with one target: apply its mutants matching PATTERN, run tests")
     p.add_argument("--max-children", type=int, default=2, help="parallel mutant runs (default 2)")
-    args = p.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    pytest_args = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = p.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     if args.list:
         for name, (modules, tests) in TARGETS.items():
             print(f"{name:17s} {' '.join(modules)}  <-  {' '.join(tests)}")
         return 0
+    if args.check:
+        if len(args.targets) != 1 or args.targets[0] not in TARGETS:
+            print("error: --check needs exactly one known target", file=sys.stderr)
+            return 2
+        return check(args.targets[0], args.check, pytest_args)
     if args.render:
         save_results(load_results())
         return 0
