@@ -7,7 +7,14 @@ from torch import nn
 
 import normlight
 from normlight.layers.ws import WSConv2d
-from normlight.models.fold import is_batch_stat_norm
+from normlight.models.fold import (
+    _flatten,
+    _into_following,
+    _into_preceding,
+    consumers,
+    is_batch_stat_norm,
+    make_example_input,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 
@@ -175,3 +182,207 @@ def test_fold_into_a_preceding_layer_with_bias(layer, bn, shape):
     torch.testing.assert_close(folded[0].weight.detach(), want_w, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(folded[0].bias.detach(), want_b, rtol=1e-5, atol=1e-6)
     assert_same(model, folded, torch.randn(*shape))
+
+
+class Interface(nn.Module):
+    """Only the attributes make_example_input reads, and optionally one parameter (its device and dtype)."""
+
+    def __init__(self, param=None, **attrs):
+        super().__init__()
+        self.__dict__.update(attrs)
+        if param is not None:
+            self.p = nn.Parameter(param, requires_grad=param.is_floating_point())
+
+
+def test_example_input_follows_the_model_interface_device_and_dtype():
+    gpt = make_example_input(Interface(torch.zeros(1), family="gpt", vocab_size=1, max_seq_len=50))
+    assert gpt.shape == (2, 8) and gpt.dtype == torch.long and gpt.eq(0).all()  # ids in [0, vocab_size)
+    assert make_example_input(Interface(family="gpt", vocab_size=7, max_seq_len=3)).shape == (2, 3)  # no params
+    on_meta = make_example_input(Interface(torch.zeros(1, device="meta"), family="gpt", vocab_size=7, max_seq_len=9))
+    assert on_meta.device.type == "meta"
+
+    img = make_example_input(Interface(torch.zeros(1, dtype=torch.float64), in_chans=2, img_size=(4, 6)))
+    assert img.shape == (2, 2, 4, 6) and img.dtype == torch.float64
+    img = make_example_input(Interface(torch.zeros(1, device="meta", dtype=torch.bfloat16), in_chans=1, img_size=5))
+    assert img.shape == (2, 1, 5, 5) and img.device.type == "meta" and img.dtype == torch.bfloat16
+    img = make_example_input(Interface(torch.zeros(1, dtype=torch.long), in_chans=3, img_size=2))
+    assert img.dtype == torch.float32  # an integer parameter says nothing about the input dtype
+    assert make_example_input(Interface(in_chans=3, img_size=2)).dtype == torch.float32
+    with pytest.raises(normlight.NormlightError, match=r"for Interface \(it has no family/img_size/vocab_size attr"):
+        make_example_input(Interface(in_chans=3))  # img_size missing
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_fold_arithmetic_keeps_the_layer_dtype_and_device(device):
+    """A bf16 model whose norm measured a, b in float32: the folded weights and biases stay bf16 on the device."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(4, generator=g) + 0.5, torch.randn(4, generator=g)
+    for bias in (False, True):
+        conv = nn.Conv2d(3, 4, 1, bias=bias).to(torch.bfloat16)
+        model = nn.Sequential(conv)
+        w0, c0 = conv.weight.detach().double(), (conv.bias.detach().double() if bias else torch.zeros(4).double())
+        _into_preceding(model.to(device), "0", model[0], a.to(device), b.to(device))
+        assert model[0].weight.dtype == model[0].bias.dtype == torch.bfloat16
+        assert model[0].weight.device.type == model[0].bias.device.type == device
+        if device == "cpu":
+            torch.testing.assert_close(model[0].bias.double(), a.double() * c0 + b.double(), rtol=1e-2, atol=1e-2)
+            want = w0 * a.double().view(-1, 1, 1, 1)
+            torch.testing.assert_close(model[0].weight.double(), want, rtol=1e-2, atol=1e-2)
+
+        lin = nn.Linear(4, 3, bias=bias).to(torch.bfloat16)
+        w0, c0 = lin.weight.detach().double(), (lin.bias.detach().double() if bias else torch.zeros(3).double())
+        lin.to(device)
+        _into_following(lin, a.to(device), b.to(device))
+        assert lin.weight.dtype == lin.bias.dtype == torch.bfloat16 and lin.bias.shape == (3,)
+        assert lin.weight.device.type == lin.bias.device.type == device
+        if device == "cpu":
+            torch.testing.assert_close(lin.bias.double(), w0 @ b.double() + c0, rtol=1e-2, atol=2e-2)
+            torch.testing.assert_close(lin.weight.double(), w0 * a.double(), rtol=1e-2, atol=1e-2)
+
+
+def test_consumers_lists_every_reader_of_a_shared_node():
+    x = torch.randn(3, requires_grad=True)
+    t = x * 2
+    out = t.sin() + t.cos() + t
+    readers = consumers(out)
+    assert len(readers[t.grad_fn]) == 3  # sin, cos and the second add: every one, however the walk meets them
+    assert len(consumers([{"a": out}, (t.exp(),)])[t.grad_fn]) == 4  # roots found inside lists, dicts, tuples
+
+
+class TwoOutputs(nn.Module):
+    """A norm output read by a linear AND returned: folding it into the linear would change the second output."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn, self.fc = nn.BatchNorm1d(4), nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.bn(x)
+        return [self.fc(h) + h, {"h": h.sum(-1)}]
+
+
+class Reused(nn.Module):
+    """One BatchNorm module called after two different linears: no single layer can absorb it."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.bn = nn.Linear(4, 4), nn.Linear(4, 4), nn.BatchNorm1d(4)
+
+    def forward(self, x):
+        return self.bn(self.b(torch.relu(self.bn(self.a(x)))))
+
+
+class Masked(nn.Module):
+    """A norm called with a padding mask: an nn.Identity in its place could not take the mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.norm = normlight.create_norm("repbn", 4)
+        self.head = Keywords()
+
+    def forward(self, x):
+        return self.head(y=self.norm(self.fc(x), mask=torch.ones(x.shape[:-1], dtype=torch.bool)))
+
+
+class Keywords(nn.Module):
+    """A module called with keyword arguments only (no positional input)."""
+
+    def forward(self, *, y):
+        return y * 2
+
+
+class ReusedHead(nn.Module):
+    """The linear after the norm is called twice (also on the raw input): it cannot absorb the norm."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn, self.fc = nn.BatchNorm1d(4), nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(self.bn(x)) + self.fc(x)
+
+
+class ScaledConv(nn.Conv2d):
+    """A conv whose forward is not plain ``W x + b``: nothing may be folded into it."""
+
+    def forward(self, x):
+        return 2 * super().forward(x) + 1
+
+
+class AfterScaledConv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = ScaledConv(3, 3, 1), nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+@pytest.mark.parametrize("model_cls", [TwoOutputs, Reused, Masked, ReusedHead, AfterScaledConv])
+def test_fold_leaves_norms_read_elsewhere_reused_or_called_with_a_mask(model_cls):
+    torch.manual_seed(0)
+    shape = {Masked: (8, 3, 4), AfterScaledConv: (8, 3, 2, 2)}.get(model_cls, (8, 4))
+    model = warm_stats(model_cls(), shape)
+    folded = normlight.fold(model, torch.randn(*shape))
+    assert folded.folded_norms == []
+    x = torch.randn(*shape)
+    model.eval()
+    with torch.no_grad():
+        for want, got in zip(_flatten(model(x)), _flatten(folded(x))):
+            torch.testing.assert_close(got, want)
+
+
+def test_fold_a_norm_that_holds_another_folds_the_outer_one_once():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), normlight.create_norm("prepbn", 6, warmup_steps=0, total_steps=2))
+    warm_stats(model, (8, 5, 4), steps=4)
+    assert [n for n, m in model.named_modules() if is_batch_stat_norm(m)] == ["1", "1.norm2", "1.norm2.bn"]
+    folded = normlight.fold(model, torch.randn(2, 5, 4))
+    assert folded.folded_norms == ["1"] and isinstance(folded[1], nn.Identity)
+    assert_same(model, folded, torch.randn(3, 5, 4))
+
+
+class Chain(nn.Module):
+    """Four norms in a row: one read elsewhere, one not affine in eval, one after a linear, one before one."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn0, self.fc0 = nn.BatchNorm1d(4), nn.Linear(4, 4)
+        self.pn, self.fc1 = normlight.create_norm("powernorm", 4, warmup_iters=1), nn.Linear(4, 4)
+        self.bn1, self.bn2, self.fc2 = nn.BatchNorm1d(4), nn.BatchNorm1d(4), nn.Linear(4, 3)
+
+    def forward(self, x):
+        a = self.bn0(x)
+        h = self.bn1(self.fc1(self.pn(self.fc0(a) + a)))
+        return self.fc2(self.bn2(torch.relu(h)))
+
+
+def test_fold_goes_on_past_norms_it_leaves():
+    torch.manual_seed(0)
+    model = warm_stats(Chain(), (16, 4), steps=4)
+    folded = normlight.fold(model, torch.randn(4, 4))
+    assert folded.folded_norms == ["bn1", "bn2"]  # bn1 into fc1 (before it), bn2 into fc2 (after it)
+    assert isinstance(folded.bn0, nn.BatchNorm1d) and isinstance(folded.bn2, nn.Identity)
+    assert_same(model, folded, torch.randn(6, 4))
+
+
+def test_fold_refuses_to_return_a_model_whose_output_changed(monkeypatch):
+    """The last line of defence: an internal folding bug (here a dropped bias) is an error, not a silent change."""
+    from normlight.models import fold as fold_module
+
+    def drop_bias(model, layer_name, layer, a, b):
+        with torch.no_grad():
+            layer.weight.mul_(a.view(-1, *[1] * (layer.weight.ndim - 1)))
+            layer.bias = None
+
+    monkeypatch.setattr(fold_module, "_into_preceding", drop_bias)
+    model = warm_stats(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)), (16, 4))
+    lin, bn = model
+    a = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    lost = (a * (lin.bias - bn.running_mean) + bn.bias).abs().max().item()  # the dropped folded bias
+    with pytest.raises(
+        normlight.NormlightError, match=r"fold: the folded Sequential differs from the original by"
+    ) as e:
+        normlight.fold(model, torch.randn(4, 4))
+    assert float(str(e.value).split(" by ")[1].split(";")[0]) == pytest.approx(lost, rel=2e-3)

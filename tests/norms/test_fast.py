@@ -49,6 +49,8 @@ CASES = [
     ("batchnorm", {}, 3),
     ("batchnorm", {"momentum": None}, 3),
     ("batchnorm", {"track_running_stats": False}, 2),
+    ("batchnorm", {"affine": False}, 2),
+    ("batchnorm", {"affine": False, "track_running_stats": False}, 2),
     ("repbn", {}, 3),
     ("prepbn", {"total_steps": 3, "warmup_steps": 1}, 5),
     ("bcn", {"num_groups": 2}, 3),
@@ -235,3 +237,43 @@ def test_fast_path_is_used_and_can_be_turned_off():
     assert "RMSNormFunction" in type(m(x).grad_fn).__name__
     assert fast.set_fast_norms(m, False) == 1
     assert "RMSNormFunction" not in type(m(x).grad_fn).__name__
+
+
+BATCH_FAST = [
+    ("batchnorm", {}),
+    ("evonorm_b0", {}),
+    ("powernorm", {"group_num": 2, "warmup_iters": 1}),
+    ("unifiednorm", {"window_size": 2, "warmup_iters": 1}),
+]
+
+
+@pytest.mark.parametrize("name,options", BATCH_FAST, ids=[n for n, _ in BATCH_FAST])
+def test_fast_path_with_one_parameter_frozen(name, options):
+    """Each learnable tensor frozen in turn: the others still get the reference gradient, the frozen one none."""
+    for frozen in [n for n, _ in normlight.create_norm(name, C, **options).named_parameters()]:
+        for masked in (False, True):  # batchnorm: torch's fused kernel without a mask, normlight's with one
+            ref, fst = pair(name, options)
+            for m in (ref, fst, oracles[id(ref)]):
+                dict(m.named_parameters())[frozen].requires_grad_(False)
+            compare(ref, fst, batches((4, 3, C), 3, masked=masked), 1e-5)
+            assert dict(fst.named_parameters())[frozen].grad is None
+
+
+@pytest.mark.parametrize("name,options", BATCH_FAST, ids=[n for n, _ in BATCH_FAST])
+def test_fast_path_rejects_the_batches_the_reference_rejects(name, options):
+    """One row (too few values for a batch variance, where the norm needs two) and an all-padding batch."""
+    ref, fst = pair(name, options)
+    masked_out = (torch.randn(2, 3, C), torch.zeros(2, 3, dtype=torch.bool))
+    cases = [((torch.randn(1, 1, C),), {})] if name in ("batchnorm", "evonorm_b0") else []
+    cases.append(((masked_out[0],), {"mask": masked_out[1]}))
+    for args, kwargs in cases:
+        with pytest.raises(ValueError) as want:
+            ref(*args, **kwargs)
+        with pytest.raises(ValueError) as got:
+            fst(*args, **kwargs)
+        assert str(got.value) == str(want.value) and str(got.value).startswith(name.split("_")[0])
+    if name in ("powernorm", "unifiednorm"):  # a per-row statistic: one real token is enough
+        one = torch.zeros(2, 3, dtype=torch.bool)
+        one[1, 2] = True
+        x = torch.randn(2, 3, C)
+        torch.testing.assert_close(fst(x, mask=one), ref(x, mask=one))

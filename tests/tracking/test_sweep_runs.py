@@ -87,3 +87,87 @@ def test_three_processes_claim_each_point_exactly_once(fresh_store, tmp_path):
     c = MlflowClient(fresh_store)
     runs = sweep_runs.sweep_runs(c, c.get_experiment_by_name("race").experiment_id, "s")
     assert sorted(r.data.tags["sweep_hash"] for r in runs) == points  # the steps back left no active record
+
+
+def _wait_for(cond, seconds: float = 30.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_release_records_status_note_tail_and_log(fresh_store, tmp_path):
+    c = MlflowClient(fresh_store)
+    exp = c.create_experiment("release", artifact_location=(tmp_path / "artifacts").as_uri())
+    log = tmp_path / "point.log"
+    log.write_text("epoch 1 loss nan\n")
+    failed = sweep_runs.create_run(c, exp, "p", _tags("p1"))
+    assert sweep_runs.run_status(c, failed) == "RUNNING"
+    sweep_runs.release(c, failed, "FAILED", note="x" * 10 + "y" * 4000, log_file=str(log))
+    run = c.get_run(failed)
+    assert sweep_runs.run_status(c, failed) == run.info.status == "FAILED"
+    assert run.data.tags["sweep_error"] == "y" * 4000  # the tail of a long error, where the exception is
+    assert [a.path for a in c.list_artifacts(failed, "sweep")] == ["sweep/point.log"]
+
+    quiet = sweep_runs.create_run(c, exp, "p", _tags("p2"))
+    sweep_runs.terminate(c, quiet, "FINISHED", log_file=str(tmp_path / "missing.log"))  # the earlier name
+    run = c.get_run(quiet)
+    assert run.info.status == "FINISHED" and "sweep_error" not in run.data.tags
+    assert c.list_artifacts(quiet) == []
+
+    # artifacts served by a tracking server that is not there: the log cannot be stored, the status still is
+    served = sweep_runs.ensure_experiment(c, "served", fresh_store)
+    orphan = sweep_runs.create_run(c, served, "p", _tags("p3"))
+    sweep_runs.release(c, orphan, "KILLED", log_file=str(log))
+    assert sweep_runs.run_status(c, orphan) == "KILLED"
+
+
+def test_mark_killed_closes_only_running_records(fresh_store):
+    c = MlflowClient(fresh_store)
+    exp = sweep_runs.ensure_experiment(c, "killed", fresh_store)
+    left, done = sweep_runs.create_run(c, exp, "a", _tags("a")), sweep_runs.create_run(c, exp, "b", _tags("b"))
+    c.set_terminated(done, "FINISHED")
+    sweep_runs.mark_killed(c, [left, done])
+    assert [sweep_runs.run_status(c, r) for r in (left, done)] == ["KILLED", "FINISHED"]
+
+
+def test_is_live_needs_running_status_and_a_recent_numeric_heartbeat(fresh_store):
+    c = MlflowClient(fresh_store)
+    exp = sweep_runs.ensure_experiment(c, "live", fresh_store)
+    rid = sweep_runs.create_run(c, exp, "p", {**_tags("p"), sweep_runs.HEARTBEAT_TAG: "100.0"})
+    run = c.get_run(rid)
+    assert sweep_runs.is_live(run, now=150.0, stale_after=50.0)  # exactly stale_after old: still live
+    assert not sweep_runs.is_live(run, now=150.5, stale_after=50.0)
+    assert sweep_runs.is_live(run, now=100.0 + sweep_runs.STALE_AFTER)  # the default window
+    assert not sweep_runs.is_live(run, now=100.5 + sweep_runs.STALE_AFTER)
+    c.set_tag(rid, sweep_runs.HEARTBEAT_TAG, "not a time")
+    assert not sweep_runs.is_live(c.get_run(rid), now=100.0)
+    c.set_tag(rid, sweep_runs.HEARTBEAT_TAG, "100.0")
+    c.set_terminated(rid, "FINISHED")
+    assert not sweep_runs.is_live(c.get_run(rid), now=100.0)
+
+
+def test_heartbeats_refresh_held_claims_and_report_a_takeover(fresh_store):
+    c = MlflowClient(fresh_store)
+    exp = sweep_runs.ensure_experiment(c, "beats", fresh_store)
+    owner = sweep_runs.new_owner()
+    held, _ = sweep_runs.claim(c, exp, "p", _tags("held"), owner)
+    dropped, _ = sweep_runs.claim(c, exp, "p", _tags("dropped"), owner)
+    for rid in (held, dropped):
+        c.set_tag(rid, sweep_runs.HEARTBEAT_TAG, "1.000")
+    lost: list[str] = []
+    beats = sweep_runs.Heartbeats(c, owner, lost.append, every=0.05)
+    try:
+        beats.add(held)
+        beats.add(dropped)
+        beats.discard(dropped)
+        assert _wait_for(lambda: float(c.get_run(held).data.tags[sweep_runs.HEARTBEAT_TAG]) > time.time() - 60)
+        c.set_tag(held, sweep_runs.TAKEN_OVER_TAG, "another driver")
+        assert _wait_for(lambda: lost == [held])
+        assert c.get_run(dropped).data.tags[sweep_runs.HEARTBEAT_TAG] == "1.000"  # discarded: never refreshed
+    finally:
+        beats.stop()
+    beats._thread.join(timeout=10)
+    assert not beats._thread.is_alive() and lost == [held]  # reported once, then no longer refreshed
