@@ -102,8 +102,12 @@ def record(model: nn.Module, x) -> tuple[dict[str, Call], torch.Tensor]:
     return calls, out
 
 
+MODEL_OUTPUT = object()  # the reader standing for whoever receives the model's outputs
+
+
 def consumers(outputs) -> dict:
-    """For every autograd node reachable from ``outputs``: the list of nodes that read it."""
+    """For every autograd node reachable from ``outputs``: the list of nodes that read it (``MODEL_OUTPUT`` for
+    the nodes whose tensors are returned)."""
     tensors = [outputs] if isinstance(outputs, torch.Tensor) else [t for t in _flatten(outputs)]
     roots = [t.grad_fn for t in tensors if t.grad_fn is not None]
     readers: dict = {}
@@ -117,6 +121,8 @@ def consumers(outputs) -> dict:
             if child is not None:
                 readers.setdefault(child, []).append(node)
                 stack.append(child)
+    for root in roots:  # the caller reads the model's outputs too: a returned tensor must not change
+        readers.setdefault(root, []).append(MODEL_OUTPUT)
     return readers
 
 

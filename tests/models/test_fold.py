@@ -319,10 +319,23 @@ class AfterScaledConv(nn.Module):
         return self.bn(self.conv(x))
 
 
-@pytest.mark.parametrize("model_cls", [TwoOutputs, Reused, Masked, ReusedHead, AfterScaledConv])
+class ConvReturned(nn.Module):
+    """The conv's own output is returned next to its normalized version: folding the norm into the conv would
+    change the first output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        h = self.conv(x)
+        return h, self.bn(h)
+
+
+@pytest.mark.parametrize("model_cls", [TwoOutputs, Reused, Masked, ReusedHead, AfterScaledConv, ConvReturned])
 def test_fold_leaves_norms_read_elsewhere_reused_or_called_with_a_mask(model_cls):
     torch.manual_seed(0)
-    shape = {Masked: (8, 3, 4), AfterScaledConv: (8, 3, 2, 2)}.get(model_cls, (8, 4))
+    shape = {Masked: (8, 3, 4), AfterScaledConv: (8, 3, 2, 2), ConvReturned: (8, 3, 2, 2)}.get(model_cls, (8, 4))
     model = warm_stats(model_cls(), shape)
     folded = normlight.fold(model, torch.randn(*shape))
     assert folded.folded_norms == []
