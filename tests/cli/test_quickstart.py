@@ -73,7 +73,7 @@ def test_default_dyt_leaves_the_unigram_plateau_on_gpt_nano_within_the_quickstar
     """The quickstart's GPT run, unchanged (same plan entry, steps, schedule, seed), with DyT's default options.
 
     With the paper's alpha0 0.5, or the plan's earlier 30-step warm-up, DyT's final norm saturates within ~50 steps
-    and gpt-nano ends at the unigram perplexity (28.0 / 25-29 vs 25.7; benchmarks/results/dyt_quickstart.md).
+    and gpt-nano ends near the byte-unigram perplexity (28.0 / 19-29 vs 27.8; benchmarks/results/dyt_quickstart.md).
     """
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -91,7 +91,9 @@ def test_default_dyt_leaves_the_unigram_plateau_on_gpt_nano_within_the_quickstar
     ppl = run.data.metrics["val/ppl"]
     unigram = byte_unigram_ppl(gpt["config"]["data"]["init_args"], gpt["config"]["trainer"]["limit_val_batches"])
     assert 20 < unigram < 30  # sanity: the plateau of byte-level English
-    assert ppl < 0.8 * unigram, f"DyT stalled: val ppl {ppl:.2f}, byte unigram {unigram:.2f}"
+    # 14.1 against 27.8 (the plan's 30-step warm-up gave 25.2 / 19.7 / 28.3 for seeds 0 / 1 / 2, a partial escape
+    # at best): clearly below means at most 0.65x the plateau
+    assert ppl < 0.65 * unigram, f"DyT stalled: val ppl {ppl:.2f}, byte unigram {unigram:.2f}"
 
 
 def test_missing_plan_is_a_clear_error(tmp_path):
