@@ -5,9 +5,19 @@ Why ``alpha_init="auto"`` is the default here: DyT only behaves like the norm it
 models; its own analysis shows the learned alpha tracking 1/std of the input activations, and its LLaMA
 recipe lowers alpha0 as the width grows. In this suite's small models the norm inputs start at std
 ~0.03 (embeddings N(0, 0.02)): with alpha 0.5 DyT outputs std ~0.015 where LayerNorm outputs 1, the
-blocks receive ~5000x smaller gradients and GPT-nano stalls at the byte-unigram perplexity. ``"auto"``
+blocks start with ~60x smaller gradients and GPT-nano stalls at the byte-unigram perplexity. ``"auto"``
 therefore sets alpha0 = 1/std of the input of the first training forward (all elements, summed over
 data-parallel ranks), once; the paper's constant is ``alpha_init=0.5``.
+
+No alpha0 protects against a fast start, though. DyT is not scale-invariant: while the final norm works in its
+linear range, the loss can sharpen the logits by growing the residual stream, and with a short warm-up at a
+high learning rate Adam grows it ~130x within 50 steps (gpt-nano, lr 3e-3, 30 warm-up steps; LayerNorm's stream
+grows ~25x and stops). The final DyT then saturates (|alpha x| > 2 for every element), and as every gradient of
+a Pre-LN model passes through it, the blocks receive none (1e-16 and below) and the model stays a byte-unigram
+model, with the paper's alpha0 as with ``"auto"``. DyT in the blocks tolerates saturation (the residual path
+carries the gradient past it): with a LayerNorm at the final site the same model trains. A longer warm-up (200
+of 400 steps) keeps enough of the final norm unsaturated that the blocks get LayerNorm-sized gradients;
+``benchmarks/dyt_quickstart.py`` measures all three (results in ``benchmarks/results/dyt_quickstart.md``).
 """
 
 from __future__ import annotations
