@@ -144,6 +144,30 @@ def train_all(
     return run_ids, wall, labels
 
 
+def write_results(path: Path, rows: list[dict], wall: dict[str, float], labels: dict[str, str], total_s: float) -> None:
+    """The comparison as a markdown file (the README quotes its numbers from it): one row per run."""
+    lines = [
+        "# Quickstart results",
+        "",
+        f"Written by `normlight quickstart --results {path}` (what `make quickstart` trains): {len(rows)} runs in "
+        f"{total_s:.0f} s wall, torch {torch.__version__}, one intra-op thread per run.",
+        "",
+        "| family | norm | final val metric | val loss | params | throughput | wall s | status |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        v = r["value"]
+        shown = "-" if v is None else (f"ppl {v:.2f}" if r["metric"] == "val/ppl" else f"acc {100 * v:.1f}%")
+        loss = "-" if r["val_loss"] is None else f"{r['val_loss']:.3f}"
+        status = "diverged" if r["diverged"] else r["status"].lower()
+        lines.append(
+            f"| {r['family']} | {labels.get(r['run'], r['norm'])} | {shown} | {loss} | {r['params']:,} | "
+            f"{r['throughput']:,.0f} {r['unit']}/s | {wall.get(r['run'], 0):.0f} | {status} |"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
 def main(argv: list[str]) -> int:
     """Train the plan's runs in-process, then print the table. Returns 0 if every run finished."""
     p = argparse.ArgumentParser(prog="normlight quickstart", description=__doc__.split("\n\n")[0])
@@ -152,6 +176,7 @@ def main(argv: list[str]) -> int:
     )
     p.add_argument("--tracking-uri", default=None, help="MLflow store (default: sqlite:///<cwd>/mlflow.db)")
     p.add_argument("--verbose", action="store_true", help="keep Lightning's and MLflow's full console output")
+    p.add_argument("--results", type=Path, default=None, help="also write the comparison as markdown to this file")
     args = p.parse_args(argv[1:] if argv and argv[0] == "quickstart" else argv)
     plan = load_plan(args.config)
     experiment = plan.get("experiment", "quickstart")
@@ -174,5 +199,8 @@ def main(argv: list[str]) -> int:
     notes = {e["name"]: e["what"] for e in plan["runs"] if e.get("what")}
     exp = client.get_experiment_by_name(experiment)
     print_table(rows, wall, tracking_uri, experiment, labels, notes, exp.experiment_id if exp else None)
-    print(f"quickstart: {len(rows)} runs in {time.perf_counter() - start:.0f} s", flush=True)
+    total = time.perf_counter() - start
+    if args.results:
+        write_results(args.results, rows, wall, labels, total)
+    print(f"quickstart: {len(rows)} runs in {total:.0f} s", flush=True)
     return 0 if all(r["status"] == "FINISHED" for r in rows) else 1

@@ -40,7 +40,8 @@ def test_reduced_quickstart_trains_records_and_prints(tmp_path, monkeypatch, cap
     gpt["config"]["model"]["init_args"]["sample_tokens"] = 4
     (tmp_path / "plan.yaml").write_text(yaml.safe_dump({"experiment": "quickstart", "runs": [gpt]}))
 
-    assert quickstart.main(["quickstart", "--config", str(tmp_path / "plan.yaml")]) == 0
+    results = tmp_path / "out" / "quickstart.md"
+    assert quickstart.main(["quickstart", "--config", str(tmp_path / "plan.yaml"), "--results", str(results)]) == 0
     out = capsys.readouterr().out
     assert "normlight quickstart: experiment 'quickstart'" in out
     assert "ppl" in out and "dyt" in out and "layernorm" in out
@@ -51,6 +52,12 @@ def test_reduced_quickstart_trains_records_and_prints(tmp_path, monkeypatch, cap
     runs = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
     assert sorted(r.data.tags["norm"] for r in runs) == ["dyt", "layernorm"]
     assert all(r.info.status == "FINISHED" and "val/ppl" in r.data.metrics for r in runs)
+    # the results file (the README quotes it) holds one row per run with the stored metric
+    rows = [line for line in results.read_text().splitlines() if line.startswith("| gpt")]
+    by_norm = {r.data.tags["norm"]: r.data.metrics["val/ppl"] for r in runs}
+    assert sorted(row.split(" | ")[1] for row in rows) == ["dyt", "layernorm"]
+    for row in rows:
+        assert row.split(" | ")[2] == f"ppl {by_norm[row.split(' | ')[1]]:.2f}"
 
 
 def byte_unigram_ppl(data_args: dict, val_batches: int) -> float:
