@@ -24,9 +24,15 @@ GROUPS = {
     "residuals": "normlight.residuals",
     "mixers": "normlight.mixers",
     "depth_regularizers": "normlight.depth_regularizers",
+    "studies": "normlight.studies",
 }
 
 _cache: dict[str, list["PluginEntry"]] = {}
+
+
+def singular(kind: str) -> str:
+    """``norms`` -> ``norm``, ``studies`` -> ``study``: the kind as one plugin of it is called."""
+    return kind[:-3] + "y" if kind.endswith("ies") else kind[:-1]
 
 
 @dataclass(eq=False)
@@ -72,9 +78,9 @@ class PluginEntry:
                 self._exc = exc
         if self.error is not None:
             raise PluginError(
-                f"{self.kind[:-1]} plugin {self.provenance} failed to import: {self.error}. "
+                f"{singular(self.kind)} plugin {self.provenance} failed to import: {self.error}. "
                 f"Fix or reinstall '{self.dist}' (pip install --force-reinstall {self.dist}), "
-                f"or choose another {self.kind[:-1]}; `normlight plugins list --load` shows what works."
+                f"or choose another {singular(self.kind)}; `normlight plugins list --load` shows what works."
             ) from getattr(self, "_exc", None)
         return self.obj
 

@@ -1,9 +1,9 @@
 """The layering in docs/architecture.md, enforced by parsing every import in normlight (function-level ones too).
 
 Layers from the bottom: errors -> plugins, registry -> distributed, layers -> norms, residuals, mixers, poolings,
-depth -> blocks -> models -> tasks, data, tracking, diagnostics, testing, analysis -> sweep -> cli. A module may
-import its own layer and below, never above; the package ``__init__`` (the public facade) and ``__main__`` are the
-only exceptions.
+depth -> blocks -> models -> tasks, data, tracking, diagnostics, testing, analysis -> sweep -> studies -> cli. A
+module may import its own layer and below, never above; the package ``__init__`` (the public facade) and
+``__main__`` are the only exceptions.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ LAYERS = {
     "testing": 6,
     "analysis": 6,
     "sweep": 7,
-    "cli": 8,
+    "studies": 8,
+    "cli": 9,
 }
 FACADE = {"normlight", "normlight.__main__"}
 PLAIN_TORCH = (

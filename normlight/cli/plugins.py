@@ -443,7 +443,7 @@ def _plugin_rows(kind: str | None, load: bool) -> list[dict]:
             )
             rows.append(
                 {
-                    "kind": k[:-1],
+                    "kind": plugins.singular(k),
                     "name": e.name,
                     "distribution": e.dist,
                     "version": e.version,
