@@ -117,18 +117,20 @@ class DyTvsLN(Study):
 
     def analyze(self, runs: list[RunRecord], extra: dict, scale) -> Analysis:
         """Per-cell gaps and classification; verdict on the paper arm."""
-        cells = []  # (family, width)
+        s = SCALES[scale]
+        planned = [(f, w) for f in (("gpt", "vit") if s["vit_steps"] else ("gpt",)) for w in s["widths"]]
+        cells = set(planned)  # (family, width): the planned ones and any other the store holds
         for r in runs:
             arm, _, width = str(r.labels.get("setup", "")).partition("@")
-            if width.isdigit() and (r.sweep, int(width)) not in cells:
-                cells.append((r.sweep, int(width)))
-        cells.sort()
+            if width.isdigit():
+                cells.add((r.sweep, int(width)))
+        cells = sorted(cells)
         rows, status, numbers, missing = [], {"dyt_paper": [], "dyt_auto": []}, {}, []
         for fam, w in cells:
             metric, failed = ("val/loss", UNIFORM_LOSS) if fam == "gpt" else ("val/acc1", 0.1)
             fam_runs = [r for r in runs if r.sweep == fam]
             vals = {a: metric_values(pick(fam_runs, setup=f"{a}@{w}"), metric, failed) for a in ARMS}
-            if not vals["ln"]:
+            if not vals["ln"] and "ln" in s["arms"]:
                 missing.append(f"{fam} LayerNorm runs at width {w}")
             row = [fam, w]
             for a in ARMS:
@@ -137,7 +139,7 @@ class DyTvsLN(Study):
                 numbers[f"{fam}_w{w}_{a}"] = m
             for a in ("dyt_paper", "dyt_auto"):
                 gaps = [_gap(fam, d, ln) for d in vals[a] for ln in vals["ln"]]
-                if not vals[a]:
+                if not vals[a] and a in s["arms"]:
                     missing.append(f"{fam} {a} runs at width {w}")
                 mean_gap = (
                     _gap(fam, mean_std(vals[a])[0], mean_std(vals["ln"])[0]) if vals[a] and vals["ln"] else math.nan

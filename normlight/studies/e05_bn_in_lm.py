@@ -92,7 +92,7 @@ class BatchNormInLM(Study):
         fl_lm = {n: _flucts(pick(lm, **{"model.norm": n})) for n in ("batchnorm", "powernorm")}
         fl_vis = _flucts(vis)
         acc_vis = metric_values(vis, "val/acc1", 0.1)
-        missing = [f"GPT runs with {n}" for n in NORMS if not loss[n]]
+        missing = [f"GPT runs with {n}" for n in SCALES[scale]["norms"] if not loss[n]]
         missing += ["ViT + BatchNorm control runs"] if not vis else []
         parts = {
             "a": lower_is_better(loss["layernorm"], loss["batchnorm"]),

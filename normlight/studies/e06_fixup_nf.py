@@ -96,7 +96,7 @@ class FixupAndNF(Study):
         depths = extra.get("depths") or []
         scales = extra.get("scale") or {}
         growth = {a: _growth([p.get("out_std") for p in scales.get(a, [])]) for a in ARMS}
-        missing = [f"training runs of {a}" for a in ARMS if not acc[a]]
+        missing = [f"training runs of {a}" for a in SCALES[scale]["arms"] if not acc[a]]
         missing += ["the init-scale measurement (measure())"] if not depths else []
         bn = mean_std(acc["bn"])[0] if acc["bn"] else math.nan
         parts = {"a": _part_a(growth), "b": _part_b(acc, bn), "c": _part_c(acc["no_norm"], runs, bn)}

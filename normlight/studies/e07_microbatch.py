@@ -87,7 +87,7 @@ class MicroBatch(Study):
         bmin = batches[0] if batches else None
         missing = [] if batches else ["every training run"]
         if bmin is not None:
-            missing += [f"{u} at batch {bmin}" for u in ("bn", "gn+ws", "bcn+ws", "nf") if not acc[(u, bmin)]]
+            missing += [f"{u} at batch {bmin}" for u in SCALES[scale]["setups"] if not acc[(u, bmin)]]
 
         def err(u):
             return [1 - v for v in acc.get((u, bmin), [])]

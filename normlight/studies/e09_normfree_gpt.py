@@ -85,8 +85,8 @@ class NormFreeGPT(Study):
         loss = {a: metric_values(pick(runs, arm=a), "val/loss", UNIFORM_LOSS) for a in ARMS}
         ent = {a: [layer_tail_means(r, ENTROPY) for r in pick(runs, arm=a)] for a in ARMS}
         early = {a: [sum(e[: max(1, len(e) // 2)]) / max(1, len(e) // 2) for e in ent[a] if e] for a in ARMS}
-        missing = [f"runs of {a}" for a in ("free-gelu", "free-relu") if not loss[a]]
-        missing += [f"attention entropy of {a}" for a in ("free-gelu", "free-relu") if loss[a] and not early[a]]
+        missing = [f"runs of {a}" for a in SCALES[scale]["arms"] if not loss[a]]
+        missing += [f"attention entropy of {a}" for a in SCALES[scale]["arms"] if loss[a] and not early[a]]
         parts = {
             "a": lower_is_better(loss["free-relu"], loss["free-gelu"]),
             "b": lower_is_better(early["free-relu"], early["free-gelu"]),

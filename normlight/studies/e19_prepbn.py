@@ -84,7 +84,7 @@ class PRepBNStudy(Study):
     def analyze(self, runs: list[RunRecord], extra: dict, scale) -> Analysis:
         """Accuracy per norm, the fold measurement, the three-part verdict."""
         acc = {n: metric_values(pick(runs, **{"model.norm": n}), "val/acc1", 0.1) for n in NORMS}
-        missing = [f"runs with {n}" for n in NORMS if not acc[n]]
+        missing = [f"runs with {n}" for n in SCALES[scale]["norms"] if not acc[n]]
         missing += ["the fold measurement (measure())"] if "max_abs_diff" not in extra else []
 
         def err(n):
