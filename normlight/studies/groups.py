@@ -62,17 +62,6 @@ def combine(parts: dict[str, Outcome]) -> Outcome:
     return "inconclusive"
 
 
-def within(a: list[float], b: list[float], tol: float) -> Outcome:
-    """Is ``a`` no worse than ``b`` by more than ``tol`` (lower is better)? reproduced if mean(a) <= mean(b) + tol;
-    not reproduced if mean(a) > mean(b) + tol and every ``a`` exceeds every ``b`` + tol; else inconclusive."""
-    if not a or not b:
-        return "inconclusive"
-    ma, mb = mean_or_nan(a), mean_or_nan(b)
-    if ma <= mb + tol:
-        return "reproduced"
-    return "not reproduced" if min(a) > max(b) + tol else "inconclusive"
-
-
 def band_plot(ax, series: dict[str, dict[float, list[float]]], xlabel: str, ylabel: str, logx: bool = False) -> None:
     """Draw each series' mean over seeds against x, with a min-max band (x -> values per seed)."""
     for name, points in series.items():
