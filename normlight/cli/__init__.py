@@ -27,6 +27,7 @@ COMMANDS = {
     "ui": ("normlight.cli.ui", "start the MLflow UI on this project's store"),
     "quickstart": ("normlight.cli.quickstart", "train a small GPT + ViT + ResNet norm comparison"),
     "plugins": ("normlight.cli.plugins", "list installed norm, placement and model plugins; scaffold new ones"),
+    "study": ("normlight.cli.study", "reproduce a paper's claim: list, run and report studies (docs/studies/)"),
 }
 
 

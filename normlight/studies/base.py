@@ -88,6 +88,8 @@ class Study:
     paper: str = ""  # "Xiong et al. 2020, On Layer Normalization in the Transformer Architecture (arXiv:2002.04745)"
     rule: str = ""  # the verdict rule in words, fixed in code before any run
     key_metric: str = ""  # what the README table shows, e.g. "max stable LR ratio Pre/Post"
+    # seeds per scale when `normlight study run` gets no --seeds (a study with a large grid may use fewer)
+    default_seeds: dict = {"smoke": 1, "cpu": 3, "gpu": 3}
 
     def sweeps(self, scale: Scale, seeds: int) -> list[dict]:
         """Zero or more sweep specs in the sweep-file schema of normlight/sweep/spec.py.

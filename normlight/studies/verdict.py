@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
 from normlight.studies.base import Outcome
@@ -33,7 +34,9 @@ def welch(a: Iterable, b: Iterable) -> tuple[float, float]:
         return math.nan, math.nan
     from scipy import stats
 
-    res = stats.ttest_ind(xa, xb, equal_var=False)
+    with warnings.catch_warnings():  # identical samples: scipy warns and returns nan, which is our answer too
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = stats.ttest_ind(xa, xb, equal_var=False)
     return float(res.statistic), float(res.pvalue)
 
 
