@@ -135,7 +135,24 @@ class FixupAndNF(Study):
             "inputs: the scale argument does not depend on width, and ~1,000 layers stay cheap on a CPU.",
             "Fixup's and NF's claims are about deep networks trained for 100+ epochs; a few hundred SGD steps of "
             "ResNet-20 test only that they start and train at BatchNorm's pace.",
+            "Fixup's reference CIFAR script (hongyi-zhang/Fixup, cifar/cifar_train.py) trains the scalar biases and "
+            "multipliers at 1/10 of the base learning rate and uses mixup; normlight's task has one learning rate "
+            "for all parameters, so the Fixup arm here trains its scalars 10x faster than that recipe.",
         ]
+        notes += [
+            f"{a} ended at chance level (mean val acc {mean_std(acc[a])[0]:.3f}) in every seed without diverging: "
+            "its network went dead (constant logits), which the rule counts like a divergence."
+            for a in ARMS
+            if acc[a] and not any(r.diverged for r in pick(runs, arm=a)) and max(acc[a]) < 0.15
+        ]
+        bn_grad = [p.get("grad_scale") for p in scales.get("bn", [])]
+        if len(bn_grad) >= 2 and bn_grad[0] and bn_grad[-1]:
+            notes.append(
+                f"BatchNorm keeps the forward scale in check (std x{growth['bn']:.3g} from depth {depths[0]} to "
+                f"{depths[-1]}) but its input-gradient scale grows x{bn_grad[-1] / bn_grad[0]:.3g}: the gradient "
+                "explosion of deep BatchNorm networks at init (Yang et al. 2019, A Mean Field Theory of Batch "
+                "Normalization); Fixup and NF keep both bounded."
+            )
         return Analysis(Verdict(outcome, self.rule, numbers, reason), tables, plots, notes, missing)
 
     def estimated_cpu_minutes(self, scale) -> float:

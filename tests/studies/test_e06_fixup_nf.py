@@ -85,3 +85,18 @@ def test_init_scale_matches_a_direct_forward():
     x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     assert math.isclose(got["out_std"], float(model.forward_features(x).detach().std()), rel_tol=1e-6)
     assert init_scale("no_norm", 8, 0.25, 8)["out_std"] is not None and set(ARMS) == {"bn", "no_norm", "fixup", "nf"}
+
+
+def test_a_dead_network_and_the_bn_gradient_growth_are_noted():
+    a = STUDY.analyze(runs(dict(GOOD, fixup=[0.1, 0.11, 0.1])), extra(), "cpu")
+    assert any(n.startswith("fixup ended at chance level") for n in a.notes)
+    assert not any(n.startswith("bn ended") for n in a.notes)
+    b = STUDY.analyze(
+        runs(GOOD),
+        {
+            "depths": [8, 998],
+            "scale": {"bn": [{"out_std": 1.0, "grad_scale": 2.0}, {"out_std": 8.0, "grad_scale": 2000.0}]},
+        },
+        "cpu",
+    )
+    assert any("input-gradient scale grows x1e+03" in n for n in b.notes)
