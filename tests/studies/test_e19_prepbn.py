@@ -63,3 +63,10 @@ def test_count_norms_counts_nested_batch_norms_once():
     assert count_norms(
         normlight.create_model("vit-tiny", img_size=8, in_chans=1, patch_size=4, depth=1, dim=16, num_heads=2)
     ) == (0, 0)
+
+
+def test_a_swap_that_underperforms_without_collapsing_is_said_so():
+    a = STUDY.analyze(runs(dict(GOOD, batchnorm=[0.5, 0.52, 0.55])), FOLD, "cpu")
+    assert any("did not collapse at this scale" in n for n in a.notes)
+    b = STUDY.analyze(runs(GOOD, diverged={("batchnorm", 1)}), FOLD, "cpu")
+    assert not any("did not collapse" in n for n in b.notes)
