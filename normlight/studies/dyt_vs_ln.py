@@ -30,7 +30,7 @@ TOL = 0.02  # DyT "matches" LN: GPT val loss within 2% (relative), ViT val accur
 UNIFORM_LOSS = math.log(256)
 SCALES = {
     "smoke": dict(widths=(32,), depth=1, heads=2, ctx=32, steps=6, vit_steps=0, arms=("dyt_auto",)),
-    "cpu": dict(widths=(32, 128), depth=4, heads=4, ctx=64, steps=400, vit_steps=300, arms=ARMS),
+    "cpu": dict(widths=(32, 96), depth=4, heads=4, ctx=64, steps=400, vit_steps=300, arms=ARMS),
     "gpu": dict(widths=(256, 512, 1024), depth=12, heads=8, ctx=256, steps=20000, vit_steps=20000, arms=ARMS),
 }
 

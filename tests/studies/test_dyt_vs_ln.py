@@ -8,7 +8,7 @@ from normlight.studies.dyt_vs_ln import PAPER_GPT, STUDY
 from tests.studies.fake_runs import run
 
 
-def runs(gpt: dict, vit: dict, widths=(32, 128)) -> list:
+def runs(gpt: dict, vit: dict, widths=(32, 96)) -> list:
     """``gpt`` / ``vit``: arm -> per-seed values (same at every width unless given as {width: values})."""
     out = []
     for fam, table, metric in (("gpt", gpt, "val/loss"), ("vit", vit, "val/acc1")):
@@ -32,10 +32,10 @@ def test_reproduced_when_the_paper_arm_matches_everywhere():
 
 
 def test_not_reproduced_when_the_paper_arm_fails_one_cell():
-    gpt = dict(GPT_OK, dyt_paper={32: [2.01, 2.03], 128: [2.8, 2.9]})
+    gpt = dict(GPT_OK, dyt_paper={32: [2.01, 2.03], 96: [2.8, 2.9]})
     a = STUDY.analyze(runs(gpt, VIT_OK), {}, "cpu")
     assert a.verdict.outcome == "not reproduced" and a.verdict.numbers["dyt_paper_cells_matching"] == 3
-    assert "gpt w128 paper fails, auto matches" in a.verdict.reason
+    assert "gpt w96 paper fails, auto matches" in a.verdict.reason
 
 
 def test_inconclusive_when_a_gap_is_within_seed_noise_or_an_arm_is_missing():
@@ -54,10 +54,10 @@ def test_auto_failing_does_not_change_the_verdict_on_the_paper_rule():
 def test_arms_follow_the_paper_and_the_default():
     gpt, vit = STUDY.sweeps("cpu", 2)
     setups = {s["label"]: s for s in gpt["grid"]["setup"]}
-    assert setups["dyt_paper@128"]["model.norm_kwargs"] == PAPER_GPT
+    assert setups["dyt_paper@96"]["model.norm_kwargs"] == PAPER_GPT
     assert PAPER_GPT["sites"] == {"attn_in": {"alpha_init": 0.8}} and PAPER_GPT["alpha_init"] == 0.2
-    assert setups["dyt_paper@128"]["model.model_kwargs"]["emb_scale"] is True
+    assert setups["dyt_paper@96"]["model.model_kwargs"]["emb_scale"] is True
     assert setups["dyt_auto@32"]["model.norm_kwargs"] == {"alpha_init": "auto"}
     vit_setups = {s["label"]: s for s in vit["grid"]["setup"]}
     assert vit_setups["dyt_paper@32"]["model.norm_kwargs"] == {"alpha_init": 0.5}
-    assert vit_setups["ln@128"]["model.model_kwargs"]["dim"] == 128
+    assert vit_setups["ln@96"]["model.model_kwargs"]["dim"] == 96
