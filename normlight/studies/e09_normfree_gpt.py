@@ -129,7 +129,8 @@ class NormFreeGPT(Study):
                 lambda ax: band_plot(ax, series, "layer", "normalized attention entropy"),
             )
         ]
-        notes = data.describe(runs, scale) + [
+        notes = data.describe(runs, scale) + _result_notes(m, e, ent)
+        notes += [
             "The paper's 8.2% perplexity gain is for GPT-2-sized models (12 layers, width 768) trained on billions "
             "of tokens; a 4-layer byte-level GPT trained for a few hundred steps may not develop the early-layer "
             "overload, which the paper ties to depth and training length."
@@ -139,6 +140,35 @@ class NormFreeGPT(Study):
     def estimated_cpu_minutes(self, scale) -> float:
         """8 GPT runs of 500 steps at cpu scale."""
         return {"smoke": 0.3, "cpu": 2.5, "gpu": 600.0}[scale]
+
+
+def _result_notes(m: dict, e: dict, ent: dict) -> list[str]:
+    """Sentences that put the ruled numbers in context (effect sizes, the LayerNorm controls)."""
+    notes = []
+    diff = e["free-gelu"] - e["free-relu"]
+    if not math.isnan(diff) and abs(diff) < 0.01:
+        notes.append(
+            f"Part (b) rests on an early-layer entropy difference of {diff:.1e} (normalized scale 0..1): the rule "
+            "rules on it, but a difference this small does not show the paper's entropic overload of GELU's "
+            "early layers."
+        )
+    free = [v for a in ("free-gelu", "free-relu") for x in ent[a] for v in x]
+    normed = [v for a in ("ln-gelu", "ln-relu") for x in ent[a] for v in x]
+    if free and min(free) >= 0.99:
+        tail = f", against {min(normed):.3f}-{max(normed):.3f} with LayerNorm" if normed else ""
+        notes.append(
+            "Attention in the norm-free GPTs is nearly uniform in every layer and with both activations "
+            f"(normalized entropy {min(free):.4f}-{max(free):.4f}{tail}): at this scale every norm-free layer is "
+            "'overloaded', not only GELU's early ones."
+        )
+    if not math.isnan(m["ln-gelu"] - m["ln-relu"]):
+        gain = 1 - math.exp(m["ln-relu"] - m["ln-gelu"])
+        notes.append(
+            f"With LayerNorm, ReLU's perplexity is {gain:.1%} lower than GELU's (norm-free: "
+            f"{1 - math.exp(m['free-relu'] - m['free-gelu']):.1%}), so ReLU's advantage here is not specific to "
+            "norm-free models."
+        )
+    return notes
 
 
 def _ms(values) -> list:

@@ -64,3 +64,30 @@ def test_sweep_varies_placement_and_activation_at_one_lr():
     arms = {a["label"]: a for a in sweep["grid"]["arm"]}
     assert arms["free-relu"]["model.placement"] == "none" and arms["free-relu"]["model.model_kwargs"]["mlp"] == "relu"
     assert arms["ln-gelu"]["model.placement"] == "pre" and sweep["fixed"]["model.lr"] == 1.0e-3
+
+
+def test_tiny_effects_uniform_attention_and_the_ln_controls_are_noted():
+    a = STUDY.analyze(
+        runs(
+            {
+                "free-gelu": [2.64, 2.65, 2.645],
+                "free-relu": [2.57, 2.58, 2.575],
+                "ln-gelu": [2.49] * 3,
+                "ln-relu": [2.43] * 3,
+            },
+            {
+                "free-gelu": [1.0, 1.0, 1.0],
+                "free-relu": [0.9998, 0.9997, 0.9999],
+                "ln-gelu": [0.88] * 3,
+                "ln-relu": [0.87] * 3,
+            },
+            late=0.999,
+        ),
+        {},
+        "cpu",
+    )
+    notes = " ".join(a.notes)
+    assert "entropy difference of 2.0e-04" in notes and "nearly uniform in every layer" in notes
+    assert f"ReLU's perplexity is {1 - math.exp(2.43 - 2.49):.1%} lower" in notes
+    b = STUDY.analyze(runs({}, {"free-gelu": [0.9, 0.92, 0.91], "free-relu": [0.7, 0.72, 0.71]}), {}, "cpu")
+    assert not any("entropy difference" in n or "nearly uniform" in n for n in b.notes)
