@@ -31,9 +31,13 @@ def fashion_mnist_root() -> Path | None:
     return root if ok else None
 
 
-def vision(scale: str, img_size: int, batch_size: int) -> dict:
-    """The ``data`` override of a vision run: Fashion-MNIST when present (not at smoke scale), else digits."""
+def vision(scale: str, img_size: int, batch_size: int, eval_batch_size: int | None = None) -> dict:
+    """The ``data`` override of a vision run: Fashion-MNIST when present (not at smoke scale), else digits.
+    ``eval_batch_size`` keeps the validation set the same size when the training batch varies (validation reads
+    ``limit_val_batches`` batches)."""
     args = {"img_size": img_size, "in_chans": 1, "batch_size": batch_size}
+    if eval_batch_size is not None:
+        args["eval_batch_size"] = eval_batch_size
     if scale != "smoke" and fashion_mnist_root() is not None:
         return {"class_path": "FashionMNISTDataModule", "init_args": args}
     return {"class_path": "DigitsDataModule", "init_args": args}

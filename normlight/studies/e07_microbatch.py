@@ -66,7 +66,11 @@ class MicroBatch(Study):
             kw = {"img_size": s["img"], "in_chans": 1, "width": 0.5, **extra}
             setups.append({"label": label, "model.norm": norm, "model.norm_kwargs": nkw, "model.model_kwargs": kw})
         batches = [
-            {"label": f"b{b}", "data": data.vision(scale, s["img"], b), "model.lr": BASE_LR * b / BASE_BATCH}
+            {
+                "label": f"b{b}",
+                "data": data.vision(scale, s["img"], b, BASE_BATCH),
+                "model.lr": BASE_LR * b / BASE_BATCH,
+            }
             for b in s["batches"]
         ]
         return [

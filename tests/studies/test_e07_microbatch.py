@@ -54,5 +54,6 @@ def test_sweep_scales_the_learning_rate_with_the_batch():
     assert set(batches) == {"b1", "b64"}
     assert math.isclose(batches["b1"]["model.lr"], 0.1 / 64)
     assert batches["b1"]["data"]["init_args"]["batch_size"] == 1
+    assert batches["b1"]["data"]["init_args"]["eval_batch_size"] == 64  # the same validation images at every batch
     nf = next(s for s in sweep["grid"]["setup"] if s["label"] == "nf")
     assert nf["model.norm"] is None and nf["model.model_kwargs"]["variant"] == "nf"
