@@ -106,7 +106,7 @@ class MicroBatch(Study):
         numbers = {f"acc_{u}_b{b}": mean_std(v)[0] if v else math.nan for (u, b), v in acc.items()}
         reason = (
             f"at batch {bmin}: "
-            + ", ".join(f"{u} {numbers.get(f'acc_{u}_b{bmin}', math.nan):.3f}" for u in SETUPS)
+            + ", ".join(f"{u} {numbers.get(f'acc_{u}_b{bmin}', math.nan):.3f}" for u in SCALES[scale]["setups"])
             + f"; parts (a) {parts['a']}, (b) {parts['b']}, (c) {parts['c']}"
         )
         rows = []
@@ -126,7 +126,20 @@ class MicroBatch(Study):
                 lambda ax: band_plot(ax, series, "batch size", "val acc1", logx=True),
             )
         ]
-        notes = data.describe(runs, scale) + [
+        notes = data.describe(runs, scale)
+        near_chance = [
+            u
+            for u in ("gn+ws", "evonorm_s0", "nf")
+            if bmin is not None and acc.get((u, bmin)) and max(acc[(u, bmin)]) < 0.15
+        ]
+        if near_chance:
+            steps = SCALES[scale]["steps"] if scale in SCALES else "the"
+            notes.append(
+                f"{', '.join(near_chance)} use no batch statistics, yet stayed near chance at batch {bmin}: with "
+                f"{steps} steps of {bmin} image(s) at LR {BASE_LR * bmin / BASE_BATCH:.2g} they saw few images "
+                "with small updates, so this budget, not batch statistics, may be what limits them here."
+            )
+        notes += [
             "normlight's bcn is the BN -> GroupNorm module of the reference code, with train-time batch "
             "statistics; the paper's micro-batch variant with estimated statistics is not implemented, so at "
             "batch 1 its BN stage sees one image.",

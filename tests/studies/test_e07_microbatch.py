@@ -57,3 +57,9 @@ def test_sweep_scales_the_learning_rate_with_the_batch():
     assert batches["b1"]["data"]["init_args"]["eval_batch_size"] == 64  # the same validation images at every batch
     nf = next(s for s in sweep["grid"]["setup"] if s["label"] == "nf")
     assert nf["model.norm"] is None and nf["model.model_kwargs"]["variant"] == "nf"
+
+
+def test_a_statistics_free_setup_near_chance_at_batch_1_is_explained():
+    a = STUDY.analyze(runs(dict(GOOD, nf=[0.1, 0.12, 0.11])), {}, "cpu")
+    assert any(n.startswith("nf use no batch statistics, yet stayed near chance at batch 1") for n in a.notes)
+    assert not any("stayed near chance" in n for n in STUDY.analyze(runs(GOOD), {}, "cpu").notes)
