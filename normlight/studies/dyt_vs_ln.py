@@ -72,7 +72,7 @@ class DyTvsLN(Study):
         "reproduced if dyt_paper matches in every cell; not reproduced if it fails in any cell; inconclusive "
         "otherwise. dyt_auto gets the same cell-by-cell classification, reported beside it."
     )
-    key_metric = "cells where DyT (paper alpha0 / auto) matches LN"
+    key_metric = "dyt_paper_cells_matching"  # of the family x width cells
     default_seeds = {"smoke": 1, "cpu": 2, "gpu": 3}
 
     def sweeps(self, scale, seeds):

@@ -46,7 +46,7 @@ class BatchNormInLM(Study):
         "Reproduced if (a), (b) and (c) are all reproduced; not reproduced if any is not reproduced; otherwise "
         "inconclusive. PowerNorm vs LayerNorm is reported, not ruled on."
     )
-    key_metric = "val loss BN - LN (GPT); BN fluctuation LM / vision"
+    key_metric = "bn_minus_ln"  # GPT final val loss, BatchNorm minus LayerNorm
     default_seeds = {"smoke": 1, "cpu": 2, "gpu": 3}  # cpu: 2 seeds fit a shared 2-core machine
 
     def sweeps(self, scale, seeds):

@@ -57,7 +57,7 @@ class FixupAndNF(Study):
         "when it is violated in every seed (for (a): by the measurement); reproduced if all parts hold; "
         "inconclusive otherwise (or when data are missing). Failed or diverged runs score chance (0.1)."
     )
-    key_metric = "init-scale growth over depth (no-norm vs Fixup/NF); val acc Fixup/NF - BN"
+    key_metric = "fixup_nf_minus_bn"  # min(val acc Fixup, NF) minus BatchNorm's
     default_seeds = {"smoke": 1, "cpu": 2, "gpu": 3}  # cpu: 2 seeds fit a shared 2-core machine
 
     def sweeps(self, scale, seeds):
@@ -103,6 +103,7 @@ class FixupAndNF(Study):
         outcome = combine(parts) if not missing else "inconclusive"
         numbers = {f"acc_{a}": mean_std(v)[0] if v else math.nan for a, v in acc.items()}
         numbers.update({f"init_growth_{a}": g for a, g in growth.items()})
+        numbers["fixup_nf_minus_bn"] = min(numbers["acc_fixup"], numbers["acc_nf"]) - numbers["acc_bn"]
         reason = (
             f"init growth over depths {depths[:1]}..{depths[-1:]} no-norm {_fmt(growth['no_norm'])}, "
             f"fixup {_fmt(growth['fixup'])}, nf {_fmt(growth['nf'])}, bn {_fmt(growth['bn'])}; val acc "

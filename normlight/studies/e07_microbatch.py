@@ -54,7 +54,7 @@ class MicroBatch(Study):
         "beats BatchNorm. Reproduced if (a), (b), (c) are all reproduced; not reproduced if any is not reproduced; "
         "inconclusive otherwise. GroupNorm alone and EvoNorm-S0 are reported, not ruled on."
     )
-    key_metric = "val acc at the smallest batch: GN+WS / BCN+WS / NF vs BN"
+    key_metric = "gnws_minus_bn_smallest_batch"  # val acc GN+WS minus BN at the smallest batch
     default_seeds = {"smoke": 1, "cpu": 2, "gpu": 3}
 
     def sweeps(self, scale, seeds):
@@ -104,6 +104,9 @@ class MicroBatch(Study):
         }
         outcome = combine(parts) if not missing else "inconclusive"
         numbers = {f"acc_{u}_b{b}": mean_std(v)[0] if v else math.nan for (u, b), v in acc.items()}
+        numbers["gnws_minus_bn_smallest_batch"] = numbers.get(f"acc_gn+ws_b{bmin}", math.nan) - numbers.get(
+            f"acc_bn_b{bmin}", math.nan
+        )
         reason = (
             f"at batch {bmin}: "
             + ", ".join(f"{u} {numbers.get(f'acc_{u}_b{bmin}', math.nan):.3f}" for u in SCALES[scale]["setups"])

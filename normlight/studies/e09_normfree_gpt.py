@@ -52,7 +52,7 @@ class NormFreeGPT(Study):
         "(lower_is_better(relu, gelu)). Reproduced if (a) and (b) are reproduced; not reproduced if either is not "
         "reproduced; inconclusive otherwise. The Pre-LN controls are reported, not ruled on."
     )
-    key_metric = "norm-free val loss GELU - ReLU; early-layer entropy GELU vs ReLU"
+    key_metric = "ppl_gain_relu_over_gelu_free"  # norm-free: 1 - ppl(ReLU) / ppl(GELU)
     default_seeds = {"smoke": 1, "cpu": 2, "gpu": 3}  # cpu: 2 seeds fit a shared 2-core machine
 
     def sweeps(self, scale, seeds):

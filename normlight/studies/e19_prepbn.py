@@ -51,7 +51,7 @@ class PRepBNStudy(Study):
         "norm (the final norm before the class-token readout has no adjacent linear and may stay). Reproduced if "
         "(a), (b), (c) are reproduced; not reproduced if any is not reproduced; inconclusive otherwise."
     )
-    key_metric = "val acc LN / BN swap / PRepBN; fold max |d logits|"
+    key_metric = "prepbn_minus_bn"  # val acc PRepBN minus the direct BatchNorm swap
     default_seeds = {"smoke": 1, "cpu": 2, "gpu": 3}  # cpu: 2 seeds fit a shared 2-core machine
 
     def model_kwargs(self, scale) -> dict:
@@ -97,6 +97,7 @@ class PRepBNStudy(Study):
         parts["c"] = _fold_part(extra)
         outcome = combine(parts) if not missing else "inconclusive"
         numbers = {f"acc_{n}": mean_std(v)[0] if v else math.nan for n, v in acc.items()}
+        numbers["prepbn_minus_bn"] = numbers["acc_prepbn"] - numbers["acc_batchnorm"]
         numbers["diverged_batchnorm"] = float(sum(r.diverged for r in pick(runs, **{"model.norm": "batchnorm"})))
         for k in ("max_abs_diff", "rel_diff", "norms_before", "norms_after", "ms_layernorm", "ms_repbn", "ms_folded"):
             numbers[k] = float(extra[k]) if extra.get(k) is not None else math.nan
