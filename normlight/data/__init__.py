@@ -2,7 +2,8 @@
 
 Vision:   DigitsDataModule (scikit-learn's bundled digits), MNISTDataModule / FashionMNISTDataModule (IDX files),
           CIFAR10DataModule (python batches), ImageFolderDataModule (any folder of class sub-folders).
-Language: PydocTextDataModule (CPython's bundled pydoc_data text), TextFilesDataModule (any text files).
+Language: PydocTextDataModule (CPython's bundled pydoc_data text), WordNetGlossesDataModule (the WordNet glosses
+          timm ships, 4.5x larger), TextFilesDataModule (any text files).
 
 Every DataModule exposes the shape facts a model must agree with (vision: ``num_classes``, ``img_size``,
 ``in_chans``; language: ``vocab_size``, ``block_size``) and ``check()``, which raises :class:`DataError`
@@ -10,7 +11,7 @@ naming a missing or malformed path and how to obtain the data. Nothing is ever d
 """
 
 from normlight.data.common import DataError
-from normlight.data.text import PydocTextDataModule, TextFilesDataModule
+from normlight.data.text import PydocTextDataModule, TextFilesDataModule, WordNetGlossesDataModule
 from normlight.data.vision import (
     CIFAR10DataModule,
     DigitsDataModule,
@@ -28,4 +29,5 @@ __all__ = [
     "MNISTDataModule",
     "PydocTextDataModule",
     "TextFilesDataModule",
+    "WordNetGlossesDataModule",
 ]

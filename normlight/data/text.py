@@ -8,6 +8,7 @@ The validation split is the last ``val_fraction`` of the token stream: determini
 from __future__ import annotations
 
 import glob
+import random
 from pathlib import Path
 
 import torch
@@ -99,6 +100,63 @@ class PydocTextDataModule(_ByteText):
         from pydoc_data.topics import topics
 
         return "\n\n".join(topics[k] for k in sorted(topics))
+
+
+class WordNetGlossesDataModule(_ByteText):
+    """English dictionary entries: the WordNet lemmas and glosses of the 21,843 ImageNet-21k synsets that timm
+    (a normlight dependency) ships as ``timm/data/_info/imagenet_synset_to_{lemma,definition}.txt``.
+
+    One line per synset, ``"lemma, lemma: gloss"`` (about 2.1 MB of real English, 4.5x the pydoc text). The
+    files list synsets in WordNet offset order, which groups them by topic (animals, then artifacts, foods, ...),
+    so the lines are shuffled with a fixed seed (``shuffle_seed``) before the tail is cut off for validation:
+    both splits then cover every topic, and the corpus is identical on every machine with the same files.
+    """
+
+    files = ("imagenet_synset_to_lemma.txt", "imagenet_synset_to_definition.txt")
+
+    def __init__(
+        self,
+        block_size: int = 128,
+        batch_size: int = 16,
+        val_fraction: float = 0.1,
+        num_workers: int = 0,
+        eval_batch_size: int | None = None,
+        shuffle_seed: int = 0,
+    ):
+        super().__init__(block_size, batch_size, val_fraction, num_workers, eval_batch_size)
+        self.shuffle_seed = shuffle_seed
+
+    @staticmethod
+    def directory() -> Path:
+        """Where the installed timm keeps the synset files."""
+        import timm.data
+
+        return Path(timm.data.__file__).parent / "_info"
+
+    def check(self) -> None:
+        """Both synset files must exist in the installed timm."""
+        missing = [f for f in self.files if not (self.directory() / f).is_file()]
+        if missing:
+            raise DataError(
+                f"WordNetGlossesDataModule: the installed timm lacks {', '.join(missing)} under {self.directory()}; "
+                "install timm>=1.0 (a normlight dependency) or use PydocTextDataModule"
+            )
+
+    def text(self) -> str:
+        """``"lemmas: gloss"`` lines, shuffled with ``shuffle_seed``."""
+        lemmas, glosses = (self._table(self.directory() / f) for f in self.files)
+        lines = [f"{lemmas.get(k, '')}: {g}" for k, g in sorted(glosses.items())]
+        random.Random(self.shuffle_seed).shuffle(lines)
+        return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def _table(path: Path) -> dict[str, str]:
+        out = {}
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            key, sep, value = line.partition("\t")
+            if sep and value.strip():
+                out[key.strip()] = value.strip()
+        return out
 
 
 class TextFilesDataModule(_ByteText):
