@@ -136,7 +136,9 @@ def train_all(
                 cfg_path.write_text(yaml.safe_dump(run_config(entry, norm, experiment, tracking_uri)))
                 print(f"[{len(run_ids) + 1}/{total}] {entry['name']} with {name} ...", flush=True)
                 t0 = time.perf_counter()
-                train.main(["fit", "--config", str(cfg_path), *(["--verbose"] if verbose else [])])
+                rc = train.main(["fit", "--config", str(cfg_path), *(["--verbose"] if verbose else [])])
+                if rc in train.EXIT_CODES.values():  # Ctrl-C / SIGTERM stop the quickstart, not just this run
+                    raise SystemExit(rc)
                 run_id, run_name = results.latest_run(client, experiment)
                 run_ids.append(run_id)
                 wall[run_name] = time.perf_counter() - t0

@@ -10,7 +10,7 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
-from normlight.cli import quickstart
+from normlight.cli import quickstart, train
 from normlight.data.text import PydocTextDataModule
 
 
@@ -118,3 +118,21 @@ def test_full_quickstart(tmp_path, monkeypatch):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
     assert len(runs) == 9 and all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_an_interrupted_run_stops_the_whole_quickstart(tmp_path, monkeypatch):
+    """Ctrl-C / SIGTERM inside one fit (which ends that run KILLED and returns 130/143) must not go on to the
+    next run of the plan."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    calls = []
+
+    def interrupted_fit(argv):
+        calls.append(argv)
+        return train.EXIT_CODES["SIGTERM"]
+
+    monkeypatch.setattr(quickstart.train, "main", interrupted_fit)
+    with pytest.raises(SystemExit) as stop:
+        quickstart.main(["quickstart"])
+    assert stop.value.code == 143
+    assert len(calls) == 1
