@@ -383,7 +383,9 @@ class PowerNormFunction(torch.autograd.Function):
             if t < warmup:  # cumulative mean during warmup, then the EMA (both run)
                 running_phi.mul_((t - 1) / t).add_(psi2.to(running_phi.dtype) / t)
             running_phi.mul_(alpha_fwd).add_(psi2.to(running_phi.dtype), alpha=1 - alpha_fwd)
-        y = torch.addcmul(bias, xs, rphi * weight, out=xs)  # in place: the backward recomputes xs from x and rg
+        # A fresh tensor, not written into xs: xs is a view (group_scale's reshape), and a Function's output that
+        # is a view cannot be modified in place by the caller (ResNet's ReLU(inplace=True) after the norm).
+        y = torch.addcmul(bias, xs, rphi * weight)  # the backward recomputes xs from x and rg
         ctx.save_for_backward(x2, weight, rg, rphi, psi2, ema_gz, real)
         ctx.n, ctx.settings, ctx.compiled = n, settings, compiled
         ctx.mark_non_differentiable(psi2)
