@@ -27,6 +27,15 @@ def seeds_axis(seeds: int) -> list[int]:
     return list(range(seeds))
 
 
+def gpt_fixed(scale: str, s: dict, *, warmup_steps: int, validations: int = 2, **more) -> dict:
+    """The ``fixed`` section of a GPT study's sweep from its scale settings ``s`` (depth, optional dim/heads,
+    steps): model size, steps, warm-up, ``more`` config keys, and ``validations`` evenly spaced validations
+    (smoke scale: SMOKE_FIXED instead)."""
+    size = {"depth": s["depth"]} | ({"dim": s["dim"], "num_heads": s["heads"]} if "dim" in s else {})
+    fixed = {"model.model_kwargs": size, "trainer.max_steps": s["steps"], "model.warmup_steps": warmup_steps, **more}
+    return fixed | (SMOKE_FIXED if scale == "smoke" else {"trainer.val_check_interval": s["steps"] // validations})
+
+
 @lru_cache(maxsize=1)
 def pydoc_unigram_nats() -> float:
     """Entropy (nats per byte) of the byte-unigram distribution of the pydoc corpus: the loss of a model that

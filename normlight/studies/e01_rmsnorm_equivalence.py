@@ -16,7 +16,7 @@ import statistics
 import time
 
 from normlight.studies.base import Analysis, Plot, RunRecord, Scale, Study, Table, Verdict
-from normlight.studies.common import GPT_BASE, SMOKE_FIXED, grid_for, seeds_axis
+from normlight.studies.common import GPT_BASE, gpt_fixed, grid_for, seeds_axis
 from normlight.studies.records import finals, pm, select
 from normlight.studies.verdict import lower_is_better, mean_std
 
@@ -124,9 +124,7 @@ class RMSNormEquivalenceStudy(Study):
     def sweeps(self, scale: Scale, seeds: int) -> list[dict]:
         """One sweep: norm {layernorm, rmsnorm} x seed, Pre-LN placement."""
         s = SCALES[scale]
-        kw = {"depth": s["depth"]} | ({"dim": s["dim"], "num_heads": s["heads"]} if "dim" in s else {})
-        fixed = {"model.model_kwargs": kw, "trainer.max_steps": s["steps"], "model.warmup_steps": s["steps"] // 10}
-        fixed |= SMOKE_FIXED if scale == "smoke" else {"trainer.val_check_interval": s["steps"] // 3}
+        fixed = gpt_fixed(scale, s, warmup_steps=s["steps"] // 10, validations=3)
         return [
             {
                 "name": "scratch",

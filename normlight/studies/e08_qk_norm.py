@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from normlight.studies.base import Analysis, Plot, RunRecord, Scale, Study, Table, Verdict
-from normlight.studies.common import GPT_BASE, SMOKE_FIXED, grid_for, pydoc_unigram_nats, seeds_axis
+from normlight.studies.common import GPT_BASE, gpt_fixed, grid_for, pydoc_unigram_nats, seeds_axis
 from normlight.studies.plots import curves
 from normlight.studies.records import pm, select, stable
 from normlight.studies.verdict import max_stable
@@ -59,9 +59,7 @@ class QKNormStudy(Study):
     def sweeps(self, scale: Scale, seeds: int) -> list[dict]:
         """One sweep: variant x learning rate x seed."""
         s = SCALES[scale]
-        kw = {"depth": s["depth"]} | ({"dim": s["dim"], "num_heads": s["heads"]} if "dim" in s else {})
-        fixed = {"model.model_kwargs": kw, "trainer.max_steps": s["steps"], "model.warmup_steps": 0}
-        fixed |= SMOKE_FIXED if scale == "smoke" else {"trainer.val_check_interval": s["steps"] // 2}
+        fixed = gpt_fixed(scale, s, warmup_steps=0)
         return [
             {
                 "name": "lr_range",
