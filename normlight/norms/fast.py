@@ -21,7 +21,9 @@ whole-model ``torch.compile`` the kernels are traced inline, never compiled sepa
 from __future__ import annotations
 
 import time
+import types
 import warnings
+import zlib
 from typing import Callable
 
 import torch
@@ -57,9 +59,9 @@ class Kernel:
         if not compiled:
             return self.fn(*args)
         args = _contiguous(args)
-        # one torch.compile wrapper per set of Python-number arguments (group counts, eps, flags); dynamo's
-        # guards still share one cache per function: GroupNorm's compiled backward stays ~19x LayerNorm
-        # in benchmarks/norms.py after other group counts (open, see benchmarks/results/norms.md)
+        # one compiled copy per set of Python-number arguments (group counts, eps, flags), each with its own
+        # code object: dynamo keeps one cache per code object, and a second group count on a shared one made
+        # the count symbolic ("automatic dynamic"), whose CPU code ran GroupNorm's backward 16x slower
         key = tuple(
             a if isinstance(a, (bool, int, float, str, type(None))) else tuple(a)
             for a in args
@@ -69,7 +71,7 @@ class Kernel:
             return self.fn(*args)
         fn = self._compiled.get(key)
         if fn is None:
-            fn = self._compiled[key] = torch.compile(self.fn, fullgraph=True, dynamic=None)
+            fn = self._compiled[key] = torch.compile(_own_code(self.fn, key), fullgraph=True, dynamic=None)
         before, t0 = _graphs_compiled(), time.perf_counter()
         try:
             out = fn(*args)
@@ -92,6 +94,14 @@ class _EagerOnly(dict):
     def __init__(self, fn: Callable):
         super().__init__()
         self.fn = fn
+
+
+def _own_code(fn: Callable, key: tuple) -> Callable:
+    """A copy of ``fn`` whose code object is its own and named after ``key``: dynamo keys its cache on the
+    code object and its automatic-dynamic history on (file, line, name), so neither is shared between keys."""
+    name = f"{fn.__name__}__{zlib.crc32(repr(key).encode()):08x}"  # stable across processes (PGO cache)
+    code = fn.__code__.replace(co_name=name, co_qualname=name)
+    return types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
 
 
 def _contiguous(args: tuple) -> tuple:

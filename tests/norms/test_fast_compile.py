@@ -82,3 +82,31 @@ def test_kernel_past_the_recompile_limit_runs_eagerly_with_one_warning(monkeypat
     with pytest.warns(UserWarning, match="recompile limit; runs eagerly"):
         outs = [scaled(torch.ones(n), k, compiled=True) for n, k in [(3, 1), (3, 2), (4, 3), (5, 3)]]
     assert [o.tolist() for o in outs] == [[4.0] * 3, [5.0] * 3, [7.0] * 4, [8.0] * 5]
+
+
+@fast.kernel
+def _group_sums(x, groups: int):
+    """Per-(row, group) sums: the reshape by a Python-number group count that GroupNorm's kernels do."""
+    return x.reshape(x.shape[0], groups, -1).sum(-1) * 2.0
+
+
+def test_each_group_count_compiles_its_own_static_kernel(caplog):
+    # dynamo keeps automatic-dynamic history per (file, line, function name): one shared function made the
+    # second group count symbolic (ks0 in the C++), and that code ran GroupNorm's backward 16x slower
+    import logging
+    import re
+
+    x = torch.randn(3, 24)
+    first = _group_sums(x, 4, compiled=True)
+    torch._logging.set_logs(output_code=True)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            out = _group_sums(x, 2, compiled=True)
+    finally:
+        torch._logging.set_logs()
+    code = "\n".join(r.getMessage() for r in caplog.records if "Output code" in r.getMessage())
+    torch.testing.assert_close(first, _group_sums(x, 4))
+    torch.testing.assert_close(out, _group_sums(x, 2))
+    assert "cpp_fused" in code or "def call" in code, "the second group count compiled no new kernel"
+    symbols = sorted(set(re.findall(r"\bk?s\d+\b", code)))
+    assert not symbols, f"the kernel for groups=2 has symbolic sizes {symbols}"
