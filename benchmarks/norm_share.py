@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/norm_share.py            # full run (~20-30 min on a quiet 2-core CPU)
+    .venv/bin/python benchmarks/norm_share.py            # full run (~12 min on a quiet 2-core CPU, inductor cache warm)
     .venv/bin/python benchmarks/norm_share.py --quick    # tiny shapes, 2 rounds: checks the script
     .venv/bin/python benchmarks/norm_share.py --norms layernorm rmsnorm dyt --modes fast compiled
 

@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/norms.py            # full run (~25-40 min on a quiet 2-core CPU, compile included)
+    .venv/bin/python benchmarks/norms.py            # full run (~2 min on a quiet 2-core CPU with a warm inductor cache; cold, compiling adds minutes)
     .venv/bin/python benchmarks/norms.py --quick    # small shapes, few rounds, no profiles: checks the script
     .venv/bin/python benchmarks/norms.py --modes eager fast --norms rmsnorm dyt   # a subset
 
