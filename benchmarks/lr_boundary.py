@@ -1,20 +1,26 @@
 """Boundary search vs full grid: how many runs ``--search lr-boundary`` needs, and whether it finds the grid's
-max stable LR, on ``configs/sweeps/placement_lr_quick.yaml`` (5 placements x 4 LRs, gpt-nano, 150 steps).
+max stable LR, on ``configs/sweeps/placement_lr_quick.yaml`` (5 placements, gpt-nano, 150 steps), for two LR
+ladders: the sweep's own 4 LRs and a denser 9-point log ladder over the same range.
 
 Usage::
 
-    .venv/bin/python benchmarks/lr_boundary.py                   # about 10-15 min on 2 quiet cores
-    .venv/bin/python benchmarks/lr_boundary.py --sweep FILE --workers 2 --tolerance 0.1
+    .venv/bin/python benchmarks/lr_boundary.py            # both ladders, about 50 short runs
+    .venv/bin/python benchmarks/lr_boundary.py --sweep FILE --workers 2 --tolerance 0.1 \\
+        --lr-min 1e-3 --lr-max 0.1 --lr-points 9 --workdir DIR   # --lr-points 0: the sweep's own LRs only
 
-In a fresh store it first runs the boundary search (counting the runs it trains), then the full grid (which
-skips the points the search already trained: same config hashes), then judges every variant on the full grid
-with the same rule (``tracking.compare.max_stable_lr``, what ``normlight compare`` reports). Writes
-``benchmarks/results/lr_boundary.{json,md}``. Run counts and LRs only; no timing is recorded.
+For each ladder, in one store: the boundary search first (counting every run it needs, including points
+already in the store, which it reuses instead of training), then the full grid over the same ladder (which
+skips the points already trained: same config hashes), then every variant judged on the full grid with the
+same rule (``tracking.compare.max_stable_lr``, what ``normlight compare`` reports). The ladders share some LRs
+(1e-3, 1e-2, 0.1), so the second ladder reuses those runs of the first; the report says how many. Writes
+``benchmarks/results/lr_boundary.{json,md}`` after each ladder; ``--workdir`` keeps the store, so an interrupted
+run resumes. Run counts and LRs only; no timing is recorded.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -25,19 +31,27 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def grid_answer(sweep, uri: str, lr_key: str, metric: str, tolerance: float) -> dict:
-    """{variant label: max stable LR over every LR of the full grid}."""
-    from normlight.sweep import search
+def finished_runs(sweep, uri: str) -> dict:
+    """{config hash: run} of the sweep's FINISHED runs in the store."""
     from normlight.tracking import sweep_runs
-    from normlight.tracking.compare import max_stable_lr
 
     c = sweep_runs.client(uri)
     exp = c.get_experiment_by_name(sweep.experiment)
-    finished = {
+    if exp is None:
+        return {}
+    return {
         r.data.tags.get(sweep_runs.HASH_TAG): r
         for r in sweep_runs.sweep_runs(c, exp.experiment_id, sweep.name)
         if r.info.status == "FINISHED"
     }
+
+
+def grid_answer(sweep, uri: str, lr_key: str, metric: str, tolerance: float) -> dict:
+    """{variant label: max stable LR over every LR of ``sweep``'s grid}."""
+    from normlight.sweep import search
+    from normlight.tracking.compare import max_stable_lr
+
+    finished = finished_runs(sweep, uri)
     combos, seed_axis, seeds = search.variants(sweep, lr_key)
     out = {}
     for v in combos:
@@ -49,36 +63,39 @@ def grid_answer(sweep, uri: str, lr_key: str, metric: str, tolerance: float) -> 
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the comparison and write the results files."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sweep", default=str(ROOT / "configs" / "sweeps" / "placement_lr_quick.yaml"))
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--tolerance", type=float, default=0.1, help="normlight compare's --stable-tolerance")
-    p.add_argument("--metric", default="val/loss")
-    p.add_argument("--out", default=str(RESULTS / "lr_boundary"), help="results path without extension")
-    p.add_argument("--workdir", default=None, help="where the store goes (default: a new temporary folder)")
-    args = p.parse_args(argv)
+def compare_ladder(sweep, uri: str, args, lr_key: str, lr_range: tuple | None) -> dict | None:
+    """Search, then the full grid over the same ladder; the comparison of one ladder (None: interrupted)."""
+    from normlight.sweep import plan, run_sweep, search
 
-    from normlight.sweep import load_sweep, run_sweep, search
-
-    sweep = load_sweep(Path(args.sweep).resolve())
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="lr-boundary-"))
-    work.mkdir(parents=True, exist_ok=True)
-    os.chdir(work)
-    uri = f"sqlite:///{work / 'mlflow.db'}"
-    lr_key = "model.lr"
+    lr_min, lr_max, points = lr_range or (None, None, None)
+    before = set(finished_runs(sweep, uri))
     found = search.lr_boundary(
-        sweep, uri, lr_key=lr_key, tolerance=args.tolerance, metric=args.metric, workers=args.workers
+        sweep,
+        uri,
+        lr_key=lr_key,
+        lr_min=lr_min,
+        lr_max=lr_max,
+        lr_points=points,
+        tolerance=args.tolerance,
+        metric=args.metric,
+        workers=args.workers,
     )
     if "variants" not in found:
-        print("error: the search was interrupted", file=sys.stderr)
-        return 1
+        return None
     search.print_boundary(found)
-    code = run_sweep(sweep, uri, workers=args.workers)  # the rest of the grid
-    grid = grid_answer(sweep, uri, lr_key, args.metric, args.tolerance)
+    ladder = found["ladder"]
+    grid_sweep = dataclasses.replace(sweep, grid={**sweep.grid, lr_key: ladder})
+    combos, seed_axis, seeds = search.variants(grid_sweep, lr_key)
+    by_label = {search.variant_label(v): v for v in combos}
+    before_grid = set(finished_runs(sweep, uri))
+    code = run_sweep(grid_sweep, uri, workers=args.workers)  # the rest of the grid
+    grid_hashes = [r.hash for r in plan(grid_sweep)]
+    grid = grid_answer(grid_sweep, uri, lr_key, args.metric, args.tolerance)
     rows = []
     for label, v in found["variants"].items():
+        probes = [
+            r for lr in v["probed"] for r in search.probe_runs(sweep, by_label[label], lr_key, lr, seed_axis, seeds)
+        ]
         rows.append(
             {
                 "variant": label,
@@ -86,49 +103,114 @@ def main(argv: list[str] | None = None) -> int:
                 "grid_max_stable_lr": grid[label],
                 "same": v["max_stable_lr"] == grid[label],
                 "search_runs": v["runs"],
+                "search_runs_reused": sum(r.hash in before for r in probes),
                 "search_lrs": v["probed"],
-                "grid_runs": len(found["ladder"]) * v["runs"] // max(1, len(v["probed"])),
+                "grid_runs": len(ladder) * len(seeds),
             }
         )
-    result = {
-        "sweep": str(Path(args.sweep).resolve().relative_to(ROOT))
-        if ROOT in Path(args.sweep).resolve().parents
-        else args.sweep,
-        "tolerance": args.tolerance,
-        "metric": args.metric,
-        "ladder": found["ladder"],
+    return {
+        "ladder_name": "the sweep's own LRs"
+        if lr_range is None
+        else f"{len(ladder)}-point log ladder over [{lr_min:g}, {lr_max:g}]",
+        "ladder": ladder,
         "search_runs": found["runs"],
+        "search_runs_reused": sum(r["search_runs_reused"] for r in rows),
         "grid_runs": found["grid_runs"],
+        "grid_runs_trained_after_search": sum(h not in before_grid for h in grid_hashes),
         "saved_runs": found["grid_runs"] - found["runs"],
         "all_same": all(r["same"] for r in rows),
+        "search_exit_code": found["exit_code"],
         "grid_exit_code": code,
         "variants": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+def render(result: dict) -> str:
+    """The results as markdown: one section per ladder."""
+    fmt = lambda x: "none" if x is None else f"{x:g}"  # noqa: E731
     lines = [
         f"# LR boundary search vs full grid: {result['sweep']}",
         "",
-        f"Regenerate: `.venv/bin/python benchmarks/lr_boundary.py` (stable = no divergence and final {args.metric} "
-        f"within {args.tolerance:.0%} of the best LR's, as `normlight compare`).",
+        f"Regenerate: `{result['command']}` (stable = no seed diverged and mean final {result['metric']} within "
+        f"{result['tolerance']:.0%} of the best LR's, as `normlight compare`; the search trains the lowest LR "
+        "first as its anchor, then bisects the rest of the ladder).",
         "",
-        f"**{result['search_runs']} runs** for the boundary search vs **{result['grid_runs']}** for the grid over the "
-        f"same LRs ({', '.join(f'{x:g}' for x in result['ladder'])}): {result['saved_runs']} fewer. "
-        f"Same max stable LR for every variant: **{'yes' if result['all_same'] else 'no'}**.",
-        "",
-        "| variant | max stable LR (search) | max stable LR (grid) | same | search runs | LRs probed |",
-        "|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        fmt = lambda x: "none" if x is None else f"{x:g}"  # noqa: E731
-        probed = ", ".join(f"{x:g}" for x in r["search_lrs"])
-        lines.append(
-            f"| {r['variant']} | {fmt(r['search_max_stable_lr'])} | {fmt(r['grid_max_stable_lr'])} | "
-            f"{'yes' if r['same'] else 'NO'} | {r['search_runs']} | {probed} |"
-        )
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    for lad in result["ladders"]:
+        lines += [
+            f"## {lad['ladder_name']}: {', '.join(f'{x:g}' for x in lad['ladder'])}",
+            "",
+            f"**{lad['search_runs']} runs** for the boundary search vs **{lad['grid_runs']}** for the grid over the "
+            f"same LRs: {lad['saved_runs']} fewer ({100 * lad['saved_runs'] / lad['grid_runs']:.0f}% saved). "
+            f"Same max stable LR for every variant: **{'yes' if lad['all_same'] else 'no'}**.",
+            "",
+        ]
+        if lad["search_runs_reused"]:
+            lines += [
+                f"{lad['search_runs_reused']} of the search's {lad['search_runs']} runs were already in the store "
+                "(the same grid points, by config hash, trained for an earlier ladder) and were reused, not "
+                "retrained; they are counted in the search's runs all the same.",
+                "",
+            ]
+        lines += [
+            "| variant | max stable LR (search) | max stable LR (grid) | same | search runs | LRs probed |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in lad["variants"]:
+            probed = ", ".join(f"{x:g}" for x in r["search_lrs"])
+            lines.append(
+                f"| {r['variant']} | {fmt(r['search_max_stable_lr'])} | {fmt(r['grid_max_stable_lr'])} | "
+                f"{'yes' if r['same'] else 'NO'} | {r['search_runs']} | {probed} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the comparison for each ladder and write the results files."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sweep", default=str(ROOT / "configs" / "sweeps" / "placement_lr_quick.yaml"))
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--tolerance", type=float, default=0.1, help="normlight compare's --stable-tolerance")
+    p.add_argument("--metric", default="val/loss")
+    p.add_argument("--lr-min", type=float, default=1e-3, help="the denser ladder's lowest LR")
+    p.add_argument("--lr-max", type=float, default=0.1, help="the denser ladder's highest LR")
+    p.add_argument("--lr-points", type=int, default=9, help="the denser ladder's size (0: the sweep's LRs only)")
+    p.add_argument("--out", default=str(RESULTS / "lr_boundary"), help="results path without extension")
+    p.add_argument("--workdir", default=None, help="where the store goes (default: a new temporary folder)")
+    args = p.parse_args(argv)
+
+    from normlight.sweep import load_sweep
+
+    sweep_path = Path(args.sweep).resolve()
+    sweep = load_sweep(sweep_path)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="lr-boundary-")).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out).resolve()
+    os.chdir(work)
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    command = ".venv/bin/python benchmarks/lr_boundary.py"
+    if args.lr_points:
+        command += f" --lr-min {args.lr_min:g} --lr-max {args.lr_max:g} --lr-points {args.lr_points}"
+    result = {
+        "sweep": str(sweep_path.relative_to(ROOT)) if ROOT in sweep_path.parents else args.sweep,
+        "command": command,
+        "tolerance": args.tolerance,
+        "metric": args.metric,
+        "ladders": [],
+    }
+    ranges = [None] + ([(args.lr_min, args.lr_max, args.lr_points)] if args.lr_points else [])
+    for lr_range in ranges:
+        lad = compare_ladder(sweep, uri, args, "model.lr", lr_range)
+        if lad is None:
+            print("error: the search was interrupted; re-run with the same --workdir to resume", file=sys.stderr)
+            return 1
+        result["ladders"].append(lad)
+        result["all_same"] = all(x["all_same"] for x in result["ladders"])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+        out.with_suffix(".md").write_text(render(result))
+        print(render(result))
     return 0 if result["all_same"] else 1
 
 

@@ -3,18 +3,29 @@
 A variant is one combination of the grid's other axes (norm x placement x depth ...); its seeds are the values
 of a seed axis (``seed_everything``), all trained at every LR the search probes. The LRs are a ladder, log-spaced
 from ``lr_min`` to ``lr_max`` (by default the grid's own LR values, so the search and the grid probe the same
-LRs). Bisection in log space over the ladder, assuming stability is monotone (stable below the boundary,
-unstable above)::
+LRs).
 
-    lo = below the ladder, hi = above it
+The rule. "Stable" is exactly what ``normlight compare`` calls stable (``tracking.compare.max_stable_lr``,
+reused, not copied): no seed diverged (or failed to finish) and the mean final metric is within ``tolerance`` of
+the best LR's among the points trained. That rule is relative to the best loss, so the search first ANCHORS the
+reference: it always trains the lowest LR of the ladder (every seed). If the anchor is itself unstable (a seed
+diverged or did not finish) the answer is None, "no stable LR in the ladder", and nothing else is probed.
+Otherwise it bisects in log space over the rest of the ladder (:class:`Bisection`)::
+
+    lo = 0 (the anchor, stable), hi = above the ladder
     while hi - lo > 1:  mid = (lo + hi) // 2   -> the log-space midpoint
         train the variant at ladder[mid] (every seed)
         stable?  lo = mid  :  hi = mid
 
-"Stable" is exactly what ``normlight compare`` calls stable (``tracking.compare.max_stable_lr``, reused, not
-copied): no seed diverged and the mean final metric is within ``tolerance`` of the best LR's among those
-trained. An LR is stable when the max stable LR of the probed points is at least that LR; the answer is the max
-stable LR of every point probed. It needs about log2(n + 1) LRs per variant instead of the grid's n.
+An LR is stable when the max stable LR of the points probed so far is at least that LR; the answer is the max
+stable LR of every point probed. For a ladder of n LRs that is at most 1 + ceil(log2(n)) LRs per variant
+instead of the grid's n (3 of 4, 5 of 9).
+
+The assumption. The search returns the grid's answer whenever (a) the grid's best loss is at an LR the search
+probed (the anchor or a bisection point) and (b) stability is monotone in the LR (stable below the boundary,
+unstable above). The anchor makes (a) hold in the common case where the lowest LR trains best; when the best
+loss is at an LR between probes, or the tolerance verdict flips back and forth along the ladder, the search can
+answer differently from the grid (``benchmarks/lr_boundary.py`` reports both side by side).
 
 Each probe is an ordinary grid point (same config hash and run name as in the full grid), trained through
 ``run_sweep`` with any launcher, so the search is exactly-once too, resumes after an interruption, and reuses
@@ -97,6 +108,51 @@ def _points(by_hash: dict, runs: list[Run], lr: float, metric: str) -> list[tupl
     return out
 
 
+@dataclasses.dataclass
+class Bisection:
+    """One variant's search over ``ladder`` (pure decision logic: no training, no store).
+
+    :meth:`next_index` is the ladder index to train next (None: done), :meth:`record` takes that probe's
+    (lr, diverged, final metric) points, one per seed, and :meth:`answer` is the max stable LR."""
+
+    ladder: list[float]
+    tolerance: float = 0.1
+    maximize: bool = False
+    points: list = dataclasses.field(default_factory=list)
+    probed: list[float] = dataclasses.field(default_factory=list)
+    lo: int = -1  # highest index known stable (-1: none yet)
+    hi: int | None = None  # lowest index known unstable (len(ladder): none yet)
+
+    def __post_init__(self):
+        if self.hi is None:
+            self.hi = len(self.ladder)
+
+    def next_index(self) -> int | None:
+        """The anchor (index 0) first; None once the anchor is unstable or the bisection has closed."""
+        if not self.probed:
+            return 0
+        if self.lo < 0 or self.hi - self.lo <= 1:
+            return None
+        return (self.lo + self.hi) // 2
+
+    def record(self, index: int, points: list[tuple[float, bool, float | None]]) -> None:
+        """Add the probe at ``ladder[index]`` and move the bracket: stable -> ``lo``, unstable -> ``hi``."""
+        lr = self.ladder[index]
+        self.points += points
+        self.probed.append(lr)
+        best = max_stable_lr(self.points, maximize=self.maximize, tolerance=self.tolerance)
+        if best is not None and best >= lr:
+            self.lo = index
+        else:
+            self.hi = index
+
+    def answer(self) -> float | None:
+        """The max stable LR of every point probed; None when the anchor was unstable (no stable LR)."""
+        if self.lo < 0:
+            return None
+        return max_stable_lr(self.points, maximize=self.maximize, tolerance=self.tolerance)
+
+
 def lr_boundary(
     sweep: Sweep,
     uri: str,
@@ -118,17 +174,17 @@ def lr_boundary(
 
     lrs = ladder(sweep, lr_key, lr_min, lr_max, lr_points)
     combos, seed_axis, seeds = variants(sweep, lr_key)
-    state = {variant_label(v): {"variant": v, "lo": -1, "hi": len(lrs), "points": [], "probed": []} for v in combos}
+    state = {variant_label(v): (v, Bisection(lrs, tolerance, maximize)) for v in combos}
     c = sweep_runs.client(uri)
     exit_code, round_no = 0, 0
     while True:
-        todo = {label: (st["lo"] + st["hi"]) // 2 for label, st in state.items() if st["hi"] - st["lo"] > 1}
+        todo = {label: b.next_index() for label, (_, b) in state.items()}
+        todo = {label: i for label, i in todo.items() if i is not None}
         if not todo:
             break
         round_no += 1
         batch = {
-            label: probe_runs(sweep, state[label]["variant"], lr_key, lrs[i], seed_axis, seeds)
-            for label, i in todo.items()
+            label: probe_runs(sweep, state[label][0], lr_key, lrs[i], seed_axis, seeds) for label, i in todo.items()
         }
         print(f"[search] round {round_no}: " + "; ".join(f"{k} lr={lrs[i]:g}" for k, i in todo.items()), flush=True)
         code = run_sweep(sweep, uri, runs=[r for rs in batch.values() for r in rs], **run_kwargs)
@@ -142,21 +198,10 @@ def lr_boundary(
             if r.info.status == "FINISHED"
         }
         for label, i in todo.items():
-            st = state[label]
-            st["points"] += _points(finished, batch[label], lrs[i], metric)
-            st["probed"].append(lrs[i])
-            best = max_stable_lr(st["points"], maximize=maximize, tolerance=tolerance)
-            if best is not None and best >= lrs[i]:
-                st["lo"] = i
-            else:
-                st["hi"] = i
+            state[label][1].record(i, _points(finished, batch[label], lrs[i], metric))
     out = {}
-    for label, st in state.items():
-        out[label] = {
-            "max_stable_lr": max_stable_lr(st["points"], maximize=maximize, tolerance=tolerance),
-            "probed": sorted(st["probed"]),
-            "runs": len(st["points"]),
-        }
+    for label, (_, b) in state.items():
+        out[label] = {"max_stable_lr": b.answer(), "probed": sorted(b.probed), "runs": len(b.points)}
     total = sum(v["runs"] for v in out.values())
     return {
         "variants": out,
@@ -171,7 +216,7 @@ def print_boundary(result: dict) -> None:
     """The per-variant answer and the run count against the full grid."""
     for label, v in result["variants"].items():
         lr = v["max_stable_lr"]
-        shown = f"{lr:g}" if lr is not None else "none (unstable at every LR probed)"
+        shown = f"{lr:g}" if lr is not None else "none (unstable at the lowest LR: no stable LR in the ladder)"
         print(f"max stable LR  {label}: {shown}  ({v['runs']} runs, LRs {', '.join(f'{x:g}' for x in v['probed'])})")
     n, g = result["runs"], result["grid_runs"]
     print(
