@@ -47,7 +47,8 @@ def finished_runs(sweep, uri: str) -> dict:
 
 
 def grid_answer(sweep, uri: str, lr_key: str, metric: str, tolerance: float) -> dict:
-    """{variant label: max stable LR over every LR of ``sweep``'s grid}."""
+    """{variant label: (max stable LR over every LR of ``sweep``'s grid, {lr: mean final metric or None when a
+    seed diverged or did not finish})}."""
     from normlight.sweep import search
     from normlight.tracking.compare import max_stable_lr
 
@@ -55,11 +56,14 @@ def grid_answer(sweep, uri: str, lr_key: str, metric: str, tolerance: float) -> 
     combos, seed_axis, seeds = search.variants(sweep, lr_key)
     out = {}
     for v in combos:
-        points = []
+        points, means = [], {}
         for lr in search.ladder(sweep, lr_key):
             runs = search.probe_runs(sweep, v, lr_key, lr, seed_axis, seeds)
-            points += search._points(finished, runs, lr, metric)
-        out[search.variant_label(v)] = max_stable_lr(points, tolerance=tolerance)
+            at_lr = search._points(finished, runs, lr, metric)
+            points += at_lr
+            ok = [val for _, div, val in at_lr if not div and val is not None]
+            means[lr] = sum(ok) / len(ok) if len(ok) == len(at_lr) else None
+        out[search.variant_label(v)] = (max_stable_lr(points, tolerance=tolerance), means)
     return out
 
 
@@ -96,16 +100,22 @@ def compare_ladder(sweep, uri: str, args, lr_key: str, lr_range: tuple | None) -
         probes = [
             r for lr in v["probed"] for r in search.probe_runs(sweep, by_label[label], lr_key, lr, seed_axis, seeds)
         ]
+        answer, means = grid[label]
+        finite = {lr: m for lr, m in means.items() if m is not None}
+        best_lr = min(finite, key=finite.get) if finite else None
         rows.append(
             {
                 "variant": label,
                 "search_max_stable_lr": v["max_stable_lr"],
-                "grid_max_stable_lr": grid[label],
-                "same": v["max_stable_lr"] == grid[label],
+                "grid_max_stable_lr": answer,
+                "same": v["max_stable_lr"] == answer,
                 "search_runs": v["runs"],
                 "search_runs_reused": sum(r.hash in before for r in probes),
                 "search_lrs": v["probed"],
                 "grid_runs": len(ladder) * len(seeds),
+                "grid_best_lr": best_lr,
+                "grid_best_lr_probed": best_lr in v["probed"],
+                f"grid_final_{args.metric}": {f"{lr:g}": m for lr, m in means.items()},
             }
         )
     return {
@@ -162,6 +172,31 @@ def render(result: dict) -> str:
                 f"| {r['variant']} | {fmt(r['search_max_stable_lr'])} | {fmt(r['grid_max_stable_lr'])} | "
                 f"{'yes' if r['same'] else 'NO'} | {r['search_runs']} | {probed} |"
             )
+        lines.append("")
+        for r in lad["variants"]:
+            if not r["same"]:
+                where = "an LR the search probed" if r["grid_best_lr_probed"] else "an LR the search did not probe"
+                lines += [
+                    f"{r['variant']} differs: the grid's best final {result['metric']} is at lr "
+                    f"{fmt(r['grid_best_lr'])}, {where}, so the search's reference loss is another one (the "
+                    "assumption stated in normlight/sweep/search.py does not hold here).",
+                    "",
+                ]
+        metric_key = f"grid_final_{result['metric']}"
+        lrs = list(lad["variants"][0][metric_key]) if lad["variants"] else []
+        lines += [
+            f"Grid: mean final {result['metric']} per LR (- = a seed diverged or did not finish; * = probed by "
+            "the search).",
+            "",
+            "| variant | " + " | ".join(lrs) + " |",
+            "|---|" + "---|" * len(lrs),
+        ]
+        for r in lad["variants"]:
+            probed = {f"{x:g}" for x in r["search_lrs"]}
+            cells = [
+                ("-" if m is None else f"{m:.3f}") + (" *" if lr in probed else "") for lr, m in r[metric_key].items()
+            ]
+            lines.append(f"| {r['variant']} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
