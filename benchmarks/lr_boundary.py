@@ -67,12 +67,14 @@ def grid_answer(sweep, uri: str, lr_key: str, metric: str, tolerance: float) -> 
     return out
 
 
-def compare_ladder(sweep, uri: str, args, lr_key: str, lr_range: tuple | None) -> dict | None:
-    """Search, then the full grid over the same ladder; the comparison of one ladder (None: interrupted)."""
+def compare_ladder(sweep, uri: str, args, lr_key: str, lr_range: tuple | None, earlier: set) -> dict | None:
+    """Search, then the full grid over the same ladder; the comparison of one ladder (None: interrupted).
+
+    ``earlier``: config hashes of the grid points of the ladders compared before (their runs are in the store;
+    counted from the plan, not the store, so a resumed run reports the same counts); this ladder's are added."""
     from normlight.sweep import plan, run_sweep, search
 
     lr_min, lr_max, points = lr_range or (None, None, None)
-    before = set(finished_runs(sweep, uri))
     found = search.lr_boundary(
         sweep,
         uri,
@@ -91,7 +93,6 @@ def compare_ladder(sweep, uri: str, args, lr_key: str, lr_range: tuple | None) -
     grid_sweep = dataclasses.replace(sweep, grid={**sweep.grid, lr_key: ladder})
     combos, seed_axis, seeds = search.variants(grid_sweep, lr_key)
     by_label = {search.variant_label(v): v for v in combos}
-    before_grid = set(finished_runs(sweep, uri))
     code = run_sweep(grid_sweep, uri, workers=args.workers)  # the rest of the grid
     grid_hashes = [r.hash for r in plan(grid_sweep)]
     grid = grid_answer(grid_sweep, uri, lr_key, args.metric, args.tolerance)
@@ -110,7 +111,7 @@ def compare_ladder(sweep, uri: str, args, lr_key: str, lr_range: tuple | None) -
                 "grid_max_stable_lr": answer,
                 "same": v["max_stable_lr"] == answer,
                 "search_runs": v["runs"],
-                "search_runs_reused": sum(r.hash in before for r in probes),
+                "search_runs_reused": sum(r.hash in earlier for r in probes),
                 "search_lrs": v["probed"],
                 "grid_runs": len(ladder) * len(seeds),
                 "grid_best_lr": best_lr,
@@ -118,6 +119,14 @@ def compare_ladder(sweep, uri: str, args, lr_key: str, lr_range: tuple | None) -
                 f"grid_final_{args.metric}": {f"{lr:g}": m for lr, m in means.items()},
             }
         )
+    probed = {
+        r.hash
+        for label, v in found["variants"].items()
+        for lr in v["probed"]
+        for r in search.probe_runs(sweep, by_label[label], lr_key, lr, seed_axis, seeds)
+    }
+    trained_after = sum(h not in earlier and h not in probed for h in grid_hashes)
+    earlier.update(grid_hashes)
     return {
         "ladder_name": "the sweep's own LRs"
         if lr_range is None
@@ -126,7 +135,7 @@ def compare_ladder(sweep, uri: str, args, lr_key: str, lr_range: tuple | None) -
         "search_runs": found["runs"],
         "search_runs_reused": sum(r["search_runs_reused"] for r in rows),
         "grid_runs": found["grid_runs"],
-        "grid_runs_trained_after_search": sum(h not in before_grid for h in grid_hashes),
+        "grid_runs_trained_after_search": trained_after,
         "saved_runs": found["grid_runs"] - found["runs"],
         "all_same": all(r["same"] for r in rows),
         "search_exit_code": found["exit_code"],
@@ -157,9 +166,10 @@ def render(result: dict) -> str:
         ]
         if lad["search_runs_reused"]:
             lines += [
-                f"{lad['search_runs_reused']} of the search's {lad['search_runs']} runs were already in the store "
-                "(the same grid points, by config hash, trained for an earlier ladder) and were reused, not "
-                "retrained; they are counted in the search's runs all the same.",
+                f"{lad['search_runs_reused']} of the search's {lad['search_runs']} runs are grid points of the ladder "
+                "above (same LR, same config hash): the store already had them, so they were reused, not retrained; "
+                "they are counted in the search's runs all the same. The grid over this ladder then trained "
+                f"{lad['grid_runs_trained_after_search']} more runs.",
                 "",
             ]
         lines += [
@@ -235,8 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         "ladders": [],
     }
     ranges = [None] + ([(args.lr_min, args.lr_max, args.lr_points)] if args.lr_points else [])
+    earlier: set = set()
     for lr_range in ranges:
-        lad = compare_ladder(sweep, uri, args, "model.lr", lr_range)
+        lad = compare_ladder(sweep, uri, args, "model.lr", lr_range, earlier)
         if lad is None:
             print("error: the search was interrupted; re-run with the same --workdir to resume", file=sys.stderr)
             return 1

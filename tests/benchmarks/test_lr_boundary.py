@@ -41,4 +41,4 @@ def test_lr_boundary_benchmark_writes_its_results(tmp_path, monkeypatch):
     assert dense["search_runs"] + dense["grid_runs_trained_after_search"] == 3
     assert code == (0 if result["all_same"] else 1)
     md = out.with_suffix(".md").read_text()
-    assert "**3 runs** for the boundary search vs **4**" in md and "were already in the store" in md
+    assert "**3 runs** for the boundary search vs **4**" in md and "the store already had them" in md
