@@ -162,6 +162,18 @@ def test_bisection_matches_the_grid_for_every_monotone_boundary(n):
             assert b.probed == [lrs[0]]
 
 
+def test_best_loss_between_probes_is_where_the_search_can_differ_from_the_grid():
+    """The stated assumption's failure, with ngpt's measured final losses on placement_lr_quick's 4 LRs
+    (benchmarks/results/lr_boundary.md): the best (0.01) is never probed, so 0.03 and 0.1 pass against the
+    anchor's worse loss while the grid, whose reference is 0.01's loss, rejects both."""
+    losses = {1e-3: 3.639, 1e-2: 2.339, 3e-2: 2.624, 1e-1: 2.755}
+    b = search.Bisection(list(losses))
+    while (i := b.next_index()) is not None:
+        b.record(i, [(b.ladder[i], False, losses[b.ladder[i]])])
+    assert b.probed == [1e-3, 3e-2, 1e-1]
+    assert b.answer() == 1e-1 and max_stable_lr([(lr, False, v) for lr, v in losses.items()]) == 1e-2
+
+
 @pytest.mark.slow
 def test_boundary_search_trains_fewer_points_than_the_grid(tmp_path, store, monkeypatch, capsys):
     """Ladder 1e-3 < 2e-3 < 3e-3 < 1e30 (a certain divergence): the anchor 1e-3, then bisection probes 3e-3
