@@ -151,8 +151,8 @@ def render(result: dict) -> str:
         f"# LR boundary search vs full grid: {result['sweep']}",
         "",
         f"Regenerate: `{result['command']}` (stable = no seed diverged and mean final {result['metric']} within "
-        f"{result['tolerance']:.0%} of the best LR's, as `normlight compare`; the search trains the lowest LR "
-        "first as its anchor, then bisects the rest of the ladder).",
+        f"{result['tolerance']:.0%} of the best LR's, as `normlight compare`; the search finds the best LR by "
+        "ternary search, then bisects for the boundary above it).",
         "",
     ]
     for lad in result["ladders"]:

@@ -1,4 +1,4 @@
-"""``normlight sweep FILE --search lr-boundary``: the largest stable learning rate per variant, by bisection.
+"""``normlight sweep FILE --search lr-boundary``: the largest stable learning rate per variant, adaptively.
 
 A variant is one combination of the grid's other axes (norm x placement x depth ...); its seeds are the values
 of a seed axis (``seed_everything``), all trained at every LR the search probes. The LRs are a ladder, log-spaced
@@ -7,25 +7,24 @@ LRs).
 
 The rule. "Stable" is exactly what ``normlight compare`` calls stable (``tracking.compare.max_stable_lr``,
 reused, not copied): no seed diverged (or failed to finish) and the mean final metric is within ``tolerance`` of
-the best LR's among the points trained. That rule is relative to the best loss, so the search first ANCHORS the
-reference: it always trains the lowest LR of the ladder (every seed). If the anchor is itself unstable (a seed
-diverged or did not finish) the answer is None, "no stable LR in the ladder", and nothing else is probed.
-Otherwise it bisects in log space over the rest of the ladder (:class:`Bisection`)::
+the BEST LR's. The answer therefore depends on the best loss as much as on the divergence boundary, so the
+search (:class:`BoundarySearch`) has two phases over ladder indices, a diverged or unfinished LR counting as
+the worst loss::
 
-    lo = 0 (the anchor, stable), hi = above the ladder
-    while hi - lo > 1:  mid = (lo + hi) // 2   -> the log-space midpoint
-        train the variant at ladder[mid] (every seed)
-        stable?  lo = mid  :  hi = mid
+    1. the best LR: ternary search, assuming the loss is unimodal in the LR (falls, then rises)
+         lo, hi = 0, n - 1
+         while hi - lo > 2:  m1, m2 = lo + (hi - lo) // 3, hi - (hi - lo) // 3   (train both)
+             loss(m1) < loss(m2)?  hi = m2 - 1  :  loss(m1) > loss(m2)?  lo = m1 + 1  :  (lo, hi) = (m1, m2)
+             (both unstable: hi = m1 - 1)
+         train what is left of [lo, hi]; best = the lowest loss trained
+    2. the boundary above it: bisection, assuming the tolerance verdict is monotone above the best LR
+         a = best (within tolerance), b = the lowest probed LR above it that fails the tolerance (or n)
+         while b - a > 1:  mid = (a + b) // 2  (train)  ->  within tolerance?  a = mid  :  b = mid
 
-An LR is stable when the max stable LR of the points probed so far is at least that LR; the answer is the max
-stable LR of every point probed. For a ladder of n LRs that is at most 1 + ceil(log2(n)) LRs per variant
-instead of the grid's n (3 of 4, 5 of 9).
-
-The assumption. The search returns the grid's answer whenever (a) the grid's best loss is at an LR the search
-probed (the anchor or a bisection point) and (b) stability is monotone in the LR (stable below the boundary,
-unstable above). The anchor makes (a) hold in the common case where the lowest LR trains best; when the best
-loss is at an LR between probes, or the tolerance verdict flips back and forth along the ladder, the search can
-answer differently from the grid (``benchmarks/lr_boundary.py`` reports both side by side).
+The answer is ``max_stable_lr`` of every point probed. It is the grid's answer whenever the two assumptions hold
+(the grid's best LR is then among the probes, and so is the boundary). A ladder of n LRs costs about
+2 log_3(n) + log_2(n) probes at most, fewer when phase 1 already brackets the boundary: 4 of 4 LRs, 5-7 of 9
+(``benchmarks/lr_boundary.py`` measures it against the full grid and reports where the answers differ).
 
 Each probe is an ordinary grid point (same config hash and run name as in the full grid), trained through
 ``run_sweep`` with any launcher, so the search is exactly-once too, resumes after an interruption, and reuses
@@ -109,47 +108,63 @@ def _points(by_hash: dict, runs: list[Run], lr: float, metric: str) -> list[tupl
 
 
 @dataclasses.dataclass
-class Bisection:
-    """One variant's search over ``ladder`` (pure decision logic: no training, no store).
+class BoundarySearch:
+    """One variant's two-phase search over ``ladder`` (pure decision logic: no training, no store).
 
     :meth:`next_index` is the ladder index to train next (None: done), :meth:`record` takes that probe's
-    (lr, diverged, final metric) points, one per seed, and :meth:`answer` is the max stable LR."""
+    (lr, diverged, final metric) points, one per seed, and :meth:`answer` is the max stable LR. The next index
+    is recomputed from the losses recorded so far, so the same probes always lead to the same next one."""
 
     ladder: list[float]
     tolerance: float = 0.1
     maximize: bool = False
     points: list = dataclasses.field(default_factory=list)
     probed: list[float] = dataclasses.field(default_factory=list)
-    lo: int = -1  # highest index known stable (-1: none yet)
-    hi: int | None = None  # lowest index known unstable (len(ladder): none yet)
-
-    def __post_init__(self):
-        if self.hi is None:
-            self.hi = len(self.ladder)
+    losses: dict = dataclasses.field(default_factory=dict)  # ladder index -> mean loss (inf: unstable)
 
     def next_index(self) -> int | None:
-        """The anchor (index 0) first; None once the anchor is unstable or the bisection has closed."""
-        if not self.probed:
-            return 0
-        if self.lo < 0 or self.hi - self.lo <= 1:
-            return None
-        return (self.lo + self.hi) // 2
+        """Phase 1 (the best LR) until its bracket is trained, then phase 2 (the boundary above it)."""
+        lo, hi = 0, len(self.ladder) - 1
+        while hi - lo > 2:
+            m1, m2 = lo + (hi - lo) // 3, hi - (hi - lo) // 3
+            for m in (m1, m2):
+                if m not in self.losses:
+                    return m
+            if self.losses[m1] < self.losses[m2]:
+                hi = m2 - 1
+            elif self.losses[m1] > self.losses[m2]:
+                lo = m1 + 1
+            elif math.isinf(self.losses[m1]):  # both unstable: the best is below (instability grows with the LR)
+                hi = m1 - 1
+            else:  # an exact tie: a unimodal loss has its minimum between the two
+                lo, hi = m1, m2
+        for m in range(lo, hi + 1):
+            if m not in self.losses:
+                return m
+        best = min(self.losses, key=lambda i: (self.losses[i], i))
+        if math.isinf(self.losses[best]):
+            return None  # every probe unstable: no stable LR to bound
+        fails = [i for i in self.losses if i > best and not self._within(i, best)]
+        b = min(fails, default=len(self.ladder))
+        a = max(i for i in self.losses if best <= i < b)
+        return (a + b) // 2 if b - a > 1 else None
+
+    def _within(self, i: int, best: int) -> bool:
+        return self.losses[i] <= self.losses[best] + self.tolerance * abs(self.losses[best])
 
     def record(self, index: int, points: list[tuple[float, bool, float | None]]) -> None:
-        """Add the probe at ``ladder[index]`` and move the bracket: stable -> ``lo``, unstable -> ``hi``."""
-        lr = self.ladder[index]
+        """Add the probe at ``ladder[index]`` (one point per seed) with its mean loss, +inf when unstable."""
         self.points += points
-        self.probed.append(lr)
-        best = max_stable_lr(self.points, maximize=self.maximize, tolerance=self.tolerance)
-        if best is not None and best >= lr:
-            self.lo = index
+        self.probed.append(self.ladder[index])
+        values = [v for _, div, v in points if not div and v is not None and math.isfinite(v)]
+        if len(values) < len(points) or not values:
+            self.losses[index] = math.inf
         else:
-            self.hi = index
+            mean = sum(values) / len(values)
+            self.losses[index] = -mean if self.maximize else mean
 
     def answer(self) -> float | None:
-        """The max stable LR of every point probed; None when the anchor was unstable (no stable LR)."""
-        if self.lo < 0:
-            return None
+        """The max stable LR of every point probed (``normlight compare``'s rule); None when none is stable."""
         return max_stable_lr(self.points, maximize=self.maximize, tolerance=self.tolerance)
 
 
@@ -166,7 +181,7 @@ def lr_boundary(
     maximize: bool = False,
     **run_kwargs,
 ) -> dict:
-    """Run the bisection (see the module doc); ``run_kwargs`` go to ``run_sweep`` (launcher, workers, ...).
+    """Run the search (see the module doc); ``run_kwargs`` go to ``run_sweep`` (launcher, workers, ...).
 
     Returns {"variants": {label: {"max_stable_lr", "probed": [lr...], "runs"}}, "runs": total probed runs,
     "grid_runs": what the full grid over the same ladder costs, "ladder": [...], "exit_code"}."""
@@ -174,7 +189,7 @@ def lr_boundary(
 
     lrs = ladder(sweep, lr_key, lr_min, lr_max, lr_points)
     combos, seed_axis, seeds = variants(sweep, lr_key)
-    state = {variant_label(v): (v, Bisection(lrs, tolerance, maximize)) for v in combos}
+    state = {variant_label(v): (v, BoundarySearch(lrs, tolerance, maximize)) for v in combos}
     c = sweep_runs.client(uri)
     exit_code, round_no = 0, 0
     while True:
@@ -216,7 +231,7 @@ def print_boundary(result: dict) -> None:
     """The per-variant answer and the run count against the full grid."""
     for label, v in result["variants"].items():
         lr = v["max_stable_lr"]
-        shown = f"{lr:g}" if lr is not None else "none (unstable at the lowest LR: no stable LR in the ladder)"
+        shown = f"{lr:g}" if lr is not None else "none (no stable LR in the ladder)"
         print(f"max stable LR  {label}: {shown}  ({v['runs']} runs, LRs {', '.join(f'{x:g}' for x in v['probed'])})")
     n, g = result["runs"], result["grid_runs"]
     print(
