@@ -3,8 +3,6 @@ with `normlight compare`'s rule, and its probes are the grid's own points (the g
 
 from __future__ import annotations
 
-import math
-
 import pytest
 from mlflow import MlflowClient
 
@@ -145,6 +143,7 @@ def test_search_matches_the_grid_for_every_unimodal_loss_and_boundary(n):
     lrs = [10.0 ** (-3 + 2 * i / max(1, n - 1)) for i in range(n)]
     for best in range(n):
         for k in range(best - 1, n):  # ladder[k] is the last stable LR; best - 1 < best: none stable
+
             def point(i):
                 if k < best:
                     return True, None
