@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--search",
         default=None,
         choices=["lr-boundary", "optuna"],
-        help="lr-boundary: largest stable LR per variant by bisection; optuna: TPE over the grid's ranges",
+        help="lr-boundary: largest stable LR per variant (ternary search for the best LR, then bisection above it); "
+        "optuna: TPE over the grid's ranges",
     )
     q.add_argument("--lr-key", default="model.lr", help="config key of the learning rate (default model.lr)")
     q.add_argument("--lr-min", type=float, default=None, help="lr-boundary: lowest LR (default: the grid's LRs)")

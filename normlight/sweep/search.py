@@ -1,20 +1,30 @@
-"""``normlight sweep FILE --search lr-boundary``: the largest stable learning rate per variant, by bisection.
+"""``normlight sweep FILE --search lr-boundary``: the largest stable learning rate per variant, adaptively.
 
 A variant is one combination of the grid's other axes (norm x placement x depth ...); its seeds are the values
 of a seed axis (``seed_everything``), all trained at every LR the search probes. The LRs are a ladder, log-spaced
 from ``lr_min`` to ``lr_max`` (by default the grid's own LR values, so the search and the grid probe the same
-LRs). Bisection in log space over the ladder, assuming stability is monotone (stable below the boundary,
-unstable above)::
+LRs).
 
-    lo = below the ladder, hi = above it
-    while hi - lo > 1:  mid = (lo + hi) // 2   -> the log-space midpoint
-        train the variant at ladder[mid] (every seed)
-        stable?  lo = mid  :  hi = mid
+The rule. "Stable" is exactly what ``normlight compare`` calls stable (``tracking.compare.max_stable_lr``,
+reused, not copied): no seed diverged (or failed to finish) and the mean final metric is within ``tolerance`` of
+the BEST LR's. The answer therefore depends on the best loss as much as on the divergence boundary, so the
+search (:class:`BoundarySearch`) has two phases over ladder indices, a diverged or unfinished LR counting as
+the worst loss::
 
-"Stable" is exactly what ``normlight compare`` calls stable (``tracking.compare.max_stable_lr``, reused, not
-copied): no seed diverged and the mean final metric is within ``tolerance`` of the best LR's among those
-trained. An LR is stable when the max stable LR of the probed points is at least that LR; the answer is the max
-stable LR of every point probed. It needs about log2(n + 1) LRs per variant instead of the grid's n.
+    1. the best LR: ternary search, assuming the loss is unimodal in the LR (falls, then rises)
+         lo, hi = 0, n - 1
+         while hi - lo > 2:  m1, m2 = lo + (hi - lo) // 3, hi - (hi - lo) // 3   (train both)
+             loss(m1) < loss(m2)?  hi = m2 - 1  :  loss(m1) > loss(m2)?  lo = m1 + 1  :  (lo, hi) = (m1, m2)
+             (both unstable: hi = m1 - 1)
+         train what is left of [lo, hi]; best = the lowest loss trained
+    2. the boundary above it: bisection, assuming the tolerance verdict is monotone above the best LR
+         a = best (within tolerance), b = the lowest probed LR above it that fails the tolerance (or n)
+         while b - a > 1:  mid = (a + b) // 2  (train)  ->  within tolerance?  a = mid  :  b = mid
+
+The answer is ``max_stable_lr`` of every point probed. It is the grid's answer whenever the two assumptions hold
+(the grid's best LR is then among the probes, and so is the boundary). A ladder of n LRs costs about
+2 log_3(n) + log_2(n) probes at most, fewer when phase 1 already brackets the boundary: 4 of 4 LRs, 5-7 of 9
+(``benchmarks/lr_boundary.py`` measures it against the full grid and reports where the answers differ).
 
 Each probe is an ordinary grid point (same config hash and run name as in the full grid), trained through
 ``run_sweep`` with any launcher, so the search is exactly-once too, resumes after an interruption, and reuses
@@ -97,6 +107,67 @@ def _points(by_hash: dict, runs: list[Run], lr: float, metric: str) -> list[tupl
     return out
 
 
+@dataclasses.dataclass
+class BoundarySearch:
+    """One variant's two-phase search over ``ladder`` (pure decision logic: no training, no store).
+
+    :meth:`next_index` is the ladder index to train next (None: done), :meth:`record` takes that probe's
+    (lr, diverged, final metric) points, one per seed, and :meth:`answer` is the max stable LR. The next index
+    is recomputed from the losses recorded so far, so the same probes always lead to the same next one."""
+
+    ladder: list[float]
+    tolerance: float = 0.1
+    maximize: bool = False
+    points: list = dataclasses.field(default_factory=list)
+    probed: list[float] = dataclasses.field(default_factory=list)
+    losses: dict = dataclasses.field(default_factory=dict)  # ladder index -> mean loss (inf: unstable)
+
+    def next_index(self) -> int | None:
+        """Phase 1 (the best LR) until its bracket is trained, then phase 2 (the boundary above it)."""
+        lo, hi = 0, len(self.ladder) - 1
+        while hi - lo > 2:
+            m1, m2 = lo + (hi - lo) // 3, hi - (hi - lo) // 3
+            for m in (m1, m2):
+                if m not in self.losses:
+                    return m
+            if self.losses[m1] < self.losses[m2]:
+                hi = m2 - 1
+            elif self.losses[m1] > self.losses[m2]:
+                lo = m1 + 1
+            elif math.isinf(self.losses[m1]):  # both unstable: the best is below (instability grows with the LR)
+                hi = m1 - 1
+            else:  # an exact tie: a unimodal loss has its minimum between the two
+                lo, hi = m1, m2
+        for m in range(lo, hi + 1):
+            if m not in self.losses:
+                return m
+        best = min(self.losses, key=lambda i: (self.losses[i], i))
+        if math.isinf(self.losses[best]):
+            return None  # every probe unstable: no stable LR to bound
+        fails = [i for i in self.losses if i > best and not self._within(i, best)]
+        b = min(fails, default=len(self.ladder))
+        a = max(i for i in self.losses if best <= i < b)
+        return (a + b) // 2 if b - a > 1 else None
+
+    def _within(self, i: int, best: int) -> bool:
+        return self.losses[i] <= self.losses[best] + self.tolerance * abs(self.losses[best])
+
+    def record(self, index: int, points: list[tuple[float, bool, float | None]]) -> None:
+        """Add the probe at ``ladder[index]`` (one point per seed) with its mean loss, +inf when unstable."""
+        self.points += points
+        self.probed.append(self.ladder[index])
+        values = [v for _, div, v in points if not div and v is not None and math.isfinite(v)]
+        if len(values) < len(points) or not values:
+            self.losses[index] = math.inf
+        else:
+            mean = sum(values) / len(values)
+            self.losses[index] = -mean if self.maximize else mean
+
+    def answer(self) -> float | None:
+        """The max stable LR of every point probed (``normlight compare``'s rule); None when none is stable."""
+        return max_stable_lr(self.points, maximize=self.maximize, tolerance=self.tolerance)
+
+
 def lr_boundary(
     sweep: Sweep,
     uri: str,
@@ -110,7 +181,7 @@ def lr_boundary(
     maximize: bool = False,
     **run_kwargs,
 ) -> dict:
-    """Run the bisection (see the module doc); ``run_kwargs`` go to ``run_sweep`` (launcher, workers, ...).
+    """Run the search (see the module doc); ``run_kwargs`` go to ``run_sweep`` (launcher, workers, ...).
 
     Returns {"variants": {label: {"max_stable_lr", "probed": [lr...], "runs"}}, "runs": total probed runs,
     "grid_runs": what the full grid over the same ladder costs, "ladder": [...], "exit_code"}."""
@@ -118,17 +189,17 @@ def lr_boundary(
 
     lrs = ladder(sweep, lr_key, lr_min, lr_max, lr_points)
     combos, seed_axis, seeds = variants(sweep, lr_key)
-    state = {variant_label(v): {"variant": v, "lo": -1, "hi": len(lrs), "points": [], "probed": []} for v in combos}
+    state = {variant_label(v): (v, BoundarySearch(lrs, tolerance, maximize)) for v in combos}
     c = sweep_runs.client(uri)
     exit_code, round_no = 0, 0
     while True:
-        todo = {label: (st["lo"] + st["hi"]) // 2 for label, st in state.items() if st["hi"] - st["lo"] > 1}
+        todo = {label: b.next_index() for label, (_, b) in state.items()}
+        todo = {label: i for label, i in todo.items() if i is not None}
         if not todo:
             break
         round_no += 1
         batch = {
-            label: probe_runs(sweep, state[label]["variant"], lr_key, lrs[i], seed_axis, seeds)
-            for label, i in todo.items()
+            label: probe_runs(sweep, state[label][0], lr_key, lrs[i], seed_axis, seeds) for label, i in todo.items()
         }
         print(f"[search] round {round_no}: " + "; ".join(f"{k} lr={lrs[i]:g}" for k, i in todo.items()), flush=True)
         code = run_sweep(sweep, uri, runs=[r for rs in batch.values() for r in rs], **run_kwargs)
@@ -142,21 +213,10 @@ def lr_boundary(
             if r.info.status == "FINISHED"
         }
         for label, i in todo.items():
-            st = state[label]
-            st["points"] += _points(finished, batch[label], lrs[i], metric)
-            st["probed"].append(lrs[i])
-            best = max_stable_lr(st["points"], maximize=maximize, tolerance=tolerance)
-            if best is not None and best >= lrs[i]:
-                st["lo"] = i
-            else:
-                st["hi"] = i
+            state[label][1].record(i, _points(finished, batch[label], lrs[i], metric))
     out = {}
-    for label, st in state.items():
-        out[label] = {
-            "max_stable_lr": max_stable_lr(st["points"], maximize=maximize, tolerance=tolerance),
-            "probed": sorted(st["probed"]),
-            "runs": len(st["points"]),
-        }
+    for label, (_, b) in state.items():
+        out[label] = {"max_stable_lr": b.answer(), "probed": sorted(b.probed), "runs": len(b.points)}
     total = sum(v["runs"] for v in out.values())
     return {
         "variants": out,
@@ -171,7 +231,7 @@ def print_boundary(result: dict) -> None:
     """The per-variant answer and the run count against the full grid."""
     for label, v in result["variants"].items():
         lr = v["max_stable_lr"]
-        shown = f"{lr:g}" if lr is not None else "none (unstable at every LR probed)"
+        shown = f"{lr:g}" if lr is not None else "none (no stable LR in the ladder)"
         print(f"max stable LR  {label}: {shown}  ({v['runs']} runs, LRs {', '.join(f'{x:g}' for x in v['probed'])})")
     n, g = result["runs"], result["grid_runs"]
     print(

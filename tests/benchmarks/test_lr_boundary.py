@@ -19,27 +19,26 @@ def test_lr_boundary_benchmark_writes_its_results(tmp_path, monkeypatch):
     path = reduced_sweep(
         ROOT / "configs" / "sweeps" / "placement_lr_quick.yaml",
         tmp_path,
-        grid={"model.placement": ["pre"], "model.lr": [1.0e-3, 3.0e-3, 1.0e30]},
+        grid={"model.placement": ["pre"], "model.lr": [1.0e-3, 2.0e-3, 3.0e-3, 1.0e30, 1.0e31]},
         fixed={"data.init_args.block_size": 32, "data.init_args.batch_size": 4},
     )
     out = tmp_path / "res" / "lrb"
-    code = bench.main(
-        [
-            "--sweep",
-            str(path),
-            "--workers",
-            "1",
-            "--tolerance",
-            "0.5",
-            "--out",
-            str(out),
-            "--workdir",
-            str(tmp_path / "work"),
-        ]
-    )
+    args = ["--sweep", str(path), "--workers", "1", "--tolerance", "0.5", "--out", str(out)]
+    # the second ladder [1e-3, 3.162e-3, 1e-2] shares its 1e-3 point with the first
+    args += ["--lr-min", "1e-3", "--lr-max", "1e-2", "--lr-points", "3", "--workdir", str(tmp_path / "work")]
+    code = bench.main(args)
     result = json.loads(out.with_suffix(".json").read_text())
-    assert result["grid_runs"] == 3 and result["search_runs"] == 2 and result["saved_runs"] == 1
-    (row,) = result["variants"]
-    assert row["search_max_stable_lr"] == 3e-3 and row["grid_max_stable_lr"] in (1e-3, 3e-3)
-    assert code == (0 if row["same"] else 1)
-    assert "2 runs** for the boundary search vs **3**" in out.with_suffix(".md").read_text()
+    own, dense = result["ladders"]
+    # the sweep's 5 LRs: 2e-3 and 1e30 (diverged), then 1e-3 and 3e-3; 1e31 is never trained
+    assert own["grid_runs"] == 5 and own["search_runs"] == 4 and own["saved_runs"] == 1
+    assert own["search_runs_reused"] == 0 and own["grid_runs_trained_after_search"] == 1
+    (row,) = own["variants"]
+    assert row["search_lrs"] == [1e-3, 2e-3, 3e-3, 1e30]
+    assert row["search_max_stable_lr"] == 3e-3 and row["grid_max_stable_lr"] in (1e-3, 2e-3, 3e-3)
+    # the dense ladder reuses the 1e-3 run of the first (same config hash) and counts it all the same
+    assert dense["ladder"] == [1e-3, 3.162e-3, 1e-2] and dense["grid_runs"] == 3
+    assert dense["search_runs_reused"] == 1 and dense["search_runs"] == 3  # 3 LRs: phase 1 trains all
+    assert dense["search_runs"] + dense["grid_runs_trained_after_search"] == 3
+    assert code == (0 if result["all_same"] else 1)
+    md = out.with_suffix(".md").read_text()
+    assert "**4 runs** for the boundary search vs **5**" in md and "the store already had them" in md
