@@ -67,9 +67,11 @@ def test_layernorm_scaling_passes_eps_affine_and_bias_to_its_base(base):
 def test_layernorm_scaling_errors_name_the_norm_and_the_fix():
     from normlight.norms.layernorm_scaling import LayerNormScaling
 
-    with pytest.raises(ValueError, match=r"^layernorm_scaling needs the 0-based block index: build it with "):
-        LayerNormScaling(8)
-    with pytest.raises(ValueError, match=r"create_norm\('layernorm_scaling', C, layer_idx=i\)"):
+    whole = (
+        r"^layernorm_scaling needs the 0-based block index: build it with "
+        r"create_norm\('layernorm_scaling', C, layer_idx=i\) \(models pass layer_idx for block norms\)$"
+    )
+    with pytest.raises(ValueError, match=whole):
         LayerNormScaling(8)
     with pytest.raises(ValueError, match=r"layernorm_scaling layer_idx must be >= 0 \(0-based\), got -1"):
         LayerNormScaling(8, layer_idx=-1)
