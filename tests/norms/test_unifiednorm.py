@@ -94,3 +94,21 @@ def test_unifiednorm_warmups_follow_the_schedule_context():
     assert (plain.warmup_iters, plain.ratio_warmup_iters) == (4000, 1000)  # the reference's constants
     explicit = normlight.create_norm("unifiednorm", 4, warmup_iters=5, ratio_warmup_iters=6, warmup_steps=30)
     assert (explicit.warmup_iters, explicit.ratio_warmup_iters) == (5, 6)
+
+
+def test_unifiednorm_messages_print_and_first_batch_statistic():
+    with pytest.raises(ValueError, match=r"^unifiednorm: warmup_iters and ratio_warmup_iters must be >= 0, got -1, 3$"):
+        UnifiedNorm(4, warmup_iters=-1, ratio_warmup_iters=3)
+    with pytest.raises(ValueError, match=r"must be >= 0, got 3, -1$"):
+        UnifiedNorm(4, warmup_iters=3, ratio_warmup_iters=-1)
+    for bad in (0, (2, 0), (1, 2, 3)):
+        with pytest.raises(ValueError, match=r"^unifiednorm: window_size must be a positive int or a \(forward, back"):
+            UnifiedNorm(4, window_size=bad)
+    m = UnifiedNorm(4, window_size=(3, 2), warmup_iters=5, ratio_warmup_iters=6, outlier_filtration=True, eps=1e-4)
+    assert tuple(m.buffer_x2.shape) == (3, 4) and tuple(m.buffer_gz.shape) == (2, 4)
+    shown = "4, window=(3, 2), warmup_iters=5, ratio_warmup_iters=6, outlier_filtration=True, eps=0.0001, momentum=0.9"
+    assert repr(m).endswith(f"({shown})")
+    assert m.batch_stat is None  # nothing measured before the first training forward
+    x = rand(3, 5, 4, seed=242)
+    m.train()(x)
+    np.testing.assert_allclose(m.batch_stat.numpy(), (x.reshape(-1, 4).double().numpy() ** 2).mean(0), rtol=1e-5)
