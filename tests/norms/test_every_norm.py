@@ -74,18 +74,19 @@ def test_set_fast_norms_off_runs_the_reference_code(name):
         assert off == [], f"{name}: fast paths still run with set_fast_norms(model, False): {off}"
 
 
+@pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("half_params", [False, True])
 @pytest.mark.parametrize("name", BUILTINS)
-def test_reference_code_returns_the_input_dtype(name, half_params):
+def test_reference_code_returns_the_input_dtype(name, half_params, training):
     # the contract checks the default (fast) path; the reference code must also cast its float32 result back
-    m = build(name, dtype=torch.bfloat16 if half_params else None).train()
+    m = build(name, dtype=torch.bfloat16 if half_params else None).train(training)
     fast.set_fast_norms(m, False)
     x = inputs(torch.bfloat16)
     with torch.no_grad():
         y = m(x)
     assert y.dtype == torch.bfloat16
     with torch.no_grad():
-        want = build(name).train()(x.float())
+        want = build(name).train(training)(x.float())
     scale = 1 + want.abs().max()
     assert (y.float() - want).abs().max() <= 0.06 * scale, name  # bf16 rounding, not a different result
 

@@ -129,6 +129,7 @@ def test_powernorm_messages_print_and_first_batch_statistic():
         PowerNorm(4, warmup_iters=-1)
     with pytest.raises(ValueError, match=r"^powernorm: group_num=0 must be a positive divisor of num_features=4$"):
         PowerNorm(4, group_num=0)
+    assert PowerNorm(4, warmup_iters=0).warmup_iters == 0  # no warm-up: running statistics from the first step
     m = PowerNorm(4, group_num=2, warmup_iters=3, alpha_fwd=0.8, alpha_bkw=0.7, eps=1e-4, sync_stats=False)
     shown = "4, group_num=2, warmup_iters=3, alpha_fwd=0.8, alpha_bkw=0.7, eps=0.0001, sync_stats=False"
     assert repr(m).endswith(f"({shown})")
