@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import normlight
+from normlight.norms.fast import set_fast_norms
 from normlight.norms.unifiednorm import UnifiedNorm
 from tests.norms.reference import NumpyUN, rand
 
@@ -29,9 +30,10 @@ def test_unifiednorm_geometric_mean_window_and_eval_running_var():
     np.testing.assert_allclose(m(x).detach().numpy(), x.double().numpy() / np.sqrt(rv + 1e-5), rtol=1e-5)
 
 
+@pytest.mark.parametrize("fast_path", [True, False])
 @pytest.mark.parametrize("outlier", [False, True])
 @pytest.mark.parametrize("schedule", [False, True], ids=["reference-1000", "schedule-1pct"])
-def test_unifiednorm_forward_backward_buffers_match_numpy(outlier, schedule):
+def test_unifiednorm_forward_backward_buffers_match_numpy(outlier, schedule, fast_path):
     C, W = 4, 3
     if schedule:  # a 300-step run: the ratio r turns on after 1% of it (3 calls), not after the reference's 1000
         m = normlight.create_norm(
@@ -42,6 +44,7 @@ def test_unifiednorm_forward_backward_buffers_match_numpy(outlier, schedule):
     else:  # start near t=1000 so the gradient-compensation ratio r becomes active
         m = UnifiedNorm(C, window_size=W, warmup_iters=0, outlier_filtration=outlier)
         t0, ratio_warmup = 997, 1000
+    set_fast_norms(m, fast_path)  # both the fast path and the reference UNFunction against numpy
     ref = NumpyUN(C, W, 0, outlier, t0=t0, ratio_warmup=ratio_warmup)
     with torch.no_grad():
         m.iters.fill_(t0)
