@@ -115,3 +115,22 @@ def test_unifiednorm_messages_print_and_first_batch_statistic():
     x = rand(3, 5, 4, seed=242)
     m.train()(x)
     np.testing.assert_allclose(m.batch_stat.numpy(), (x.reshape(-1, 4).double().numpy() ** 2).mean(0), rtol=1e-5)
+
+
+def test_unifiednorm_option_edges_and_the_ratio_warmup_from_the_run_length():
+    assert normlight.create_norm("unifiednorm", 4, total_steps=50).ratio_warmup_iters == 1  # at least one step
+    assert normlight.create_norm("unifiednorm", 4, total_steps=150).ratio_warmup_iters == 2  # 1% of 150, rounded
+    assert UnifiedNorm(4, ratio_warmup_iters=0).ratio_warmup_iters == 0  # compensation from the first step
+    assert UnifiedNorm(4, window_size=1).window == (1, 1)  # no smoothing window
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_unifiednorm_eval_adds_eps_to_a_small_running_variance(fast_path):
+    m = UnifiedNorm(4, eps=1e-3).eval()
+    set_fast_norms(m, fast_path)
+    rv = np.array([1e-4, 1e-3, 1e-2, 1.0])
+    with torch.no_grad():
+        m.running_var.copy_(torch.from_numpy(rv))
+    x = rand(3, 4, seed=243)
+    want = x.double().numpy() / np.sqrt(rv + 1e-3)
+    np.testing.assert_allclose(m(x).detach().numpy(), want, rtol=1e-5)
