@@ -42,3 +42,26 @@ def test_init_flags_and_state_dict_round_trip(name):
     torch.testing.assert_close(clone(x), m(x))
     torch.testing.assert_close(pickle.loads(pickle.dumps(m))(x), m(x))
     torch.testing.assert_close(copy.deepcopy(m)(x), m(x))
+
+
+def test_batch_statistic_checks_say_what_is_wrong():
+    from normlight.norms import _batchstats as bs
+    from normlight.norms._common import check_layout
+
+    bs.require_values("batchnorm", 2)  # two values per channel are enough for a batch variance
+    with pytest.raises(
+        ValueError, match=r"^bcn: expected an input of shape \(N, C, \*spatial\) with C=3, got \(2, 4, 5\)$"
+    ):
+        bs.check_input("bcn", torch.zeros(2, 4, 5), 3, None, channels_first=True)
+    with pytest.raises(ValueError, match=r"^bcn: expected an input of shape \(\.\.\., C\) with C=3, got \(2, 4, 5\)$"):
+        bs.check_input("bcn", torch.zeros(2, 4, 5), 3, None)
+    x = torch.zeros(2, 3, 4, 5)  # channels-first: the mask is (N, *spatial) = (2, 4, 5)
+    assert bs.check_input("bcn", x, 3, torch.ones(2, 4, 5), channels_first=True).dtype == torch.bool
+    with pytest.raises(
+        ValueError, match=r"^bcn: mask must have the input's shape without the feature dim, \(2, 4, 5\), got \(2, 3\)"
+    ):
+        bs.check_input("bcn", x, 3, torch.ones(2, 3, dtype=torch.bool), channels_first=True)
+    assert "groupnorm with weight standardization" in bs.micro_batch_hint("bcn")
+    assert "bcn" not in bs.micro_batch_hint("bcn (batch-channel norm)")
+    with pytest.raises(ValueError, match=r"^layout must be 'channels_last' or 'channels_first', got 'nhwc'$"):
+        check_layout("nhwc")

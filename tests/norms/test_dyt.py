@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 import torch
 
 from normlight.norms.dyt import DyT
@@ -55,3 +56,18 @@ def test_dyt_auto_alpha_is_one_over_the_std_of_the_first_training_batch():
     legacy.load_state_dict(old)
     run(legacy.train(), x2, torch.float64)
     np.testing.assert_allclose(legacy.alpha.item(), alpha, rtol=1e-5)
+
+
+def test_dyt_checkpoint_saved_before_training_still_sets_alpha_on_the_first_training_forward():
+    d = 8
+    saved = DyT(d).state_dict()  # alpha_pending is True: no training forward yet
+    m = DyT(d, alpha_init=0.5)  # a number: nothing pending until the checkpoint says so
+    m.load_state_dict(saved)
+    x = randn(3, 4, d, seed=22, scale=4.0)
+    run(m.train(), x, torch.float64)
+    np.testing.assert_allclose(m.alpha.item(), 1.0 / x.std(), rtol=1e-5)
+
+
+def test_dyt_rejects_an_alpha_init_that_is_not_a_number_or_auto():
+    with pytest.raises(ValueError, match=r"dyt: alpha_init must be a number or 'auto', got 'bad'"):
+        DyT(4, alpha_init="bad")

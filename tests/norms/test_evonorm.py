@@ -71,3 +71,35 @@ def test_evonorm_s0_matches_numpy_and_is_batch_independent():
     with pytest.raises(ValueError, match="evonorm_s0: num_groups=32"):
         EvoNormS0(8)
     assert m(x.bfloat16()).dtype == torch.bfloat16
+
+
+def test_evonorm_s0_with_one_group_takes_the_variance_over_all_channels():
+    C = 6
+    m = EvoNormS0(C, num_groups=1, eps=1e-5)
+    with torch.no_grad():
+        m.v.copy_(rand(C, seed=183))
+    x = rand(2, 4, C, seed=184, scale=2.0, shift=0.5)
+    xn, v = x.double().numpy(), m.v.detach().double().numpy()
+    std = np.sqrt(xn.var(axis=(1, 2), keepdims=True) + 1e-5)
+    np.testing.assert_allclose(m(x).detach().numpy(), xn / (1 + np.exp(-v * xn)) / std, rtol=1e-5, atol=1e-6)
+
+
+def test_evonorm_s0_mask_keeps_padding_out_of_the_group_variance():
+    C, G = 8, 2
+    m = EvoNormS0(C, num_groups=G)
+    x = rand(2, 6, C, seed=185, scale=2.0)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[0, 3:] = False
+    garbage = x.clone()
+    garbage[~mask] = 50.0
+    y = m(garbage, mask=mask)
+    torch.testing.assert_close(y[0, :3], m(x[:1, :3])[0])  # sample 0 as if its padding were never there
+    torch.testing.assert_close(y[1], m(x[1:])[0])
+
+
+def test_evonorm_b0_has_no_batch_statistic_before_its_first_training_forward():
+    m = EvoNormB0(4)
+    assert m.batch_stat is None
+    x = rand(3, 5, 4, seed=186)
+    m.train()(x)
+    np.testing.assert_allclose(m.batch_stat.numpy(), x.reshape(-1, 4).double().numpy().var(0), rtol=1e-5)

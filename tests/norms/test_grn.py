@@ -43,3 +43,15 @@ def test_grn_divides_by_the_channel_mean():
 def test_grn_needs_positions():
     with pytest.raises(ValueError, match="grn needs position dims"):
         build("grn", 4)(torch.randn(2, 4))
+
+
+def test_grn_channels_first_map_whose_width_equals_the_channel_count():
+    # (N, C, H, W) with W == C: the channels-last fast path must not take it for (N, *positions, C)
+    c = 4
+    gamma, beta = randn(c, seed=34), randn(c, seed=35)
+    m = build("grn", c, layout="channels_first", dtype=torch.float64)
+    with torch.no_grad():
+        m.gamma.copy_(torch.from_numpy(gamma)), m.beta.copy_(torch.from_numpy(beta))
+    x = randn(2, c, 3, c, seed=36)
+    y = run(m, x, torch.float64)
+    np.testing.assert_allclose(np.moveaxis(y, 1, -1), np_grn(np.moveaxis(x, 1, -1), gamma, beta), rtol=1e-10)

@@ -84,3 +84,53 @@ def test_instancenorm_rejects_running_stats_and_missing_positions():
         build("instancenorm", 4, track_running_stats=True)
     with pytest.raises(ValueError, match="needs position dims"):
         build("instancenorm", 4)(torch.randn(2, 4))
+
+
+def _reference(m):
+    from normlight.norms.fast import set_fast_norms
+
+    set_fast_norms(m, False)
+    return m
+
+
+@pytest.mark.parametrize("name", ["groupnorm", "instancenorm"])
+@pytest.mark.parametrize("in_dtype", [torch.float32, torch.bfloat16])  # torch's kernel; the float32 upcast path
+def test_group_norms_pass_a_non_default_eps_and_their_affine_parameters(name, in_dtype):
+    c, groups = 4, (2 if name == "groupnorm" else 4)
+    opts = {"num_groups": 2} if name == "groupnorm" else {"affine": True}
+    m = _reference(build(name, c, eps=0.5, **opts))
+    w, b = randn(c, seed=70) + 2.0, randn(c, seed=71)
+    with torch.no_grad():
+        m.weight.copy_(torch.from_numpy(w)), m.bias.copy_(torch.from_numpy(b))
+    x = torch.from_numpy(randn(2, 3, c, seed=72, scale=0.3)).to(in_dtype)  # variance ~0.09: eps=0.5 dominates
+    xn = x.double().numpy()
+    want = np.moveaxis(np_groupnorm(np.moveaxis(xn, -1, 1), groups, 0.5, w, b), 1, -1)
+    np.testing.assert_allclose(run(m, xn, in_dtype), want, rtol=2e-2, atol=2e-2)
+
+
+def test_group_norms_build_and_print_their_affine_option():
+    assert len(list(build("groupnorm", 8, num_groups=2, affine=False).parameters())) == 0
+    assert "affine=False" in repr(build("groupnorm", 8, num_groups=2, affine=False))
+    assert "num_groups=2, eps=1e-05, affine=True" in repr(build("groupnorm", 8, num_groups=2))
+    inst = build("instancenorm", 8, affine=True, device="meta")
+    assert [p.device.type for p in inst.parameters()] == ["meta", "meta"]
+
+
+def test_groupnorm_reference_code_takes_a_float32_input_through_a_bf16_module():
+    m = _reference(build("groupnorm", 8, num_groups=2, dtype=torch.bfloat16))
+    x = torch.randn(2, 3, 8)
+    y = m(x)
+    assert y.dtype == torch.float32
+    want = np.moveaxis(np_groupnorm(np.moveaxis(x.double().numpy(), -1, 1), 2), 1, -1)
+    np.testing.assert_allclose(y.detach().double().numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_instancenorm_running_stats_error_says_what_it_does_instead():
+    from normlight.norms.groupnorm import InstanceNorm
+
+    whole = (
+        r"^instancenorm keeps no running statistics \(track_running_stats=True is not supported\); "
+        r"it normalizes every sample by its own statistics in train and eval alike$"
+    )
+    with pytest.raises(ValueError, match=whole):
+        InstanceNorm(4, track_running_stats=True)

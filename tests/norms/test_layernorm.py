@@ -32,3 +32,17 @@ def test_layernorm_defaults_and_init_like_torch():
     assert bare.weight is None and bare.bias is None and len(list(bare.parameters())) == 0
     x = torch.randn(4, 8)
     torch.testing.assert_close(m(x), torch.nn.LayerNorm(8)(x))
+
+
+@pytest.mark.parametrize("in_dtype", [torch.float32, torch.bfloat16])  # torch's kernel; the float32 upcast path
+def test_layernorm_passes_its_eps_to_both_paths(in_dtype):
+    x = randn(3, 6, seed=3, scale=0.3)  # variance ~0.09: eps=0.5 changes the result by far more than bf16 rounding
+    x = torch.from_numpy(x).to(in_dtype).double().numpy()  # the values the module actually sees
+    y = run(build("layernorm", 6, eps=0.5), x, in_dtype)
+    np.testing.assert_allclose(y, np_layernorm(x, 0.5), rtol=2e-2, atol=1e-2)
+
+
+def test_layernorm_print_shows_its_options():
+    assert "elementwise_affine=True, bias=True" in repr(build("layernorm", 8))
+    assert "bias=False" in repr(build("layernorm", 8, bias=False))
+    assert "elementwise_affine=False, bias=False" in repr(build("layernorm", 8, elementwise_affine=False))

@@ -40,3 +40,41 @@ def test_layernorm_scaling_leaves_model_level_norms_unscaled():
     np.testing.assert_allclose(run(build("layernorm_scaling", 8, site="final"), x, torch.float64), np_layernorm(x))
     y = run(build("layernorm_scaling", 8, layer_idx=3, site="mlp_in"), x, torch.float64)
     np.testing.assert_allclose(y, np_layernorm(x) * 0.5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("base", ["layernorm", "rmsnorm"])
+def test_layernorm_scaling_passes_eps_affine_and_bias_to_its_base(base):
+    ref = np_layernorm if base == "layernorm" else lambda x, eps, w=None, b=None: np_rmsnorm(x, eps, w=w, b=b)
+    x = randn(3, 6, seed=41, scale=0.3)  # mean square ~0.09: eps=0.5 dominates
+    m = build("layernorm_scaling", 6, layer_idx=3, base=base, eps=0.5, bias=True, dtype=torch.float64)
+    w, b = randn(6, seed=42), randn(6, seed=43)
+    with torch.no_grad():
+        m.norm.weight.copy_(torch.from_numpy(w)), m.norm.bias.copy_(torch.from_numpy(b))
+    np.testing.assert_allclose(run(m, x, torch.float64), ref(x, 0.5, w, b) * 0.5, rtol=1e-10)
+    assert len(list(build("layernorm_scaling", 6, layer_idx=0, base=base).parameters())) >= 1  # affine by default
+    bare = build("layernorm_scaling", 6, layer_idx=3, base=base, elementwise_affine=False, dtype=torch.float64)
+    assert len(list(bare.parameters())) == 0
+    np.testing.assert_allclose(
+        run(bare, x, torch.float64), ref(x, 1e-5 if base == "layernorm" else np.finfo(np.float64).eps) * 0.5, rtol=1e-10
+    )
+    bf = build("layernorm_scaling", 6, layer_idx=3, base=base)
+    with torch.no_grad():
+        y = bf(torch.from_numpy(x).bfloat16())
+    assert y.dtype == torch.bfloat16
+    np.testing.assert_allclose(y.double().numpy(), run(bf, x), rtol=2e-2, atol=1e-2)
+
+
+def test_layernorm_scaling_errors_name_the_norm_and_the_fix():
+    from normlight.norms.layernorm_scaling import LayerNormScaling
+
+    whole = (
+        r"^layernorm_scaling needs the 0-based block index: build it with "
+        r"create_norm\('layernorm_scaling', C, layer_idx=i\) \(models pass layer_idx for block norms\)$"
+    )
+    with pytest.raises(ValueError, match=whole):
+        LayerNormScaling(8)
+    with pytest.raises(ValueError, match=r"layernorm_scaling layer_idx must be >= 0 \(0-based\), got -1"):
+        LayerNormScaling(8, layer_idx=-1)
+    m = LayerNormScaling(8, layer_idx=0, base="rmsnorm")
+    with pytest.raises(ValueError, match=r"layernorm_scaling was built for 8 features .* shape \(2, 5\)"):
+        m(torch.randn(2, 5))

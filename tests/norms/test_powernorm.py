@@ -122,3 +122,20 @@ def test_powernorm_defaults_follow_the_fairseq_recipe_from_the_build_context():
         x = rand(3, 4, C, seed=300 + t, scale=2.0)
         torch.testing.assert_close(m(x), ref(x))
     assert not torch.allclose(plain(x), m(x))  # still in warmup with the fallback 10000
+
+
+def test_powernorm_messages_print_and_first_batch_statistic():
+    with pytest.raises(ValueError, match=r"^powernorm: warmup_iters must be >= 0, got -1$"):
+        PowerNorm(4, warmup_iters=-1)
+    with pytest.raises(ValueError, match=r"^powernorm: group_num=0 must be a positive divisor of num_features=4$"):
+        PowerNorm(4, group_num=0)
+    assert PowerNorm(4, warmup_iters=0).warmup_iters == 0  # no warm-up: running statistics from the first step
+    m = PowerNorm(4, group_num=2, warmup_iters=3, alpha_fwd=0.8, alpha_bkw=0.7, eps=1e-4, sync_stats=False)
+    shown = "4, group_num=2, warmup_iters=3, alpha_fwd=0.8, alpha_bkw=0.7, eps=0.0001, sync_stats=False"
+    assert repr(m).endswith(f"({shown})")
+    assert m.batch_stat is None  # nothing measured before the first training forward
+    x = rand(3, 5, 4, seed=310)
+    m.train()(x)
+    np.testing.assert_allclose(
+        m.batch_stat.numpy(), (np_group_scaling(x.double().numpy(), 2) ** 2).reshape(-1, 4).mean(0), rtol=1e-5
+    )

@@ -100,3 +100,66 @@ def test_crmsnorm_equals_layernorm_on_zero_mean_vectors():
 def test_crmsnorm_no_affine_by_default():
     assert len(list(build("crmsnorm", 7).parameters())) == 0
     assert build("crmsnorm", 7, elementwise_affine=True).weight.shape == (7,)
+
+
+def _reference(m):
+    from normlight.norms.fast import set_fast_norms
+
+    set_fast_norms(m, False)
+    return m
+
+
+@pytest.mark.parametrize("in_dtype", [torch.float32, torch.bfloat16])  # torch's kernel; the float32 upcast path
+def test_rmsnorm_reference_code_passes_a_non_default_eps(in_dtype):
+    x = torch.from_numpy(randn(3, 6, seed=60, scale=0.3)).to(in_dtype)  # mean square ~0.09: eps=0.5 dominates
+    y = run(_reference(build("rmsnorm", 6, eps=0.5)), x.double().numpy(), in_dtype)
+    np.testing.assert_allclose(y, np_rmsnorm(x.double().numpy(), 0.5), rtol=2e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("opts", [{"p": 0.5}, {"eps_outside": True, "eps": 1e-3}])
+def test_rmsnorm_reference_code_of_the_options_with_weights_on_token_batches(opts):
+    c, k = 8, 4 if "p" in opts else 8
+    w = randn(c, seed=61) + 2.0
+    m = _reference(build("rmsnorm", c, dtype=torch.float64, **opts))
+    with torch.no_grad():
+        m.weight.copy_(torch.from_numpy(w))
+    x = randn(2, 3, c, seed=62, scale=2.0)  # (N, T, C): the mean square is over the last dim only
+    want = np_rmsnorm(
+        x,
+        opts.get("eps", 0.0) if "p" not in opts else np.finfo(np.float64).eps,
+        k=k,
+        outside="eps_outside" in opts,
+        w=w,
+    )
+    np.testing.assert_allclose(run(m, x, torch.float64), want, rtol=1e-10)
+
+
+def test_partial_rmsnorm_accepts_the_edges_of_p_and_says_which_p_works():
+    x = randn(2, 8, seed=63)
+    full = run(build("rmsnorm", 8, p=1.0, dtype=torch.float64), x, torch.float64)  # p=1: all features
+    np.testing.assert_allclose(full, np_rmsnorm(x, np.finfo(np.float64).eps), rtol=1e-10)
+    one = run(build("rmsnorm", 8, p=0.125, dtype=torch.float64), x, torch.float64)  # k = 1 feature
+    np.testing.assert_allclose(one, np_rmsnorm(x, np.finfo(np.float64).eps, k=1), rtol=1e-10)
+    from normlight.norms.rmsnorm import RMSNorm
+
+    with pytest.raises(ValueError, match=r"must be in \(0, 1\]"):
+        RMSNorm(8, p=0.0)
+    with pytest.raises(ValueError, match=r"rmsnorm p=0.1 keeps int\(8 \* 0.1\) = 0 features; use p >= 0.125$"):
+        RMSNorm(8, p=0.1)
+
+
+def test_rmsnorm_and_crmsnorm_print_and_build_their_options():
+    assert "elementwise_affine=False, bias=True, p=0.5," in repr(
+        build("rmsnorm", 8, elementwise_affine=False, bias=True, p=0.5)
+    )
+    assert "elementwise_affine=True, bias=False, p=-1.0," in repr(build("rmsnorm", 8))
+    assert len(list(build("rmsnorm", 8, elementwise_affine=False).parameters())) == 0
+    assert "elementwise_affine=True" in repr(build("crmsnorm", 8, elementwise_affine=True))
+    on_meta = build("crmsnorm", 8, elementwise_affine=True, device="meta")
+    assert on_meta.weight.device.type == "meta"
+
+
+def test_rmsnorm_options_path_names_the_norm_on_a_wrong_width():
+    for opts in ({"p": 0.5}, {"eps_outside": True}, {"bias": True}):
+        with pytest.raises(ValueError, match=r"^rmsnorm was built for 8 features .*\(2, 6\)"):
+            _reference(build("rmsnorm", 8, **opts))(torch.randn(2, 6))

@@ -36,3 +36,18 @@ def test_l2norm_unit_norm_and_zero_vector_policy():
     assert torch.isnan(build("l2norm", 9)(zero)).all()  # eps=0 as nGPT: documented NaN
     assert torch.equal(build("l2norm", 9, eps=1e-12)(zero), zero)  # with a clamp zero stays zero
     assert len(list(build("l2norm", 9).parameters())) == 0
+
+
+def test_l2norm_reference_code_clamps_with_eps_too():
+    from normlight.norms.fast import set_fast_norms
+
+    m = build("l2norm", 4, eps=0.5)
+    set_fast_norms(m, False)
+    x = np.array([[0.1, 0.2, 0.0, 0.2], [3.0, 0.0, 4.0, 0.0]])  # norms 0.3 (below eps) and 5
+    np.testing.assert_allclose(run(m, x, torch.float64), [x[0] / 0.5, x[1] / 5.0], rtol=1e-12)
+
+
+def test_l2norm_rejects_a_negative_eps():
+    # the factory reports the plugin's own message (the user's error line) after naming the plugin
+    with pytest.raises(TypeError, match=r"'l2norm'.*rejected options.*l2norm eps must be >= 0 .*got -1"):
+        build("l2norm", 4, eps=-1.0)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import normlight
+from normlight.norms.fast import set_fast_norms
 from normlight.norms.unifiednorm import UnifiedNorm
 from tests.norms.reference import NumpyUN, rand
 
@@ -29,9 +30,10 @@ def test_unifiednorm_geometric_mean_window_and_eval_running_var():
     np.testing.assert_allclose(m(x).detach().numpy(), x.double().numpy() / np.sqrt(rv + 1e-5), rtol=1e-5)
 
 
+@pytest.mark.parametrize("fast_path", [True, False])
 @pytest.mark.parametrize("outlier", [False, True])
 @pytest.mark.parametrize("schedule", [False, True], ids=["reference-1000", "schedule-1pct"])
-def test_unifiednorm_forward_backward_buffers_match_numpy(outlier, schedule):
+def test_unifiednorm_forward_backward_buffers_match_numpy(outlier, schedule, fast_path):
     C, W = 4, 3
     if schedule:  # a 300-step run: the ratio r turns on after 1% of it (3 calls), not after the reference's 1000
         m = normlight.create_norm(
@@ -42,6 +44,7 @@ def test_unifiednorm_forward_backward_buffers_match_numpy(outlier, schedule):
     else:  # start near t=1000 so the gradient-compensation ratio r becomes active
         m = UnifiedNorm(C, window_size=W, warmup_iters=0, outlier_filtration=outlier)
         t0, ratio_warmup = 997, 1000
+    set_fast_norms(m, fast_path)  # both the fast path and the reference UNFunction against numpy
     ref = NumpyUN(C, W, 0, outlier, t0=t0, ratio_warmup=ratio_warmup)
     with torch.no_grad():
         m.iters.fill_(t0)
@@ -94,3 +97,40 @@ def test_unifiednorm_warmups_follow_the_schedule_context():
     assert (plain.warmup_iters, plain.ratio_warmup_iters) == (4000, 1000)  # the reference's constants
     explicit = normlight.create_norm("unifiednorm", 4, warmup_iters=5, ratio_warmup_iters=6, warmup_steps=30)
     assert (explicit.warmup_iters, explicit.ratio_warmup_iters) == (5, 6)
+
+
+def test_unifiednorm_messages_print_and_first_batch_statistic():
+    with pytest.raises(ValueError, match=r"^unifiednorm: warmup_iters and ratio_warmup_iters must be >= 0, got -1, 3$"):
+        UnifiedNorm(4, warmup_iters=-1, ratio_warmup_iters=3)
+    with pytest.raises(ValueError, match=r"must be >= 0, got 3, -1$"):
+        UnifiedNorm(4, warmup_iters=3, ratio_warmup_iters=-1)
+    for bad in (0, (2, 0), (1, 2, 3)):
+        with pytest.raises(ValueError, match=r"^unifiednorm: window_size must be a positive int or a \(forward, back"):
+            UnifiedNorm(4, window_size=bad)
+    m = UnifiedNorm(4, window_size=(3, 2), warmup_iters=5, ratio_warmup_iters=6, outlier_filtration=True, eps=1e-4)
+    assert tuple(m.buffer_x2.shape) == (3, 4) and tuple(m.buffer_gz.shape) == (2, 4)
+    shown = "4, window=(3, 2), warmup_iters=5, ratio_warmup_iters=6, outlier_filtration=True, eps=0.0001, momentum=0.9"
+    assert repr(m).endswith(f"({shown})")
+    assert m.batch_stat is None  # nothing measured before the first training forward
+    x = rand(3, 5, 4, seed=242)
+    m.train()(x)
+    np.testing.assert_allclose(m.batch_stat.numpy(), (x.reshape(-1, 4).double().numpy() ** 2).mean(0), rtol=1e-5)
+
+
+def test_unifiednorm_option_edges_and_the_ratio_warmup_from_the_run_length():
+    assert normlight.create_norm("unifiednorm", 4, total_steps=50).ratio_warmup_iters == 1  # at least one step
+    assert normlight.create_norm("unifiednorm", 4, total_steps=150).ratio_warmup_iters == 2  # 1% of 150, rounded
+    assert UnifiedNorm(4, ratio_warmup_iters=0).ratio_warmup_iters == 0  # compensation from the first step
+    assert UnifiedNorm(4, window_size=1).window == (1, 1)  # no smoothing window
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_unifiednorm_eval_adds_eps_to_a_small_running_variance(fast_path):
+    m = UnifiedNorm(4, eps=1e-3).eval()
+    set_fast_norms(m, fast_path)
+    rv = np.array([1e-4, 1e-3, 1e-2, 1.0])
+    with torch.no_grad():
+        m.running_var.copy_(torch.from_numpy(rv))
+    x = rand(3, 4, seed=243)
+    want = x.double().numpy() / np.sqrt(rv + 1e-3)
+    np.testing.assert_allclose(m(x).detach().numpy(), want, rtol=1e-5)
