@@ -11,7 +11,9 @@ statistics. Statistics are summed across data-parallel ranks unless ``sync_stats
 
 from __future__ import annotations
 
+import sys
 import warnings
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -107,7 +109,7 @@ class BatchNorm(nn.Module):
             warnings.warn(
                 f"{self.label}: training with batch size 1; the batch statistics come from one sample's "
                 "positions and are noisy (" + bs.MICRO_BATCH_HINT + ")",
-                stacklevel=4,
+                stacklevel=_caller_level(),
             )
             self._warned_one_sample = True
 
@@ -175,3 +177,18 @@ class BatchNorm(nn.Module):
             scale = scale * self.weight.to(x.dtype)
         y = (x - mean) * scale
         return y + self.bias.to(x.dtype) if self.bias is not None else y
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside the norms and torch's Module call.
+
+    The warning is raised a varying depth below the user's line (BatchNorm directly, or its stage inside
+    RepBN / PRepBN / BCN), so the level is counted rather than fixed.
+    """
+    frame, level = sys._getframe(1), 1  # the frame of _warn_one_sample (warnings.warn's level 1)
+    while frame is not None and frame.f_code.co_filename.startswith(_SKIP):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+_SKIP = (str(Path(__file__).parent), str(Path(nn.Module.__call__.__code__.co_filename)))
