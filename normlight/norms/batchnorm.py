@@ -23,6 +23,9 @@ from normlight import distributed
 from normlight.norms import _batchstats as bs
 from normlight.norms import _fast_batch, fast
 
+# a warning raised in this folder is shown at the first frame outside it and outside torch's Module call
+_SKIP = (str(Path(__file__).parent), str(Path(nn.Module.__call__.__code__.co_filename)))
+
 
 class BatchNorm(nn.Module):
     """Batch normalization with torch's options (``eps``, ``momentum``, ``affine``, ``track_running_stats``).
@@ -106,10 +109,14 @@ class BatchNorm(nn.Module):
 
     def _warn_one_sample(self, x: torch.Tensor) -> None:
         if x.shape[0] == 1 and x.numel() > self.num_features and not self._warned_one_sample:
+            # the user's line is a varying depth above (BatchNorm directly, or a stage of RepBN / BCN)
+            frame, level = sys._getframe(0), 1  # this frame is warnings.warn's level 1
+            while frame is not None and frame.f_code.co_filename.startswith(_SKIP):
+                frame, level = frame.f_back, level + 1
             warnings.warn(
                 f"{self.label}: training with batch size 1; the batch statistics come from one sample's "
                 "positions and are noisy (" + bs.MICRO_BATCH_HINT + ")",
-                stacklevel=_caller_level(),
+                stacklevel=level,
             )
             self._warned_one_sample = True
 
@@ -177,18 +184,3 @@ class BatchNorm(nn.Module):
             scale = scale * self.weight.to(x.dtype)
         y = (x - mean) * scale
         return y + self.bias.to(x.dtype) if self.bias is not None else y
-
-
-def _caller_level() -> int:
-    """The ``stacklevel`` that points a warning at the first frame outside the norms and torch's Module call.
-
-    The warning is raised a varying depth below the user's line (BatchNorm directly, or its stage inside
-    RepBN / PRepBN / BCN), so the level is counted rather than fixed.
-    """
-    frame, level = sys._getframe(1), 1  # the frame of _warn_one_sample (warnings.warn's level 1)
-    while frame is not None and frame.f_code.co_filename.startswith(_SKIP):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
-_SKIP = (str(Path(__file__).parent), str(Path(nn.Module.__call__.__code__.co_filename)))
