@@ -72,20 +72,20 @@ def test_compiled_norm_on_channels_first_maps_equals_eager(name):
 
 
 @pytest.mark.slow
-def test_kernel_past_the_recompile_limit_runs_eagerly_with_one_warning(monkeypatch):
+def test_kernel_past_the_recompile_limit_runs_eagerly_with_one_warning():
     import torch._dynamo.config as dynamo_config
 
     @fast.kernel
     def scaled(x, k: int):
         return x * k + x.sum()
 
-    monkeypatch.setattr(dynamo_config, "recompile_limit", 1)
-    with pytest.warns(UserWarning, match="recompile limit; runs eagerly"):
+    # config.patch, not monkeypatch: monkeypatch's undo deletes the config entry for later tests
+    with dynamo_config.patch(recompile_limit=1), pytest.warns(UserWarning, match="recompile limit; runs eagerly"):
         outs = [scaled(torch.ones(n), k, compiled=True) for n, k in [(3, 1), (3, 2), (4, 3), (5, 3)]]
     assert [o.tolist() for o in outs] == [[4.0] * 3, [5.0] * 3, [7.0] * 4, [8.0] * 5]
 
 
-def test_kernel_runs_eagerly_by_default_compiles_on_request_and_counts_its_graphs(monkeypatch):
+def test_kernel_runs_eagerly_by_default_compiles_on_request_and_counts_its_graphs():
     import torch._dynamo.config as dynamo_config
 
     def shift(x, k: int, offsets: list):
@@ -107,9 +107,11 @@ def test_kernel_runs_eagerly_by_default_compiles_on_request_and_counts_its_graph
     second = fast.compile_stats()
     assert second["graphs"] == first["graphs"] + 1 and second["seconds"] > first["seconds"]
     # past dynamo's recompile limit the kernel falls back to eager for good, with one warning
-    monkeypatch.setattr(dynamo_config, "recompile_limit", 1)
-    with pytest.warns(
-        UserWarning, match=r"^compile_norms: kernel shift hit torch.compile's recompile limit; runs eagerly$"
+    with (
+        dynamo_config.patch(recompile_limit=1),
+        pytest.warns(
+            UserWarning, match=r"^compile_norms: kernel shift hit torch.compile's recompile limit; runs eagerly$"
+        ),
     ):
         assert torch.equal(kern(x, 4, [2.0], compiled=True), x * 4 + 2)
     assert torch.equal(kern(x, 5, [2.0], compiled=True), x * 5 + 2)
