@@ -236,13 +236,14 @@ def test_batchnorm_bf16_input_is_normalized_with_float32_statistics():
     x = (100 + rand(4, 6, 3, seed=65)).bfloat16()
     mask = torch.ones(4, 6, dtype=torch.bool)
     mask[3, 2:] = False
-    for fast_path in (True, False):
+    for fast_path, mk in ((True, mask), (False, mask), (True, None)):
         m = BatchNorm(3)
         normlight.set_fast_norms(m, fast_path)
-        y = m(x, mask=mask)
+        y = m(x, mask=mk)
         assert y.dtype == torch.bfloat16
-        z, mean, var, n = np_bn_train(x.double().numpy()[mask.numpy()])
-        np.testing.assert_allclose(y.detach().double().numpy()[mask.numpy()], z, atol=3e-2)
+        real = mask.numpy() if mk is not None else np.ones(mask.shape, dtype=bool)
+        z, mean, var, n = np_bn_train(x.double().numpy()[real])
+        np.testing.assert_allclose(y.detach().double().numpy()[real], z, atol=3e-2)
 
 
 def test_batchnorm_options_errors_and_warnings_name_the_norm():
