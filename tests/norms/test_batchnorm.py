@@ -292,3 +292,15 @@ def test_batchnorm_one_sample_warning_points_at_the_caller_and_not_in_eval():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # eval uses running statistics: a single sample is fine, no warning
         m(rand(1, 6, 4))
+
+
+def test_batchnorm_repr_shows_every_option():
+    m = BatchNorm(
+        4, eps=0.1, momentum=None, affine=False, track_running_stats=False, sync_stats=False, layout="channels_first"
+    )
+    assert m.extra_repr() == (
+        "4, eps=0.1, momentum=None, affine=False, track_running_stats=False, sync_stats=False, layout=channels_first"
+    )
+    assert BatchNorm(4).extra_repr() == (
+        "4, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True, sync_stats=True, layout=channels_last"
+    )
