@@ -139,16 +139,15 @@ class BatchNorm(nn.Module):
             y, _, invstd = _fast_batch.native_batch_affine(x2, w, b, a, *running, factor, self.eps)
             if self.training:
                 self.batch_stat = (invstd.detach().float() ** -2 - self.eps).clamp_min(0)  # biased batch variance
-            y = y.reshape(xl.shape)
-            return y.movedim(-1, 1) if self.channels_first else y
-        n = _fast_batch.row_count(self.label, x2, real, sync)
-        y, mean, var = _fast_batch.batch_affine(x2, w, b, a, real, n, sync, self.eps, fast.compiled(self))
-        if self.training:
-            self.batch_stat = var.detach().float()
-            if self.track_running_stats:
-                factor = self._factor()
-                bs.update_running(self.running_mean, mean, factor)
-                bs.update_running(self.running_var, var * (n / (n - 1)), factor)
+        else:
+            n = _fast_batch.row_count(self.label, x2, real, sync)
+            y, mean, var = _fast_batch.batch_affine(x2, w, b, a, real, n, sync, self.eps, fast.compiled(self))
+            if self.training:
+                self.batch_stat = var.detach().float()
+                if self.track_running_stats:
+                    factor = self._factor()
+                    bs.update_running(self.running_mean, mean, factor)
+                    bs.update_running(self.running_var, var * (n / (n - 1)), factor)
         y = y.reshape(xl.shape)
         return y.movedim(-1, 1) if self.channels_first else y
 

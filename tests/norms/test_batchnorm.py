@@ -304,3 +304,16 @@ def test_batchnorm_repr_shows_every_option():
     assert BatchNorm(4).extra_repr() == (
         "4, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True, sync_stats=True, layout=channels_last"
     )
+
+
+def test_batchnorm_stage_of_repbn_reports_its_batch_variance_and_refuses_one_row():
+    # RepBN runs its BatchNorm through torch's fused kernel with alpha: batch_stat is the biased batch variance
+    # itself (eps large and the variance below 1, so adding eps or a floor of 1 would show), and one row is
+    # refused with BatchNorm's message
+    m = normlight.create_norm("repbn", 3, eps=0.5)
+    x = rand(4, 6, 3, seed=66, scale=0.1)
+    m(x)
+    var = x.reshape(-1, 3).double().numpy().var(0)
+    np.testing.assert_allclose(m.bn.batch_stat.numpy(), var, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match=r"^batchnorm: training needs more than 1 value per channel .* got 1 \("):
+        m(torch.randn(1, 3))
