@@ -317,3 +317,28 @@ def test_batchnorm_stage_of_repbn_reports_its_batch_variance_and_refuses_one_row
     np.testing.assert_allclose(m.bn.batch_stat.numpy(), var, rtol=1e-4, atol=1e-7)
     with pytest.raises(ValueError, match=r"^batchnorm: training needs more than 1 value per channel .* got 1 \("):
         m(torch.randn(1, 3))
+
+
+def graph_nodes(y):
+    """Names of the autograd nodes that produced ``y``."""
+    seen, todo = set(), [y.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and type(node).__name__ not in seen:
+            seen.add(type(node).__name__)
+            todo += [n for n, _ in node.next_functions]
+    return seen
+
+
+def test_batchnorm_fast_switch_selects_the_implementation():
+    # training with a mask takes the fast path's fused Function unless set_fast_norms(m, False); without a
+    # mask torch's own batch-norm kernel serves (fast path or not)
+    x = rand(3, 4, 5, seed=67).requires_grad_()
+    mask = torch.ones(3, 4, dtype=torch.bool)
+    mask[0, 3] = False
+    m = BatchNorm(5)
+    assert any("BatchAffineFunction" in n for n in graph_nodes(m(x, mask=mask)))
+    plain = graph_nodes(m(x))
+    assert "NativeBatchNormBackward0" in plain and not any("BatchAffineFunction" in n for n in plain)
+    normlight.set_fast_norms(m, False)
+    assert not any("BatchAffineFunction" in n for n in graph_nodes(m(x, mask=mask)))

@@ -9,6 +9,7 @@ import torch
 import normlight
 from normlight.norms.bcn import BatchChannelNorm
 from tests.norms.reference import np_bcn, rand
+from tests.norms.test_batchnorm import graph_nodes
 
 
 @pytest.mark.parametrize("layout", [None, "channels_first"])
@@ -48,17 +49,6 @@ def test_bcn_mask_group_count_error_and_bf16():
     assert BatchChannelNorm(C, num_groups=G)(x.bfloat16()).dtype == torch.bfloat16
     m64 = BatchChannelNorm(C, num_groups=G, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda t: m64(t, mask=mask), (x.double().requires_grad_(),))
-
-
-def graph_nodes(y):
-    """Names of the autograd nodes that produced ``y``."""
-    seen, todo = set(), [y.grad_fn]
-    while todo:
-        node = todo.pop()
-        if node is not None and type(node).__name__ not in seen:
-            seen.add(type(node).__name__)
-            todo += [n for n, _ in node.next_functions]
-    return seen
 
 
 def bcn_channels_first_reference(x_nchw, mask, G, gw, gb, eps):
