@@ -79,12 +79,22 @@ def start_mlflow_server():
 
 
 @pytest.fixture(scope="session")
-def empty_store_file(tmp_path_factory) -> Path:
-    """An initialized, empty MLflow sqlite file (creating the schema takes seconds; copying it does not)."""
+def empty_store_file() -> Path:
+    """An initialized, empty MLflow sqlite file (creating the schema takes seconds; copying it does not).
+
+    Kept in the temp dir per MLflow version and user, so later sessions reuse it: mutation testing starts one
+    session per mutant. Tests only copy it; a new one is written beside it and renamed into place.
+    """
+    import tempfile
+
+    import mlflow
     from mlflow import MlflowClient
 
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
+    path = Path(tempfile.gettempdir()) / f"normlight-empty-mlflow-{mlflow.__version__}-{os.getuid()}.db"
+    if not path.exists():
+        part = path.with_name(f"{path.name}.{os.getpid()}.part")
+        MlflowClient(f"sqlite:///{part}").search_experiments()
+        os.replace(part, path)
     return path
 
 

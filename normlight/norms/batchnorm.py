@@ -11,7 +11,9 @@ statistics. Statistics are summed across data-parallel ranks unless ``sync_stats
 
 from __future__ import annotations
 
+import sys
 import warnings
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +22,9 @@ from torch import nn
 from normlight import distributed
 from normlight.norms import _batchstats as bs
 from normlight.norms import _fast_batch, fast
+
+# a warning raised in this folder is shown at the first frame outside it and outside torch's Module call
+_SKIP = (str(Path(__file__).parent), str(Path(nn.Module.__call__.__code__.co_filename)))
 
 
 class BatchNorm(nn.Module):
@@ -104,10 +109,14 @@ class BatchNorm(nn.Module):
 
     def _warn_one_sample(self, x: torch.Tensor) -> None:
         if x.shape[0] == 1 and x.numel() > self.num_features and not self._warned_one_sample:
+            # the user's line is a varying depth above (BatchNorm directly, or a stage of RepBN / BCN)
+            frame, level = sys._getframe(0), 1  # this frame is warnings.warn's level 1
+            while frame is not None and frame.f_code.co_filename.startswith(_SKIP):
+                frame, level = frame.f_back, level + 1
             warnings.warn(
                 f"{self.label}: training with batch size 1; the batch statistics come from one sample's "
                 "positions and are noisy (" + bs.MICRO_BATCH_HINT + ")",
-                stacklevel=4,
+                stacklevel=level,
             )
             self._warned_one_sample = True
 
@@ -130,16 +139,15 @@ class BatchNorm(nn.Module):
             y, _, invstd = _fast_batch.native_batch_affine(x2, w, b, a, *running, factor, self.eps)
             if self.training:
                 self.batch_stat = (invstd.detach().float() ** -2 - self.eps).clamp_min(0)  # biased batch variance
-            y = y.reshape(xl.shape)
-            return y.movedim(-1, 1) if self.channels_first else y
-        n = _fast_batch.row_count(self.label, x2, real, sync)
-        y, mean, var = _fast_batch.batch_affine(x2, w, b, a, real, n, sync, self.eps, fast.compiled(self))
-        if self.training:
-            self.batch_stat = var.detach().float()
-            if self.track_running_stats:
-                factor = self._factor()
-                bs.update_running(self.running_mean, mean, factor)
-                bs.update_running(self.running_var, var * (n / (n - 1)), factor)
+        else:
+            n = _fast_batch.row_count(self.label, x2, real, sync)
+            y, mean, var = _fast_batch.batch_affine(x2, w, b, a, real, n, sync, self.eps, fast.compiled(self))
+            if self.training:
+                self.batch_stat = var.detach().float()
+                if self.track_running_stats:
+                    factor = self._factor()
+                    bs.update_running(self.running_mean, mean, factor)
+                    bs.update_running(self.running_var, var * (n / (n - 1)), factor)
         y = y.reshape(xl.shape)
         return y.movedim(-1, 1) if self.channels_first else y
 

@@ -79,7 +79,7 @@ class Kernel:
             # dynamo's recompile limit (per function, 8 by default) reached by many norms and shapes in
             # one process: this kernel runs eagerly from now on (same results), with one warning
             warnings.warn(f"compile_norms: kernel {self.__name__} hit torch.compile's recompile limit; runs eagerly")
-            self._compiled = _EagerOnly(self.fn)
+            self._compiled = _EagerOnly()
             return self.fn(*args)
         new = _graphs_compiled() - before
         if new:  # this call compiled (or loaded from the inductor cache) a graph: count its time
@@ -90,10 +90,6 @@ class Kernel:
 
 class _EagerOnly(dict):
     """Marks a kernel that stopped compiling (see ``Kernel.__call__``)."""
-
-    def __init__(self, fn: Callable):
-        super().__init__()
-        self.fn = fn
 
 
 def _own_code(fn: Callable, key: tuple) -> Callable:

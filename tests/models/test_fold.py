@@ -399,3 +399,18 @@ def test_fold_refuses_to_return_a_model_whose_output_changed(monkeypatch):
     ) as e:
         normlight.fold(model, torch.randn(4, 4))
     assert float(str(e.value).split(" by ")[1].split(";")[0]) == pytest.approx(lost, rel=2e-3)
+
+
+def test_fold_refuses_an_output_off_by_one_percent(monkeypatch):
+    """The final comparison's tolerance is tight (rtol 1e-4): a folding bug that scales the output by 1.01 is refused."""
+    from normlight.models import fold as fold_module
+
+    real = fold_module._into_preceding
+
+    def off_by_one_percent(model, layer_name, layer, a, b):
+        real(model, layer_name, layer, a * 1.01, b * 1.01)
+
+    monkeypatch.setattr(fold_module, "_into_preceding", off_by_one_percent)
+    model = warm_stats(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)), (16, 4))
+    with pytest.raises(normlight.NormlightError, match=r"fold: the folded Sequential differs from the original by"):
+        normlight.fold(model, torch.randn(4, 4))

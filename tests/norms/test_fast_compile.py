@@ -7,7 +7,9 @@ The smoke test (fast suite) compiles one small forward kernel; everything else c
 from __future__ import annotations
 
 import copy
+import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -71,15 +73,15 @@ def test_compiled_norm_on_channels_first_maps_equals_eager(name):
 
 
 @pytest.mark.slow
-def test_kernel_past_the_recompile_limit_runs_eagerly_with_one_warning(monkeypatch):
+def test_kernel_past_the_recompile_limit_runs_eagerly_with_one_warning():
     import torch._dynamo.config as dynamo_config
 
     @fast.kernel
     def scaled(x, k: int):
         return x * k + x.sum()
 
-    monkeypatch.setattr(dynamo_config, "recompile_limit", 1)
-    with pytest.warns(UserWarning, match="recompile limit; runs eagerly"):
+    # config.patch, not monkeypatch: monkeypatch's undo deletes the config entry for later tests
+    with dynamo_config.patch(recompile_limit=1), pytest.warns(UserWarning, match="recompile limit; runs eagerly"):
         outs = [scaled(torch.ones(n), k, compiled=True) for n, k in [(3, 1), (3, 2), (4, 3), (5, 3)]]
     assert [o.tolist() for o in outs] == [[4.0] * 3, [5.0] * 3, [7.0] * 4, [8.0] * 5]
 
@@ -110,3 +112,62 @@ def test_each_group_count_compiles_its_own_static_kernel(caplog):
     assert "cpp_fused" in code or "def call" in code, "the second group count compiled no new kernel"
     symbols = sorted(set(re.findall(r"\bk?s\d+\b", code)))
     assert not symbols, f"the kernel for groups=2 has symbolic sizes {symbols}"
+
+
+def test_kernel_runs_eagerly_by_default_compiles_on_request_and_counts_its_graphs():
+    import torch._dynamo.config as dynamo_config
+
+    def shift(x, k: int, offsets: list):
+        """``x * k`` plus the first offset."""
+        return x * k + offsets[0]
+
+    torch._dynamo.reset()  # forget graphs of an earlier run of this test in the process (dynamo caches per code)
+    kern = fast.kernel(shift)
+    assert kern.__name__ == "shift" and kern.__doc__ == shift.__doc__
+    x = torch.arange(6.0).reshape(2, 3).t()  # not contiguous
+    before = fast.compile_stats()
+    assert torch.equal(kern(x, 2, [1.0]), x * 2 + 1)
+    assert fast.compile_stats() == before  # eager unless asked: nothing compiled
+    assert torch.equal(kern(x, 2, [1.0], compiled=True), x * 2 + 1)
+    first = fast.compile_stats()
+    assert first["graphs"] == before["graphs"] + 1 and first["seconds"] > before["seconds"]
+    assert torch.equal(kern(x, 2, [1.0], compiled=True), x * 2 + 1)
+    assert fast.compile_stats() == first  # the same arguments reuse the compiled graph
+    t0 = time.perf_counter()
+    assert torch.equal(kern(x, 3, [1.0], compiled=True), x * 3 + 1)  # a new constant: one more graph
+    wall = time.perf_counter() - t0
+    second = fast.compile_stats()
+    assert second["graphs"] == first["graphs"] + 1 and 0 < second["seconds"] - first["seconds"] <= wall
+    # each constant has its own compiled copy, so the recompile limit counts recompiles of one copy (new
+    # shapes); past it the kernel falls back to eager for good, with one warning
+    y = torch.arange(8.0).reshape(2, 4)
+    with (
+        dynamo_config.patch(recompile_limit=1),
+        pytest.warns(
+            UserWarning, match=r"^compile_norms: kernel shift hit torch.compile's recompile limit; runs eagerly$"
+        ),
+    ):
+        assert torch.equal(kern(y, 3, [1.0], compiled=True), y * 3 + 1)
+    assert torch.equal(kern(x, 5, [2.0], compiled=True), x * 5 + 2)
+    assert fast.compile_stats() == second
+
+
+def test_fast_and_compile_switches():
+    m = normlight.create_norm("rmsnorm", 8)
+    assert fast.on(m) is True and fast.compiled(m) is False  # defaults: fast path on, eager kernels
+    assert fast.set_fast_norms(m, False) == 1 and fast.on(m) is False
+    assert fast.set_fast_norms(m) == 1 and fast.on(m) is True  # default: switch on
+    normlight.set_fast_norms(m, False)
+    assert fast.compile_norms(m) == 1 and fast.compiled(m) is True and fast.on(m) is True
+    assert fast.compile_norms(m, False) == 1 and fast.compiled(m) is False
+
+
+def test_row_and_column_reductions_cast_the_vector_to_the_tensor_dtype():
+    t = torch.randn(2, 3, 4, dtype=torch.float64)
+    w, v = torch.randn(2, 3), torch.randn(4)  # float32
+    tn = t.numpy()
+    assert isinstance(tn, np.ndarray)
+    np_w = w.double().numpy()
+    torch.testing.assert_close(fast.colsum(t, w), torch.from_numpy((tn * np_w[..., None]).sum((0, 1))))
+    torch.testing.assert_close(fast.colsum(t), torch.from_numpy(tn.sum((0, 1))))
+    torch.testing.assert_close(fast.rowdot(t, v), torch.from_numpy((tn * v.double().numpy()).sum(-1, keepdims=True)))

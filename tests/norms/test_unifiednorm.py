@@ -32,10 +32,14 @@ def test_unifiednorm_geometric_mean_window_and_eval_running_var():
 
 @pytest.mark.parametrize("fast_path", [True, False])
 @pytest.mark.parametrize("outlier", [False, True])
-@pytest.mark.parametrize("schedule", [False, True], ids=["reference-1000", "schedule-1pct"])
+@pytest.mark.parametrize("schedule", [False, True, "warmup"], ids=["reference-1000", "schedule-1pct", "warmup-6"])
 def test_unifiednorm_forward_backward_buffers_match_numpy(outlier, schedule, fast_path):
     C, W = 4, 3
-    if schedule:  # a 300-step run: the ratio r turns on after 1% of it (3 calls), not after the reference's 1000
+    warmup = 6 if schedule == "warmup" else 0
+    if schedule == "warmup":  # a warm-up longer than the window: steps 4-5 still use batch statistics, 6 on not
+        m = UnifiedNorm(C, window_size=W, warmup_iters=warmup, outlier_filtration=outlier)
+        t0, ratio_warmup = 0, 1000
+    elif schedule:  # a 300-step run: the ratio r turns on after 1% of it (3 calls), not after the reference's 1000
         m = normlight.create_norm(
             "unifiednorm", C, window_size=W, outlier_filtration=outlier, warmup_iters=0, total_steps=300
         )
@@ -45,7 +49,7 @@ def test_unifiednorm_forward_backward_buffers_match_numpy(outlier, schedule, fas
         m = UnifiedNorm(C, window_size=W, warmup_iters=0, outlier_filtration=outlier)
         t0, ratio_warmup = 997, 1000
     set_fast_norms(m, fast_path)  # both the fast path and the reference UNFunction against numpy
-    ref = NumpyUN(C, W, 0, outlier, t0=t0, ratio_warmup=ratio_warmup)
+    ref = NumpyUN(C, W, warmup, outlier, t0=t0, ratio_warmup=ratio_warmup)
     with torch.no_grad():
         m.iters.fill_(t0)
         m.weight.copy_(rand(C, seed=200) + 1)
@@ -69,7 +73,8 @@ def test_unifiednorm_forward_backward_buffers_match_numpy(outlier, schedule, fas
         np.testing.assert_allclose(m.ema_gz.numpy(), ref.ema, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(m.buffer_x2.numpy(), ref.bx2, rtol=1e-5)
     assert int(m.skip_counter) == ref.skips
-    assert (ref.skips > 0) == outlier  # the spike is filtered only with outlier filtration
+    # the spike is filtered only with outlier filtration, and only after the warm-up (step 5 is inside warm-up 6)
+    assert (ref.skips > 0) == (outlier and warmup == 0)
 
 
 def test_unifiednorm_mask_and_bf16():
