@@ -876,6 +876,10 @@ def main() -> int:
     ap.add_argument("-k", default="", help="only probes whose id starts with this (comma-separated: any of these)")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="normlight-probes-"))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"probes-{args.label}.json"
+    previous = json.loads(out.read_text())["results"] if args.k and out.exists() else []
+    merged = {r["id"]: r for r in previous}
     results = []
     for pid, text, fn in PROBES:
         if not any(pid.startswith(k) for k in args.k.split(",")):
@@ -883,30 +887,22 @@ def main() -> int:
         ctx = Ctx(base, args.source)
         t0 = time.time()
         try:
-            out = fn(ctx)
+            got = fn(ctx)
         except Exception as exc:  # noqa: BLE001 - a probe that cannot complete is a failure, with its reason
-            out = (False, f"{type(exc).__name__}: {str(exc)[:200]}")
-        held, detail, *counts = out
+            got = (False, f"{type(exc).__name__}: {str(exc)[:200]}")
+        held, detail, *counts = got
         res = Result(pid, text, bool(held), detail, *counts, seconds=round(time.time() - t0, 1))
         results.append(res)
         print(f"{pid} {'held  ' if res.held else 'FAILED'} {text}: {detail}", flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"probes-{args.label}.json"
-    previous = json.loads(out.read_text())["results"] if args.k and out.exists() else []
-    merged = {r["id"]: r for r in previous}
-    merged.update({r.id: asdict(r) for r in results})
-    out.write_text(
-        json.dumps(
-            {
-                "label": args.label,
-                "source": args.source or "this checkout",
-                "date": datetime.date.today().isoformat(),
-                "results": [merged[k] for k in sorted(merged)],
-            },
-            indent=1,
-        )
-    )
-    write_markdown()
+        merged[pid] = asdict(res)  # saved after every probe: an interrupted run keeps what it measured
+        table = {
+            "label": args.label,
+            "source": args.source or "this checkout",
+            "date": datetime.date.today().isoformat(),
+            "results": [merged[k] for k in sorted(merged)],
+        }
+        out.write_text(json.dumps(table, indent=1))
+        write_markdown()
     shutil.rmtree(base, ignore_errors=True)
     held = sum(r.held for r in results)
     print(
