@@ -873,7 +873,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", default=None, help="a normlight checkout to probe instead of this one")
     ap.add_argument("--label", default="after", help="results go to benchmarks/results/probes-<label>.json")
-    ap.add_argument("-k", default="", help="only probes whose id starts with this (comma-separated: any of these)")
+    ap.add_argument("-k", default="", help="only probes whose id starts with this (comma-separated: run in this order)")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="normlight-probes-"))
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -881,9 +881,8 @@ def main() -> int:
     previous = json.loads(out.read_text())["results"] if args.k and out.exists() else []
     merged = {r["id"]: r for r in previous}
     results = []
-    for pid, text, fn in PROBES:
-        if not any(pid.startswith(k) for k in args.k.split(",")):
-            continue
+    chosen = [p for k in args.k.split(",") for p in PROBES if p[0].startswith(k)]  # in the order of -k
+    for pid, text, fn in dict.fromkeys(chosen):
         ctx = Ctx(base, args.source)
         t0 = time.time()
         try:
