@@ -629,9 +629,7 @@ def p32(ctx):
         if set(want) != set(got) or any(abs(want[s] - got[s]) > 1e-5 * max(1.0, abs(want[s])) for s in want):
             differ.append(key)
     ok = dup == 0 and not differ
-    detail = (
-        f"killed after {killed_at} steps; {dup} duplicate points; {len(differ)} keys differ from the uninterrupted run"
-    )
+    detail = f"killed after {killed_at} steps; {dup} duplicate points; {len(differ)} keys differ from the uninterrupted run {differ[:3]}"
     return ok, detail, 0, dup
 
 
