@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python benchmarks/probes.py                        # this checkout -> results/probes-after.json
     .venv/bin/python benchmarks/probes.py --source OLD --label before   # another checkout (git archive of it)
-    .venv/bin/python benchmarks/probes.py -k P3                  # only probes whose id starts with P3
+    .venv/bin/python benchmarks/probes.py -k P3,P21              # only probes whose id starts with P3 or P21
 
 Every probe runs real ``python -m normlight`` commands (real Lightning, real sqlite stores, a real MLflow
 server started with ``normlight ui``, real signals) in a fresh folder and judges one behaviour: **held** or
@@ -26,6 +26,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -84,6 +85,7 @@ class Ctx:
         if source:
             self.env["PYTHONPATH"] = os.pathsep.join(p for p in (source, self.env.get("PYTHONPATH")) if p)
         self.uri = f"sqlite:///{self.dir / 'mlflow.db'}"
+        self.root = Path(source).resolve() if source else ROOT  # its configs go with its code
 
     def cmd(self, *args) -> list[str]:
         return [sys.executable, "-m", "normlight", *map(str, args)]
@@ -125,7 +127,19 @@ def client(uri):
     return MlflowClient(uri)
 
 
+def _sqlite_file(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
+def new_store(uri: str) -> None:
+    """Create an empty store with this virtualenv's MLflow (the harness's set-up, not a probe of normlight)."""
+    client(uri).search_experiments()
+
+
 def all_runs(uri: str) -> list:
+    db = _sqlite_file(uri)
+    if db is not None and not db.exists():  # asking MLflow would create it, racing the process under test
+        return []
     try:
         c = client(uri)
         exps = [e.experiment_id for e in c.search_experiments()]
@@ -168,7 +182,7 @@ def refused(p: subprocess.CompletedProcess, uri: str, *words: str) -> tuple[bool
     return not problems, "; ".join(problems) or first
 
 
-def wait_for(cond, timeout: float, what: str, proc=None):
+def wait_for(cond, timeout: float, what: str, proc=None, poll: float = 0.5):
     deadline = time.time() + timeout
     while True:
         try:
@@ -180,12 +194,28 @@ def wait_for(cond, timeout: float, what: str, proc=None):
             raise RuntimeError(f"{what}: the process exited {proc.returncode} first")
         if time.time() > deadline:
             raise TimeoutError(what)
-        time.sleep(0.5)
+        time.sleep(poll)
 
 
-def steps_logged(uri: str, run_filter=None) -> int:
-    runs = [r for r in all_runs(uri) if run_filter is None or run_filter(r)]
-    return len(client(uri).get_metric_history(runs[0].info.run_id, "train/loss")) if runs else 0
+def steps_logged(uri: str) -> int:
+    """The most train/loss points any run of the store has (0 before the store or a run exists).
+
+    A sqlite store is read read-only with sqlite3: polling it through MLflow while the process under test
+    creates it would create (and race) the schema itself."""
+    db = _sqlite_file(uri)
+    if db is None:
+        runs = all_runs(uri)
+        return max((len(client(uri).get_metric_history(r.info.run_id, "train/loss")) for r in runs), default=0)
+    if not db.exists():
+        return 0
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        q = "SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM metrics WHERE key = 'train/loss' GROUP BY run_uuid)"
+        return con.execute(q).fetchone()[0] or 0
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return 0
+    finally:
+        con.close()
 
 
 def free_port() -> int:
@@ -203,6 +233,9 @@ class Server:
         self.proc = None
 
     def start(self):
+        db = _sqlite_file(self.store)
+        if db is not None and not db.exists():  # `normlight ui` (rightly) refuses a store that does not exist
+            new_store(self.store)
         self.proc = subprocess.Popen(
             self.ctx.cmd("ui", "--port", self.port, "--tracking-uri", self.store),
             cwd=self.ctx.dir,
@@ -427,7 +460,7 @@ def _credentials(ctx: Ctx) -> dict:
                 {
                     "name": "creds",
                     "experiment": "creds-sweep",
-                    "base": str(ROOT / "configs" / "gpt" / "nano.yaml"),
+                    "base": str(ctx.root / "configs" / "gpt" / "nano.yaml"),
                     "grid": {"model.lr": [0.001]},
                     "fixed": {
                         "trainer.max_steps": 2,
@@ -444,7 +477,8 @@ def _credentials(ctx: Ctx) -> dict:
     finally:
         srv.stop()
     view = [ln for ln in fit.stdout.splitlines() if "View run" in ln]
-    closing = [ln for ln in fit.stdout.splitlines() if ln.startswith("normlight: MLflow run")]
+    # normlight's own closing line(s) naming where the run is recorded (their wording changed over time)
+    closing = [ln for ln in fit.stdout.splitlines() if ln.startswith("normlight:") and f":{srv.port}" in ln]
     return {"fit": fit, "config": config, "view": view, "closing": closing, "sweep": sw, "logs": logs}
 
 
@@ -568,14 +602,18 @@ def p32(ctx):
         json.dumps([{"class_path": CKPT_CB, "init_args": {"every_n_train_steps": 5, "save_last": True}}]),
     ]
     ref_uri = f"sqlite:///{ctx.dir / 'ref.db'}"
-    assert ctx.run(*ctx.fit(*every5, "--trainer.default_root_dir", "ref", uri=ref_uri, steps=20)).returncode == 0
-    proc = ctx.popen(*ctx.fit(*every5, steps=20))
+    # 60 steps: the kill must land mid-run (a run that already ended would resume nothing and prove nothing)
+    assert ctx.run(*ctx.fit(*every5, "--trainer.default_root_dir", "ref", uri=ref_uri, steps=60)).returncode == 0
+    proc = ctx.popen(*ctx.fit(*every5, steps=60))
     try:
-        wait_for(lambda: steps_logged(ctx.uri) >= 13, 600, "training never reached step 13", proc)
+        wait_for(lambda: steps_logged(ctx.uri) >= 13, 600, "training never reached step 13", proc, poll=0.1)
     finally:
         proc.kill()
         proc.wait()
-    p = ctx.run(*ctx.fit(*every5, "--ckpt_path", "last", steps=20))
+    killed_at = steps_logged(ctx.uri)
+    if proc.returncode != -signal.SIGKILL or killed_at >= 60:
+        return False, f"harness: the fit was not killed mid-run (exit {proc.returncode}, {killed_at} steps)", 0, 0
+    p = ctx.run(*ctx.fit(*every5, "--ckpt_path", "last", steps=60))
     (ref,), runs = all_runs(ref_uri), all_runs(ctx.uri)
     if p.returncode != 0 or len(runs) != 1:
         return False, f"resume exit {p.returncode}, {len(runs)} runs", 1, 0
@@ -591,7 +629,8 @@ def p32(ctx):
         if set(want) != set(got) or any(abs(want[s] - got[s]) > 1e-5 * max(1.0, abs(want[s])) for s in want):
             differ.append(key)
     ok = dup == 0 and not differ
-    return ok, f"{dup} duplicate points; {len(differ)} keys differ from the uninterrupted run", 0, dup
+    detail = f"killed after {killed_at} steps; {dup} duplicate points; {len(differ)} keys differ from the uninterrupted run {differ[:3]}"
+    return ok, detail, 0, dup
 
 
 @probe("P33", "a diverging run (lr 1e30) is stopped and tagged, not crashed")
@@ -613,9 +652,10 @@ def p34(ctx):
 
 @probe("P35", "fit against a server stopped for 45 s: training goes on, every point kept")
 def p35(ctx):
+    N = 400  # long enough to still be training when the server stops, even on a quiet machine (~20 s)
     store = f"sqlite:///{ctx.dir / 'server.db'}"
     srv = Server(ctx, store).start()
-    proc = ctx.popen(*ctx.fit(uri=srv.url, steps=60))
+    proc = ctx.popen(*ctx.fit(uri=srv.url, steps=N))
     try:
         wait_for(lambda: steps_logged(srv.url) >= 3, 600, "training never started", proc)
         srv.stop()
@@ -635,8 +675,8 @@ def p35(ctx):
     warnings = (ctx.dir / "proc.log").read_text().count("is not answering")
     steps = [s for s, _, _ in points]
     lost = 0 if code == 0 and status == "FINISHED" else 1
-    ok = steps == list(range(60)) and status == "FINISHED" and during > 0 and warnings == 1
-    return ok, f"{len(points)}/60 points, {during} logged while down, {warnings} warning(s), run {status}", lost, 0
+    ok = steps == list(range(N)) and status == "FINISHED" and during > 0 and warnings == 1
+    return ok, f"{len(points)}/{N} points, {during} logged while down, {warnings} warning(s), run {status}", lost, 0
 
 
 # ------------------------------------------------------------------------------------------------ sweeps
@@ -656,7 +696,7 @@ def _sweep_file(ctx, name, lrs, steps=3, checkpoint=False) -> Path:
             {
                 "name": name,
                 "experiment": name,
-                "base": str(ROOT / "configs" / "gpt" / "nano.yaml"),
+                "base": str(ctx.root / "configs" / "gpt" / "nano.yaml"),
                 "grid": {"model.lr": lrs},
                 "fixed": fixed,
             }
@@ -676,13 +716,14 @@ def _points(ctx, name) -> tuple[dict, list]:
 @probe("P36", "two `normlight sweep` processes on the same sweep")
 def p36(ctx):
     path = _sweep_file(ctx, "twice", [0.001, 0.003])
+    new_store(ctx.uri)  # the new-store race is P34's; this probe is about two drivers on one sweep
     procs = [ctx.popen("sweep", path, "--tracking-uri", ctx.uri, log=f"sweep{i}.log") for i in range(2)]
     codes = [p.wait(timeout=1800) for p in procs]
     by, _ = _points(ctx, "twice")
     dup = sum(max(0, st.count("FINISHED") - 1) for st in by.values())
     lost = sum(1 for st in by.values() if "FINISHED" not in st) + (2 - len(by))
     return (
-        dup == 0 and lost == 0,
+        dup == 0 and lost == 0 and codes == [0, 0],
         f"exit codes {codes}, FINISHED per point {[st.count('FINISHED') for st in by.values()]}",
         lost,
         dup,
@@ -696,44 +737,60 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _child_of(run_id: str) -> list[int]:
-    out = []
+def _descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (read from /proc, so it does not depend on how normlight names them)."""
+    parent = {}
     for d in Path("/proc").iterdir():
         try:
-            if d.name.isdigit() and run_id.encode() in (d / "cmdline").read_bytes() and _alive(int(d.name)):
-                out.append(int(d.name))
-        except OSError:
+            if d.name.isdigit():
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
             pass
+    out, todo = [], [pid]
+    while todo:
+        pid = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == pid and _alive(c)]
+        out += kids
+        todo += kids
     return out
 
 
 @probe("P37", "SIGKILL of the sweep driver, then the sweep again")
 def p37(ctx):
-    path = _sweep_file(ctx, "orphan", [0.001], steps=60)
+    n = 300
+    path = _sweep_file(ctx, "orphan", [0.001], steps=n)
     drv = ctx.popen("sweep", path, "--tracking-uri", ctx.uri, log="driver.log")
     wait_for(lambda: steps_logged(ctx.uri) >= 3, 900, "training never started", drv)
-    (run,) = all_runs(ctx.uri)
-    children = _child_of(run.info.run_id)
+    children = _descendants(drv.pid)
+    killed_at = steps_logged(ctx.uri)
     drv.kill()
     drv.wait()
-    deadline = time.time() + 60
+    deadline = time.time() + 120
     while any(_alive(c) for c in children) and time.time() < deadline:
         time.sleep(0.5)
     orphans = [c for c in children if _alive(c)]
+    # a child that kept training finishes the point on its own (or is still at it): that is the orphan
+    (first,) = [r for r in all_runs(ctx.uri) if r.data.tags.get("sweep") == "orphan"]
+    trained = len(client(ctx.uri).get_metric_history(first.info.run_id, "train/loss"))
+    kept_training = bool(orphans) or first.info.status == "FINISHED"
     again = ctx.run("sweep", path, "--tracking-uri", ctx.uri, timeout=1800)
     for c in orphans:  # let an orphan finish as it would have
         while _alive(c):
             time.sleep(1)
     by, _ = _points(ctx, "orphan")
     finished = sum(st.count("FINISHED") for st in by.values())
-    ok = not orphans and finished == 1 and again.returncode == 0
-    detail = f"{len(orphans)} orphan(s) kept training; statuses {sorted(sum(by.values(), []))}"
+    ok = bool(children) and not kept_training and finished == 1 and again.returncode == 0
+    detail = (
+        f"killed at step {killed_at}: its training {'kept going' if kept_training else 'stopped'} "
+        f"({first.info.status} at {trained}/{n} steps, {len(orphans)} of {len(children)} child process(es) alive "
+        f"after 120 s); statuses after the re-run {sorted(sum(by.values(), []))}"
+    )
     return ok, detail, 0 if finished else 1, max(0, finished - 1)
 
 
 @probe("P38", "SIGTERM to the sweep driver: the point ends KILLED and the next sweep re-runs it")
 def p38(ctx):
-    path = _sweep_file(ctx, "again", [0.001], steps=40)
+    path = _sweep_file(ctx, "again", [0.001], steps=300)
     drv = ctx.popen("sweep", path, "--tracking-uri", ctx.uri, log="driver.log")
     wait_for(lambda: steps_logged(ctx.uri) >= 3, 900, "training never started", drv)
     drv.send_signal(signal.SIGTERM)
@@ -823,40 +880,35 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", default=None, help="a normlight checkout to probe instead of this one")
     ap.add_argument("--label", default="after", help="results go to benchmarks/results/probes-<label>.json")
-    ap.add_argument("-k", default="", help="only probes whose id starts with this")
+    ap.add_argument("-k", default="", help="only probes whose id starts with this (comma-separated: run in this order)")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="normlight-probes-"))
-    results = []
-    for pid, text, fn in PROBES:
-        if not pid.startswith(args.k):
-            continue
-        ctx = Ctx(base, args.source)
-        t0 = time.time()
-        try:
-            out = fn(ctx)
-        except Exception as exc:  # noqa: BLE001 - a probe that cannot complete is a failure, with its reason
-            out = (False, f"{type(exc).__name__}: {str(exc)[:200]}")
-        held, detail, *counts = out
-        res = Result(pid, text, bool(held), detail, *counts, seconds=round(time.time() - t0, 1))
-        results.append(res)
-        print(f"{pid} {'held  ' if res.held else 'FAILED'} {text}: {detail}", flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"probes-{args.label}.json"
     previous = json.loads(out.read_text())["results"] if args.k and out.exists() else []
     merged = {r["id"]: r for r in previous}
-    merged.update({r.id: asdict(r) for r in results})
-    out.write_text(
-        json.dumps(
-            {
-                "label": args.label,
-                "source": args.source or "this checkout",
-                "date": datetime.date.today().isoformat(),
-                "results": [merged[k] for k in sorted(merged)],
-            },
-            indent=1,
-        )
-    )
-    write_markdown()
+    results = []
+    chosen = [p for k in args.k.split(",") for p in PROBES if p[0].startswith(k)]  # in the order of -k
+    for pid, text, fn in dict.fromkeys(chosen):
+        ctx = Ctx(base, args.source)
+        t0 = time.time()
+        try:
+            got = fn(ctx)
+        except Exception as exc:  # noqa: BLE001 - a probe that cannot complete is a failure, with its reason
+            got = (False, f"{type(exc).__name__}: {str(exc)[:200]}")
+        held, detail, *counts = got
+        res = Result(pid, text, bool(held), detail, *counts, seconds=round(time.time() - t0, 1))
+        results.append(res)
+        print(f"{pid} {'held  ' if res.held else 'FAILED'} {text}: {detail}", flush=True)
+        merged[pid] = asdict(res)  # saved after every probe: an interrupted run keeps what it measured
+        table = {
+            "label": args.label,
+            "source": args.source or "this checkout",
+            "date": datetime.date.today().isoformat(),
+            "results": [merged[k] for k in sorted(merged)],
+        }
+        out.write_text(json.dumps(table, indent=1))
+        write_markdown()
     shutil.rmtree(base, ignore_errors=True)
     held = sum(r.held for r in results)
     print(

@@ -3,8 +3,9 @@
 ``main(["fit", "--config", "configs/gpt/nano.yaml", "--model.norm", "rmsnorm"])`` runs in-process. Before any
 MLflow run exists it (1) checks the data (files, sizes, batch size) and that data and model agree on shapes, the
 validation interval and a writable checkpoint folder, (2) gives the default checkpoint callback a stable directory
-``<default_root_dir>/checkpoints/<experiment>/<run name>-<config hash>`` with ``last.ckpt`` (also written on
-Ctrl-C / SIGTERM), so ``--ckpt_path last`` finds it, and (3) when resuming, reads the checkpoint safely
+``<default_root_dir>/checkpoints/<experiment>/<run name>-<config hash>`` and every checkpoint callback (a
+user's own ``dirpath`` too, unless it sets ``save_last``) a ``last.ckpt`` (also written on Ctrl-C / SIGTERM), so
+``--ckpt_path last`` finds it, and (3) when resuming, reads the checkpoint safely
 (``weights_only=True``), refuses settings that contradict it, and continues the MLflow run recorded in it.
 
 Ctrl-C and SIGTERM stop training at the next step boundary (never inside a store write): ``last.ckpt`` is written,
@@ -280,8 +281,8 @@ class NormlightCLI(LightningCLI):
             # ModelCheckpoint broadcasts rank 0's choice to the other ranks
             cb.dirpath = str(config_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}")
             search = config_dir  # every fit of this config, in its own folder below it
-            if cb.save_last is None:
-                cb.save_last = True
+        if isinstance(cb, ModelCheckpoint) and cb.save_last is None:  # a user's folder too: `last` must find it
+            cb.save_last = True
         folder = cb.dirpath if isinstance(cb, ModelCheckpoint) else None
         if sub == "fit" and folder and trainer.is_global_zero:
             _check_writable(folder)

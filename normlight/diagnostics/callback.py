@@ -320,6 +320,32 @@ class StabilityDiagnostics(Callback):
                 out["diag/block_influence_min"] = min(finite)
             self._log(trainer, out, step)
 
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict:
+        """What a resumed run needs to continue exactly (saved in every checkpoint; plain values only, so a
+        ``weights_only`` load reads it): the loss-spike window, the divergence guard and the validation summary."""
+        return {
+            "spike_history": list(self.spikes.history),
+            "spike_count": self.spikes.count,
+            "spike_last_z": self.spikes.last_z,
+            "diverged": [self.guard.diverged, self.guard.step, self.guard.reason],
+            "best": dict(self.summary.best),
+            "final": dict(self.summary.final),
+            "steps_to_target": self.summary.steps_to_target,
+            "grad_max": self._grad_max,
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Continue from :meth:`state_dict` (a checkpoint written before it existed restores nothing)."""
+        if "spike_history" not in state_dict:
+            return
+        self.spikes.history.clear()
+        self.spikes.history.extend(state_dict["spike_history"])
+        self.spikes.count, self.spikes.last_z = state_dict["spike_count"], state_dict["spike_last_z"]
+        self.guard.diverged, self.guard.step, self.guard.reason = state_dict["diverged"]
+        self.summary.best, self.summary.final = dict(state_dict["best"]), dict(state_dict["final"])
+        self.summary.steps_to_target, self._grad_max = state_dict["steps_to_target"], state_dict["grad_max"]
+
     # ------------------------------------------------------------------ end of run
     def summary_metrics(self, pl_module=None) -> dict[str, float]:
         """The run-level ``summary/...`` metrics as they stand now."""

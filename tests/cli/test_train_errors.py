@@ -120,3 +120,25 @@ def test_checkpoint_folder_lost_mid_run_stops_with_one_line_and_the_run_killed(
     assert run.info.status == "KILLED"
     # steps 0-4 logged; the step whose checkpoint could not be written (5) stops before its metrics
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == list(range(5))
+
+
+def test_conflicting_resume_of_a_real_fit_in_a_fixed_folder_is_refused_with_last(
+    tmp_path, monkeypatch, capsys, fresh_store
+):
+    """A fit into the user's own checkpoint folder (``dirpath`` set, ``save_last`` left unset) writes the
+    ``last.ckpt`` that ``--ckpt_path last`` finds: a conflicting resume is refused before any run is created
+    (before, no ``last.ckpt`` was written there, so ``last`` silently trained a new model from scratch)."""
+    monkeypatch.chdir(tmp_path)
+    fixed = ["--trainer.callbacks", json.dumps([{"class_path": CKPT_CB, "init_args": {"dirpath": "fixed"}}])]
+    args = ["fit", *NANO, "--trainer.logger.init_args.tracking_uri", fresh_store, *fixed]
+    ln = ["--model.norm", "layernorm", "--model.placement", "pre"]
+    assert cli.main([*args, *ln, "--trainer.max_steps", "2"]) == 0
+    assert (tmp_path / "fixed" / "last.ckpt").is_file()
+    capsys.readouterr()
+    code = cli.main([*args, "--model.placement", "peri", "--trainer.max_steps", "4", "--ckpt_path", "last"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(lines) == 1, err
+    assert "model.norm='layernorm' vs 'rmsnorm'; model.placement='pre' vs 'peri'" in lines[0], err
+    client = MlflowClient(fresh_store)
+    assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == 1  # the first fit's

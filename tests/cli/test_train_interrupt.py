@@ -66,7 +66,8 @@ def test_resume_from_an_older_checkpoint_continues_the_history_exactly(tmp_path,
     import shutil
 
     monkeypatch.chdir(tmp_path)
-    common = [*NANO, "--trainer.val_check_interval", "6"]
+    # a 4-step spike window: the resumed run's diag/loss_zscore at step 10 needs the window restored
+    common = [*NANO, "--trainer.val_check_interval", "6", "--diagnostics.spike_window", "4"]
     shutil.copy(empty_store_file, tmp_path / "ref.db")
     shutil.copy(empty_store_file, tmp_path / "cut.db")
     ref_uri, cut_uri = f"sqlite:///{tmp_path / 'ref.db'}", f"sqlite:///{tmp_path / 'cut.db'}"
