@@ -7,16 +7,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from normlight.norms import _fast_group, fast
-from normlight.norms._common import cast, check_layout, compute_dtype, fused_ok
+from normlight.norms._common import cast, check_features, check_layout, compute_dtype, fused_ok
 
 
 def _fast_group_norm(module: nn.Module, x: torch.Tensor, groups: int) -> torch.Tensor:
     """The tokens-layout fast path: ``(N, *positions, C)`` without a channels-first copy (see ``_fast_group``)."""
-    if x.shape[-1] != module.num_features:
-        raise ValueError(
-            f"{type(module).__name__.lower()} was built for {module.num_features} features but got an input of "
-            f"shape {tuple(x.shape)} (features are the last dim)"
-        )
     dt = compute_dtype(x)
     w, b = cast(module.weight, dt), cast(module.bias, dt)
     return _fast_group.group_norm(x.to(dt), groups, w, b, module.eps, fast.compiled(module)).to(x.dtype)
@@ -79,6 +74,7 @@ class GroupNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalize ``x`` of shape ``(N, *positions, C)`` (or ``(N, C, *spatial)`` channels-first)."""
+        check_features(x, self.num_features, "groupnorm", dim=1 if self.layout == "channels_first" else -1)
         if fast.on(self) and self.layout == "channels_last" and x.ndim > 2:
             return _fast_group_norm(self, x, self.num_groups)
         return _group_norm(x, self.num_groups, self.weight, self.bias, self.eps, self.layout == "channels_first")
@@ -132,6 +128,7 @@ class InstanceNorm(nn.Module):
                 f"instancenorm needs position dims: (N, *positions, C) or (N, C, *spatial); got shape "
                 f"{tuple(x.shape)}. For a (N, C) input there is nothing to normalize over per channel"
             )
+        check_features(x, self.num_features, "instancenorm", dim=1 if self.layout == "channels_first" else -1)
         if fast.on(self) and self.layout == "channels_last":
             return _fast_group_norm(self, x, self.num_features)
         return _group_norm(x, self.num_features, self.weight, self.bias, self.eps, self.layout == "channels_first")

@@ -72,16 +72,15 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalize ``x`` of shape ``(..., num_features)``."""
+        check_features(x, self.num_features, "rmsnorm")  # before any path, torch's fused kernel included
         dt = compute_dtype(x)
         eps = self._eps(dt)
         plain = self.k == self.num_features and not self.eps_outside
         if plain and fast.on(self):
-            check_features(x, self.num_features, "rmsnorm")
             w, b = cast(self.weight, dt), cast(self.bias, dt)
             return _fast_token.rms_norm(x.to(dt), w, b, eps, fast.compiled(self)).to(x.dtype)
         if plain and self.bias is None and fused_ok(x, self.weight):
             return F.rms_norm(x, (self.num_features,), self.weight, eps)
-        check_features(x, self.num_features, "rmsnorm")
         xf = x.to(dt)
         if plain:
             y = F.rms_norm(xf, (self.num_features,), cast(self.weight, dt), eps)

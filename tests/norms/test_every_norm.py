@@ -100,8 +100,6 @@ NAMED_WIDTH_CHECK = sorted(
 @pytest.mark.parametrize("fast_path", [True, False])
 @pytest.mark.parametrize("name", NAMED_WIDTH_CHECK)
 def test_a_wrong_feature_count_is_reported_under_the_norms_name(name, fast_path):
-    if not fast_path and name in ("groupnorm", "instancenorm", "rmsnorm"):
-        pytest.skip("the reference code of this norm leaves the width check to torch's kernel (noted, issue 23)")
     m = build(name).train()
     fast.set_fast_norms(m, fast_path)
     with pytest.raises(ValueError, match=rf"^{name}\b.*\b{C}\b.*\(4, 5, 48\)"):
