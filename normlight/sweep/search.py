@@ -39,7 +39,7 @@ import math
 
 from normlight.sweep.spec import Run, Sweep, SweepError, plan
 from normlight.tracking import sweep_runs
-from normlight.tracking.compare import max_stable_lr, stability_point
+from normlight.tracking.compare import max_stable_lr, stability_point, within_tolerance
 
 SEED_KEYS = ("seed_everything", "seed")
 
@@ -150,7 +150,8 @@ class BoundarySearch:
         return (a + b) // 2 if b - a > 1 else None
 
     def _within(self, i: int, best: int) -> bool:
-        return self.losses[i] <= self.losses[best] + self.tolerance * abs(self.losses[best])
+        # the losses are signed so that lower is better: compare's rule in its minimizing form
+        return within_tolerance(self.losses[i], self.losses[best], self.tolerance)
 
     def record(self, index: int, points: list[tuple[float, bool, float | None]]) -> None:
         """Add the probe at ``ladder[index]`` (one point per seed) with its mean loss, +inf when unstable."""

@@ -383,12 +383,12 @@ def max_stable_lr(
     if not means:
         return None
     best = max(means.values()) if maximize else min(means.values())
-    ok = [
-        lr
-        for lr, m in means.items()
-        if (m >= best - tolerance * abs(best) if maximize else m <= best + tolerance * abs(best))
-    ]
-    return max(ok)
+    return max(lr for lr, m in means.items() if within_tolerance(m, best, tolerance, maximize))
+
+
+def within_tolerance(value: float, best: float, tolerance: float, maximize: bool = False) -> bool:
+    """Whether ``value`` is no worse than ``best`` by more than ``tolerance`` (relative to ``|best|``)."""
+    return value >= best - tolerance * abs(best) if maximize else value <= best + tolerance * abs(best)
 
 
 def format_lr(lr: float) -> str:
