@@ -27,6 +27,9 @@ SYNC_CASES = {
     "bcn",
     "repbn",
     "evonorm_b0",
+    "powernorm_reference",
+    "unifiednorm_reference",
+    "evonorm_b0_reference",
     "fsdp2_batchnorm",
 }
 

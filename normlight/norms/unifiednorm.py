@@ -52,31 +52,41 @@ def geometric_mean(buf: torch.Tensor) -> torch.Tensor:
     return torch.exp(torch.log(buf).mean(0))
 
 
+def window_step(un: UnifiedNorm, x2: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """UN's forward logic at training iteration ``t`` on the batch statistic ``x2`` (module docstring).
+
+    Outlier filtration, fluctuation smoothing and the compensation ratio, shared by the reference Function and
+    the fast path: updates ``buffer_x2``, ``skip_counter`` and ``running_var``; returns ``(var, r, skip)`` in
+    the buffers' dtype (``r`` is computed from ``running_var`` before its update).
+    """
+    fp, rv = un.window[0], un.running_var
+    skip = fp <= 1
+    recorded = torch.var(torch.sqrt(un.buffer_x2))
+    un.buffer_x2[t % fp] = x2
+    if un.outlier_filtration and t >= un.warmup_iters:
+        diff = un.buffer_x2.mean(0) - geometric_mean(un.buffer_x2)
+        if bool((diff > recorded * fp).any()):
+            un.buffer_x2[t % fp] = rv
+            skip = True
+            un.skip_counter.add_(1)
+    var = x2 if (t <= fp or t < un.warmup_iters or skip) else geometric_mean(un.buffer_x2)
+    r = torch.sqrt(var + un.eps) / torch.sqrt(rv + un.eps)
+    r = torch.ones_like(r) if (t <= max(un.ratio_warmup_iters, un.warmup_iters) or skip) else r.clamp(1 / 5, 5)
+    rv.mul_(un.momentum).add_(var, alpha=1 - un.momentum)
+    return var, r, skip
+
+
 class UNFunction(torch.autograd.Function):
     """UN's training step on rows ``(M, C)``; ``un`` is the module whose buffers it reads and updates."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, real, un, t, sync):
         """Forward statistics, window and running updates (module docstring); returns ``weight * z + bias``."""
-        fp = un.window[0]
         n, x2 = bs.quadratic_mean("unifiednorm", x if real is None else x[real], sync)
         x2 = x2.to(un.buffer_x2.dtype)
-        rv = un.running_var
-        skip = fp <= 1
-        recorded = torch.var(torch.sqrt(un.buffer_x2))
-        un.buffer_x2[t % fp] = x2
-        if un.outlier_filtration and t >= un.warmup_iters:
-            diff = un.buffer_x2.mean(0) - geometric_mean(un.buffer_x2)
-            if bool((diff > recorded * fp).any()):
-                un.buffer_x2[t % fp] = rv
-                skip = True
-                un.skip_counter.add_(1)
-        var = x2 if (t <= fp or t < un.warmup_iters or skip) else geometric_mean(un.buffer_x2)
-        r = torch.sqrt(var + un.eps) / torch.sqrt(rv + un.eps)
-        r = torch.ones_like(r) if (t <= max(un.ratio_warmup_iters, un.warmup_iters) or skip) else r.clamp(1 / 5, 5)
+        var, r, skip = window_step(un, x2, t)
         var, r = var.to(x.dtype), r.to(x.dtype)
         z = x * torch.rsqrt(var + un.eps)
-        rv.mul_(un.momentum).add_(var.to(rv.dtype), alpha=1 - un.momentum)
         ctx.save_for_backward(z, var, weight, r, real)
         ctx.un, ctx.t, ctx.sync, ctx.skip, ctx.n = un, t, sync, skip, n
         un.batch_stat = x2.detach().float()
@@ -208,32 +218,15 @@ class UnifiedNorm(nn.Module):
         return y.reshape(x.shape).to(x.dtype)
 
     def _fast(self, x2: torch.Tensor, w: torch.Tensor, b: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
-        # UNFunction.forward's statistics and window logic (the same steps), on the fast x2 and step Function
-        t, fp, sync = int(self.iters), self.window[0], distributed.sync_active(self.sync_stats, True)
+        # the statistic on the fast kernels, the shared window logic, then the fast step Function
+        t, sync = int(self.iters), distributed.sync_active(self.sync_stats, True)
         n = _fast_batch.row_count("unifiednorm", x2, real, sync, minimum=1)
         wr = None if real is None else real.to(x2.dtype)
         x2_stat = _fast_batch.synced(_fast_batch.quad_mean(x2, wr, 1, compiled=fast.compiled(self)), sync) / n
         with torch.no_grad():
             x2_stat = x2_stat.to(self.buffer_x2.dtype)
-            rv, skip = self.running_var, fp <= 1
-            recorded = torch.var(torch.sqrt(self.buffer_x2))
-            self.buffer_x2[t % fp] = x2_stat
-            if self.outlier_filtration and t >= self.warmup_iters:
-                diff = self.buffer_x2.mean(0) - geometric_mean(self.buffer_x2)
-                if bool((diff > recorded * fp).any()):
-                    self.buffer_x2[t % fp] = rv
-                    skip = True
-                    self.skip_counter.add_(1)
-            var = x2_stat if (t <= fp or t < self.warmup_iters or skip) else geometric_mean(self.buffer_x2)
-            r = torch.sqrt(var + self.eps) / torch.sqrt(rv + self.eps)
-            r = (
-                torch.ones_like(r)
-                if (t <= max(self.ratio_warmup_iters, self.warmup_iters) or skip)
-                else r.clamp(1 / 5, 5)
-            )
+            var, r, skip = window_step(self, x2_stat, t)
             var, r = var.to(x2.dtype), r.to(x2.dtype)
         y = _fast_batch.un_step(x2, w, b, var, r, real, self, t, n, sync, skip, fast.compiled(self))
-        with torch.no_grad():
-            rv.mul_(self.momentum).add_(var.to(rv.dtype), alpha=1 - self.momentum)
         self.batch_stat = x2_stat.detach().float()
         return y

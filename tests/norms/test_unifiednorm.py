@@ -100,6 +100,7 @@ def test_unifiednorm_warmups_follow_the_schedule_context():
     assert m.resolved_options() == {"warmup_iters": 30, "ratio_warmup_iters": 4}
     plain = normlight.create_norm("unifiednorm", 4)
     assert (plain.warmup_iters, plain.ratio_warmup_iters) == (4000, 1000)  # the reference's constants
+    assert plain.sync_stats is True  # statistics summed over data-parallel ranks unless turned off
     explicit = normlight.create_norm("unifiednorm", 4, warmup_iters=5, ratio_warmup_iters=6, warmup_steps=30)
     assert (explicit.warmup_iters, explicit.ratio_warmup_iters) == (5, 6)
 
@@ -139,3 +140,91 @@ def test_unifiednorm_eval_adds_eps_to_a_small_running_variance(fast_path):
     x = rand(3, 4, seed=243)
     want = x.double().numpy() / np.sqrt(rv + 1e-3)
     np.testing.assert_allclose(m(x).detach().numpy(), want, rtol=1e-5)
+
+
+def run_against_numpy(m, ref, scales, seed, signs=False):
+    """Train ``m`` for ``len(scales)`` steps next to the numpy reference ``ref``; compare outputs, grads, buffers."""
+    C = m.num_features
+    w, b = m.weight.detach().double().numpy(), m.bias.detach().double().numpy()
+    for k, s in enumerate(scales):
+        x = torch.tensor([[1.0, -1.0] * (C // 2), [-1.0, 1.0] * (C // 2)]) if signs else rand(5, C, seed=seed + k)
+        x = (x * torch.tensor(s)).requires_grad_()
+        dy = rand(x.shape[0], C, seed=seed + 50 + k)
+        m.zero_grad()
+        y = m(x)
+        (y * dy).sum().backward()
+        yn, dx, dw, _ = ref.step(x.detach().double().numpy(), dy.double().numpy(), w, b)
+        np.testing.assert_allclose(y.detach().numpy(), yn, rtol=2e-5, atol=1e-5)
+        np.testing.assert_allclose(x.grad.numpy(), dx, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(m.weight.grad.numpy(), dw, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(m.running_var.numpy(), ref.rv, rtol=1e-5)
+        np.testing.assert_allclose(m.ema_gz.numpy(), ref.ema, rtol=1e-4, atol=1e-6)
+    assert int(m.skip_counter) == ref.skips
+
+
+EDGE_CASES = {  # name -> (options, second-moment scale per step (scalar or per channel), window prefill or None)
+    # a window of one: every step skips (no smoothing, r = 1, the step's own mean(g * z) compensates)
+    "window-1": (dict(window_size=1), [1.0, 2.0, 0.5, 3.0, 1.0], None),
+    # a large eps: inside both roots of the ratio r
+    "eps-0.5": (dict(window_size=2, eps=0.5), [1.0, 2.0, 0.5, 3.0, 1.0], None),
+    # a jump whose ratio r exceeds the clamp's upper bound 5 (and a dip below 1/5)
+    "ratio-above-5": (dict(window_size=2), [1.0, 1.0, 1000.0, 1.0, 0.001, 1.0], None),
+    # outlier filtration on a window of identical statistics: AM - GM = 0 = recorded, not an outlier
+    "constant-window": (dict(window_size=3, outlier_filtration=True), [1.0] * 5, [1.0] * 4),
+    # steady channels of very different size: AM - GM is per channel (0 here), not against the mean of all
+    "channel-scales": (dict(window_size=3, outlier_filtration=True), [[10.0, 10.0, 10.0, 1.0]] * 4, [100, 100, 100, 1]),
+    # a spike at the very step the warm-up ends: filtration is on from t = warmup_iters
+    "outlier-at-warmup": (dict(window_size=3, outlier_filtration=True, warmup_iters=5), [1, 1.2, 0.8, 1.1, 30], None),
+}
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+@pytest.mark.parametrize("case", list(EDGE_CASES))
+def test_unifiednorm_window_edges_match_numpy(case, fast_path):
+    C = 4
+    opts, scales, prefill = EDGE_CASES[case]
+    opts = {"warmup_iters": 0, "ratio_warmup_iters": 0, **opts}
+    m = UnifiedNorm(C, **opts)
+    set_fast_norms(m, fast_path)
+    ref = NumpyUN(C, m.window[0], m.warmup_iters, m.outlier_filtration, eps=m.eps, ratio_warmup=0)
+    with torch.no_grad():
+        m.weight.copy_(rand(C, seed=250) + 1)
+        m.bias.copy_(rand(C, seed=251))
+        if prefill is not None:  # exact second moments (signs times the scale): log / exp stay exact
+            m.buffer_x2.copy_(torch.tensor(prefill, dtype=torch.float32).expand_as(m.buffer_x2))
+            ref.bx2[:] = prefill
+    run_against_numpy(m, ref, scales, 260, signs=prefill is not None)
+    if case == "window-1":  # skipping by window size is not counted as an outlier
+        assert int(m.skip_counter) == 0
+    if case == "outlier-at-warmup":
+        assert ref.skips == 1
+
+
+def test_unifiednorm_forward_window_is_the_first_of_the_pair():
+    # window_size=(forward, backward): the geometric mean runs over the forward window (4 here), not the backward
+    m = UnifiedNorm(3, window_size=(4, 2), warmup_iters=0)
+    signs = torch.tensor([[1.0, -1.0, 1.0], [-1.0, 1.0, 1.0]])
+    for t, s in enumerate([1, 4, 16, 64, 1], start=1):
+        y = m(signs * np.sqrt(s))
+    torch.testing.assert_close(y, signs / np.sqrt(8.0 + 1e-5))  # geometric mean of {1, 4, 16, 64}
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_unifiednorm_bf16_module_normalizes_by_the_statistic_it_stores(fast_path):
+    # a bf16 module keeps its window and running variance in bf16: the training normalizer is the stored
+    # (bf16-rounded) statistic, in float32 for a float32 input, so later steps and eval see what this step used
+    m = UnifiedNorm(4, warmup_iters=0, window_size=1, dtype=torch.bfloat16)
+    set_fast_norms(m, fast_path)
+    x = rand(6, 4, seed=270).requires_grad_()
+    dy = rand(6, 4, seed=271)
+    y = m(x)
+    assert y.dtype == torch.float32
+    stored = m.buffer_x2[0].double()
+    np.testing.assert_allclose(stored.numpy(), (x.detach().double().numpy() ** 2).mean(0), rtol=1e-2)
+    xn, dyn = x.detach().double().numpy(), dy.double().numpy()
+    z = xn / np.sqrt(stored.numpy() + 1e-5)
+    np.testing.assert_allclose(y.detach().numpy(), z, rtol=1e-6, atol=1e-6)
+    (y * dy).sum().backward()
+    # window 1: every step skips, r = 1 and the compensation is this step's mean(g * z), stored in bf16
+    gz = torch.from_numpy((dyn * z).mean(0)).bfloat16().double().numpy()
+    np.testing.assert_allclose(x.grad.numpy(), (dyn - gz * z) / np.sqrt(stored.numpy() + 1e-5), rtol=1e-5, atol=1e-6)

@@ -22,6 +22,7 @@ import torch.distributed as dist
 from normlight.norms.batchnorm import BatchNorm
 from normlight.norms.bcn import BatchChannelNorm
 from normlight.norms.evonorm import EvoNormB0
+from normlight.norms.fast import set_fast_norms
 from normlight.norms.powernorm import PowerNorm
 from normlight.norms.repbn import RepBN
 from normlight.norms.unifiednorm import UnifiedNorm
@@ -68,6 +69,13 @@ CASES = {
     "repbn": (lambda s: RepBN(6, sync_stats=s), (4, 3, 6), False, False, ["bn.running_mean", "bn.running_var"]),
     "evonorm_b0": (lambda s: EvoNormB0(6, sync_stats=s), (4, 3, 6), False, False, ["running_var"]),
 }
+# the reference code (fast paths off) of the norms whose training step has its own sync calls there
+for _name in ("powernorm", "unifiednorm", "evonorm_b0"):
+    _make = CASES[_name][0]
+    CASES[f"{_name}_reference"] = (
+        lambda s, make=_make: (m := make(s), set_fast_norms(m, False))[0],
+        *CASES[_name][1:],
+    )
 
 
 def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
