@@ -72,9 +72,10 @@ class LayerNormScaling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalize ``x`` of shape ``(..., num_features)`` with the base norm, then scale by 1/sqrt(layer_idx + 1)."""
-        if fast.on(self) and fast.on(self.norm):
+        if fast.on(self):
             return self._fast(x)
-        return self.norm(x) * self.scale
+        # scaled in the statistics dtype: the base norm's half output scaled in half would round twice
+        return (self.norm(x.to(compute_dtype(x))) * self.scale).to(x.dtype)
 
     def _fast(self, x: torch.Tensor) -> torch.Tensor:
         # the scale folded into the base norm's affine parameters: one pass fewer

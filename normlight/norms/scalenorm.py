@@ -70,9 +70,8 @@ class L2Norm(nn.Module):
         xf = x.to(compute_dtype(x))
         if fast.on(self):
             return _fast_token.l2_scale(xf, None, self.eps, fast.compiled(self)).to(x.dtype)
-        norm = torch.linalg.vector_norm(xf, dim=-1, keepdim=True)
-        if self.eps > 0:
-            norm = norm.clamp_min(self.eps)
+        # a clamp at eps=0 leaves every norm (>= 0, or NaN) as it is: nGPT's bare division
+        norm = torch.linalg.vector_norm(xf, dim=-1, keepdim=True).clamp_min(self.eps)
         return (xf / norm).to(x.dtype)
 
     def extra_repr(self) -> str:

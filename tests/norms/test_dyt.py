@@ -71,3 +71,8 @@ def test_dyt_checkpoint_saved_before_training_still_sets_alpha_on_the_first_trai
 def test_dyt_rejects_an_alpha_init_that_is_not_a_number_or_auto():
     with pytest.raises(ValueError, match=r"dyt: alpha_init must be a number or 'auto', got 'bad'"):
         DyT(4, alpha_init="bad")
+
+
+def test_dyt_print_shows_its_options():
+    assert repr(DyT(6, alpha_init=0.5, bias=False)) == "DyT(6, alpha_init=0.5, bias=False)"
+    assert repr(DyT(6)) == "DyT(6, alpha_init=auto, bias=True)"

@@ -4,6 +4,8 @@ dtype, and a wrong feature count is reported under the norm's own name."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -104,3 +106,21 @@ def test_a_wrong_feature_count_is_reported_under_the_norms_name(name, fast_path)
     fast.set_fast_norms(m, fast_path)
     with pytest.raises(ValueError, match=rf"^{name}\b.*\b{C}\b.*\(4, 5, 48\)"):
         m(torch.randn(4, 5, 48))
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("fast_path", [True, False])
+@pytest.mark.parametrize("name", BUILTINS)
+def test_a_bf16_input_is_normalized_in_float32_and_rounded_once(name, fast_path, training):
+    # "half inputs are normalized with float32 statistics": the bf16 result is the float64 result of the same
+    # module rounded once, so within half a bf16 ulp (2^-8 relative) of it; statistics formed in bf16 storage,
+    # or an intermediate rounded to bf16, put elements 2-3 half-ulps off
+    m = build(name).train(training)
+    fast.set_fast_norms(m, fast_path)
+    wide = copy.deepcopy(m).double()
+    x = inputs(torch.bfloat16)
+    with torch.no_grad():
+        y, want = m(x).double(), wide(x.double())
+    bound = 2**-8 * want.abs() + 1e-5 * want.abs().max()
+    excess = ((y - want).abs() - bound).max().item()
+    assert excess <= 0, f"{name}: a bf16 output is {excess:.3g} beyond one rounding of the float64 result"

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from normlight.norms.layernorm import LayerNorm
 from tests.norms.reference import build, np_layernorm, randn, run
 
 
@@ -46,3 +47,15 @@ def test_layernorm_print_shows_its_options():
     assert "elementwise_affine=True, bias=True" in repr(build("layernorm", 8))
     assert "bias=False" in repr(build("layernorm", 8, bias=False))
     assert "elementwise_affine=False, bias=False" in repr(build("layernorm", 8, elementwise_affine=False))
+
+
+def test_layernorm_takes_a_float32_input_through_a_bf16_module_without_bias():
+    # torch's kernel refuses a float32 input with bf16 parameters: the upcast path must take it, also when the
+    # only parameter is the weight (bias=False)
+    m = LayerNorm(8, bias=False, dtype=torch.bfloat16)
+    x = torch.randn(3, 8, generator=torch.Generator().manual_seed(5))
+    y = m(x)
+    assert y.dtype == torch.float32
+    xd = x.double().numpy()
+    want = (xd - xd.mean(-1, keepdims=True)) / np.sqrt(xd.var(-1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(y.detach().numpy(), want, rtol=1e-5, atol=1e-6)

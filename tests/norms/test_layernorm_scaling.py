@@ -78,3 +78,38 @@ def test_layernorm_scaling_errors_name_the_norm_and_the_fix():
     m = LayerNormScaling(8, layer_idx=0, base="rmsnorm")
     with pytest.raises(ValueError, match=r"layernorm_scaling was built for 8 features .* shape \(2, 5\)"):
         m(torch.randn(2, 5))
+
+
+@pytest.mark.parametrize("base", ["layernorm", "rmsnorm"])
+def test_layernorm_scaling_without_affine_builds_its_scale_on_the_input_device(base):
+    # the fast path folds the scale into an all-`scale` weight: on the input's device (meta here), not the CPU
+    m = normlight.create_norm("layernorm_scaling", 8, layer_idx=3, base=base, elementwise_affine=False, device="meta")
+    assert m(torch.empty(2, 5, 8, device="meta")).device.type == "meta"
+
+
+def test_layernorm_scaling_fast_switch_is_its_own():
+    # set_fast_norms(model, False) runs the reference code: the base norm's own (reference) path, no fast Function
+    from normlight.norms.fast import set_fast_norms
+    from tests.norms.test_every_norm import custom_nodes
+
+    m = normlight.create_norm("layernorm_scaling", 8, layer_idx=1, base="rmsnorm")
+    x = torch.randn(2, 3, 8, requires_grad=True)
+    assert custom_nodes(m(x)) == ["RMSNormFunction"]
+    set_fast_norms(m, False)
+    assert custom_nodes(m(x)) == []
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_layernorm_scaling_rmsnorm_base_normalizes_a_bf16_input_in_float32(fast_path):
+    # half inputs: statistics in float32, one rounding at the end (within half a bf16 ulp of float64)
+    from normlight.norms.fast import set_fast_norms
+
+    m = normlight.create_norm("layernorm_scaling", 64, layer_idx=3, base="rmsnorm")
+    set_fast_norms(m, fast_path)
+    with torch.no_grad():
+        m.norm.weight.copy_(torch.rand(64, generator=torch.Generator().manual_seed(6)) + 0.5)
+    x = (torch.randn(8, 64, generator=torch.Generator().manual_seed(7)) * 3 + 0.5).bfloat16()
+    y = m(x).double()
+    xd, w = x.double(), m.norm.weight.detach().double()
+    want = xd / torch.sqrt((xd**2).mean(-1, keepdim=True) + torch.finfo(torch.float32).eps) * w * 0.5
+    assert ((y - want).abs() <= 2**-8 * want.abs() + 1e-6).all()
