@@ -52,6 +52,7 @@ class RepBN(bs.InnerBatchStats, nn.Module):
         super().__init__()
         self.alpha = nn.Parameter(torch.ones(1, device=device, dtype=dtype))
         self.bn = BatchNorm(num_features, eps=eps, momentum=momentum, sync_stats=sync_stats, device=device, dtype=dtype)
+        self.bn.label = "repbn"  # errors name this norm, not its BatchNorm
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``BN(x) + alpha * x`` over ``(..., C)``; ``mask`` keeps padded tokens out of the BN statistics."""
@@ -63,15 +64,14 @@ class RepBN(bs.InnerBatchStats, nn.Module):
     def _fast(self, xf: torch.Tensor, mask: torch.Tensor | None, scale: float = 1.0) -> torch.Tensor:
         # ``scale * (BN(x) + alpha * x)`` as one affine pass per row: batch statistics in training,
         # the folded running statistics in eval (PRepBN passes its blend weight as ``scale``)
+        # (the inner BatchNorm is always affine); a wrong input or mask is reported in eval too
         bn, dt = self.bn, xf.dtype
-        w, b, a = (None if t is None else t.to(dt) * scale for t in (bn.weight, bn.bias, self.alpha))
+        w, b, a = (t.to(dt) * scale for t in (bn.weight, bn.bias, self.alpha))
+        mask = bs.check_input(bn.label, xf, bn.num_features, mask)
         if self.training:
-            mask = bs.check_input(bn.label, xf, bn.num_features, mask)
             return bn._fast_batch(xf, mask, distributed.sync_active(bn.sync_stats, True), w, b, a)
-        inv = torch.rsqrt(bn.running_var.to(dt) + bn.eps)
-        inv = inv if w is None else inv * w
-        shift = -bn.running_mean.to(dt) * inv
-        return torch.addcmul(shift if b is None else shift + b, xf, inv + a)
+        inv = torch.rsqrt(bn.running_var.to(dt) + bn.eps) * w
+        return torch.addcmul(b - bn.running_mean.to(dt) * inv, xf, inv + a)
 
     def inference_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel ``(scale, shift)`` with ``eval(x) == x * scale + shift`` (the re-parameterized form)."""
@@ -118,6 +118,7 @@ class PRepBN(bs.InnerBatchStats, nn.Module):
         self.r0 = r0
         self.norm1 = nn.LayerNorm(num_features, eps=ln_eps, device=device, dtype=dtype)
         self.norm2 = RepBN(num_features, eps=eps, momentum=momentum, sync_stats=sync_stats, device=device, dtype=dtype)
+        self.norm2.bn.label = "prepbn"
         self.register_buffer("warm", torch.tensor(warm, dtype=torch.long, device=device))
         self.register_buffer("iter", torch.tensor(total_steps, dtype=torch.long, device=device))
         self.register_buffer("total_step", torch.tensor(total_steps, dtype=torch.long, device=device))

@@ -103,3 +103,19 @@ def test_evonorm_b0_has_no_batch_statistic_before_its_first_training_forward():
     x = rand(3, 5, 4, seed=186)
     m.train()(x)
     np.testing.assert_allclose(m.batch_stat.numpy(), x.reshape(-1, 4).double().numpy().var(0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_evonorm_b0_bf16_module_eval_uses_its_running_variance_in_float32(fast_path):
+    # eval of a bf16 module: the stored (bf16) running variance enters sqrt(var + eps) in float32
+    from normlight.norms.fast import set_fast_norms
+
+    m = EvoNormB0(4, dtype=torch.bfloat16).eval()
+    set_fast_norms(m, fast_path)
+    with torch.no_grad():
+        m.running_var.copy_(torch.tensor([1e-3, 1e-2, 1.0, 3.0]))
+    x = rand(2, 5, 4, seed=300)
+    rv = m.running_var.double().numpy()
+    want = np_evonorm_b0(x.double().numpy(), rv, np.ones(4), np.ones(4), np.zeros(4))
+    np.testing.assert_allclose(m(x).detach().numpy(), want, rtol=1e-6, atol=1e-7)
+    assert EvoNormB0(4).sync_stats is True  # batch statistics summed over data-parallel ranks unless turned off

@@ -139,3 +139,21 @@ def test_powernorm_messages_print_and_first_batch_statistic():
     np.testing.assert_allclose(
         m.batch_stat.numpy(), (np_group_scaling(x.double().numpy(), 2) ** 2).reshape(-1, 4).mean(0), rtol=1e-5
     )
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_powernorm_bf16_module_uses_its_running_estimate_in_float32(fast_path, training):
+    # after warmup (and in eval) a bf16 module normalizes by its stored (bf16) running_phi, + eps in float32
+    from normlight.norms.fast import set_fast_norms
+
+    m = PowerNorm(4, group_num=1, warmup_iters=0, eps=1e-3, dtype=torch.bfloat16).train(training)
+    set_fast_norms(m, fast_path)
+    with torch.no_grad():
+        m.running_phi.copy_(torch.tensor([1e-3, 1e-2, 1.0, 3.0]))
+    phi = m.running_phi.double().numpy()  # the stored bf16 values, read before the step updates them
+    x = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(310))
+    xd = x.double().numpy()
+    xs = xd / np.sqrt((xd**2).mean(-1, keepdims=True) + 1e-5)  # GroupScaling with one group
+    np.testing.assert_allclose(m(x).detach().numpy(), xs / np.sqrt(phi + 1e-3), rtol=1e-6, atol=1e-7)
+    assert PowerNorm(4).sync_stats is True  # statistics summed over data-parallel ranks unless turned off

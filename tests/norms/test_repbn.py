@@ -133,3 +133,18 @@ def test_prepbn_repr_and_device_reach_every_part():
     assert PRepBN(6, total_steps=10, warm=2, r0=0.5).extra_repr() == "r0=0.5, warm=2, iter=10, total_step=10"
     m = PRepBN(6, device="meta")  # no data: only where each parameter and buffer was created
     assert {t.device.type for t in [*m.parameters(), *m.buffers()]} == {"meta"}
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_repbn_and_prepbn_report_a_wrong_width_or_mask_under_their_own_name(fast_path, training):
+    from normlight.norms.fast import set_fast_norms
+
+    rep, prep = RepBN(6).train(training), PRepBN(6, total_steps=10).train(training)
+    set_fast_norms(rep, fast_path), set_fast_norms(prep, fast_path)
+    with pytest.raises(ValueError, match=r"^repbn: .*\b6\b.*\(4, 5, 8\)"):
+        rep(torch.randn(4, 5, 8))
+    x, bad_mask = torch.randn(4, 5, 6), torch.ones(4, 3, dtype=torch.bool)
+    for m, name in ((rep, "repbn"), (prep, "prepbn")):  # a mask of the wrong shape, in eval too
+        with pytest.raises(ValueError, match=rf"^{name}: .*mask"):
+            m(x, mask=bad_mask)

@@ -228,3 +228,16 @@ def test_unifiednorm_bf16_module_normalizes_by_the_statistic_it_stores(fast_path
     # window 1: every step skips, r = 1 and the compensation is this step's mean(g * z), stored in bf16
     gz = torch.from_numpy((dyn * z).mean(0)).bfloat16().double().numpy()
     np.testing.assert_allclose(x.grad.numpy(), (dyn - gz * z) / np.sqrt(stored.numpy() + 1e-5), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_unifiednorm_bf16_module_eval_normalizes_in_float32(fast_path):
+    # eval of a bf16 module: running_var (bf16) + eps in float32; in bf16, eps (1e-5) would vanish next to 1
+    m = UnifiedNorm(4, eps=1e-3, dtype=torch.bfloat16).eval()
+    set_fast_norms(m, fast_path)
+    rv = np.array([1e-3, 1e-2, 1.0, 3.0])
+    with torch.no_grad():
+        m.running_var.copy_(torch.from_numpy(rv))
+    rv = m.running_var.double().numpy()  # the stored bf16 values
+    x = rand(3, 4, seed=272)
+    np.testing.assert_allclose(m(x).detach().numpy(), x.double().numpy() / np.sqrt(rv + 1e-3), rtol=1e-6)
