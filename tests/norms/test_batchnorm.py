@@ -16,6 +16,7 @@ import normlight
 from normlight.layers.layout import ChannelsFirst
 from normlight.norms import _batchstats as bs
 from normlight.norms.batchnorm import BatchNorm
+from normlight.norms.repbn import RepBN
 from tests.norms.reference import np_bn_train, rand
 
 NORMS_DIR = Path(bs.__file__).resolve().parent
@@ -283,7 +284,8 @@ def test_batchnorm_one_sample_warning_points_at_the_caller_and_not_in_eval():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             m(rand(1, 6, 4), **kwargs)
-        assert [str(w.message) for w in caught] == [msg]
+        label = "repbn" if isinstance(m, RepBN) else "batchnorm"  # repbn names itself, not its BatchNorm
+        assert [str(w.message) for w in caught] == [msg.replace("batchnorm", label, 1)]
         # shown at the line that called the norm: not inside normlight's norms nor torch's Module.__call__
         # (compared by exclusion: a tool wrapping the functions, such as mutmut, adds frames of its own)
         where = Path(caught[0].filename).resolve()
@@ -309,13 +311,13 @@ def test_batchnorm_repr_shows_every_option():
 def test_batchnorm_stage_of_repbn_reports_its_batch_variance_and_refuses_one_row():
     # RepBN runs its BatchNorm through torch's fused kernel with alpha: batch_stat is the biased batch variance
     # itself (eps large and the variance below 1, so adding eps or a floor of 1 would show), and one row is
-    # refused with BatchNorm's message
+    # refused with BatchNorm's message, under repbn's name
     m = normlight.create_norm("repbn", 3, eps=0.5)
     x = rand(4, 6, 3, seed=66, scale=0.1)
     m(x)
     var = x.reshape(-1, 3).double().numpy().var(0)
     np.testing.assert_allclose(m.bn.batch_stat.numpy(), var, rtol=1e-4, atol=1e-7)
-    with pytest.raises(ValueError, match=r"^batchnorm: training needs more than 1 value per channel .* got 1 \("):
+    with pytest.raises(ValueError, match=r"^repbn: training needs more than 1 value per channel .* got 1 \("):
         m(torch.randn(1, 3))
 
 
