@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from normlight.norms.grn import GRN
 from tests.norms.reference import build, np_grn, randn, run
 
 
@@ -55,3 +56,21 @@ def test_grn_channels_first_map_whose_width_equals_the_channel_count():
     x = randn(2, c, 3, c, seed=36)
     y = run(m, x, torch.float64)
     np.testing.assert_allclose(np.moveaxis(y, 1, -1), np_grn(np.moveaxis(x, 1, -1), gamma, beta), rtol=1e-10)
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_grn_normalizes_a_bf16_input_in_float32(fast_path):
+    # with trained (non-zero) gamma and beta: the norms and their mean in float32, one rounding at the end
+    from normlight.norms.fast import set_fast_norms
+
+    m = GRN(16)
+    set_fast_norms(m, fast_path)
+    g = torch.Generator().manual_seed(8)
+    with torch.no_grad():
+        m.gamma.copy_(torch.randn(16, generator=g)), m.beta.copy_(torch.randn(16, generator=g))
+    x = (torch.randn(2, 5, 5, 16, generator=g) * 3 + 0.5).bfloat16()
+    y = m(x).double()
+    want = torch.from_numpy(
+        np_grn(x.double().numpy(), m.gamma.detach().double().numpy(), m.beta.detach().double().numpy())
+    )
+    assert ((y - want).abs() <= 2**-8 * want.abs() + 1e-5 * want.abs().max()).all()
