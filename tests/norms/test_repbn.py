@@ -148,3 +148,39 @@ def test_repbn_and_prepbn_report_a_wrong_width_or_mask_under_their_own_name(fast
     for m, name in ((rep, "repbn"), (prep, "prepbn")):  # a mask of the wrong shape, in eval too
         with pytest.raises(ValueError, match=rf"^{name}: .*mask"):
             m(x, mask=bad_mask)
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_repbn_bf16_module_eval_uses_its_running_variance_in_float32(fast_path):
+    # eval of a bf16 module: the stored (bf16) running variance enters sqrt(var + eps) in float32
+    from normlight.norms.fast import set_fast_norms
+
+    m = RepBN(4, eps=1e-3, dtype=torch.bfloat16).eval()
+    set_fast_norms(m, fast_path)
+    with torch.no_grad():
+        m.bn.running_var.copy_(torch.tensor([1e-3, 1e-2, 1.0, 3.0]))
+        m.bn.running_mean.copy_(torch.tensor([0.5, -1.0, 0.0, 2.0]))
+    rv, rm = m.bn.running_var.double().numpy(), m.bn.running_mean.double().numpy()
+    x = rand(3, 5, 4, seed=320)
+    xd = x.double().numpy()
+    np.testing.assert_allclose(m(x).detach().numpy(), (xd - rm) / np.sqrt(rv + 1e-3) + xd, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_prepbn_normalizes_a_bf16_input_in_float32_mid_blend(fast_path):
+    # mid-schedule (lambda 0.5) with trained LN and BN parameters: both branches in float32, one rounding at the end
+    from normlight.norms.fast import set_fast_norms
+
+    m = PRepBN(16, total_steps=2)
+    set_fast_norms(m, fast_path)
+    g = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+        m.iter.fill_(1)  # lambda = r0 * 1 / 2
+    wide = PRepBN(16, total_steps=2, dtype=torch.float64)
+    wide.load_state_dict(m.state_dict())
+    set_fast_norms(wide, fast_path)
+    x = (torch.randn(4, 6, 16, generator=g) * 3 + 0.5).bfloat16()
+    y, want = m(x).double(), wide(x.double())
+    assert ((y - want).abs() <= 2**-8 * want.abs() + 1e-5 * want.abs().max()).all()
