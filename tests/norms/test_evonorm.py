@@ -103,3 +103,24 @@ def test_evonorm_b0_has_no_batch_statistic_before_its_first_training_forward():
     x = rand(3, 5, 4, seed=186)
     m.train()(x)
     np.testing.assert_allclose(m.batch_stat.numpy(), x.reshape(-1, 4).double().numpy().var(0), rtol=1e-5)
+
+
+def test_evonorm_s0_group_statistics_use_the_fused_kernel_eagerly_and_plain_passes_when_traced(monkeypatch):
+    # eagerly on CPU, per-channel statistics come from torch's one-pass fused kernel (the fast choice); inside a
+    # traced graph (told so here; the compiler itself is not run) two plain passes that inductor fuses
+    m = normlight.create_norm("evonorm_s0", 8, num_groups=2)
+    fused_calls = []
+    fused = torch.batch_norm_update_stats
+
+    def counting(*args):
+        fused_calls.append(args[0].shape)
+        return fused(*args)
+
+    monkeypatch.setattr(torch, "batch_norm_update_stats", counting)
+    x = torch.randn(3, 5, 8)
+    eager = m(x)
+    assert fused_calls == [(5, 8)] * 3  # one call per sample
+    fused_calls.clear()
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    torch.testing.assert_close(m(x), eager)
+    assert not fused_calls
