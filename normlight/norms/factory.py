@@ -171,7 +171,7 @@ def create_norm(
 
     factory, label = resolve("norms", spec)
     options, overrides = site_options(options, site)
-    strip_bias = options.get("bias", True) is False and not accepts(factory, "bias")
+    strip_bias = options.get("bias") is False and not accepts(factory, "bias")
     if strip_bias:
         options = {k: v for k, v in options.items() if k != "bias"}
     scopes = _scopes.get()
@@ -187,10 +187,10 @@ def create_norm(
         dtype=dtype,
     )
     context.update({k: v for k, v in explicit.items() if v is not None})
-    context.pop("layout", None)
+    # only the explicit layout, never a scope's (None: the factory's default; call_with_context passes neither
+    # None nor a key the factory does not name)
+    context["layout"] = layout
     takes_layout = accepts(factory, "layout")
-    if takes_layout and layout is not None:
-        context["layout"] = layout
     module = call_with_context(factory, label, (num_features,), options, context)
     if strip_bias:
         drop_bias(module)

@@ -22,6 +22,7 @@ import torch.distributed as dist
 from normlight.norms.batchnorm import BatchNorm
 from normlight.norms.bcn import BatchChannelNorm
 from normlight.norms.evonorm import EvoNormB0
+from normlight.norms.fast import set_fast_norms
 from normlight.norms.powernorm import PowerNorm
 from normlight.norms.repbn import RepBN
 from normlight.norms.unifiednorm import UnifiedNorm
@@ -67,7 +68,28 @@ CASES = {
     ),
     "repbn": (lambda s: RepBN(6, sync_stats=s), (4, 3, 6), False, False, ["bn.running_mean", "bn.running_var"]),
     "evonorm_b0": (lambda s: EvoNormB0(6, sync_stats=s), (4, 3, 6), False, False, ["running_var"]),
+    # the reference code (fast paths off): its own all-reduces (_batchstats.moments / quadratic_mean)
+    "batchnorm_reference": (
+        lambda s: reference(BatchNorm(6, sync_stats=s)),
+        (4, 5, 6),
+        False,
+        True,
+        ["running_mean", "running_var"],
+    ),
+    "powernorm_reference": (
+        lambda s: reference(PowerNorm(6, group_num=2, warmup_iters=2, sync_stats=s)),
+        (4, 3, 6),
+        False,
+        True,
+        ["running_phi", "ema_gz"],
+    ),
 }
+
+
+def reference(m: torch.nn.Module) -> torch.nn.Module:
+    """``m`` on its reference code (fast paths off)."""
+    set_fast_norms(m, False)
+    return m
 
 
 def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
