@@ -137,7 +137,7 @@ class BatchAffineFunction(torch.autograd.Function):
         )
 
 
-def batch_affine(x2, weight, bias, alpha, real, n, sync, eps, compiled=False):
+def batch_affine(x2, weight, bias, alpha, real, n, sync, eps, compiled):
     """Fast batch normalization of rows ``(M, C)`` (+ ``alpha * x``); returns ``(y, mean, biased var)``."""
     return BatchAffineFunction.apply(x2, weight, bias, alpha, real, n, sync, eps, compiled)
 
@@ -302,17 +302,10 @@ class EvoNormB0Function(torch.autograd.Function):
         else:
             corr = torch.addcmul(const.unsqueeze(1), x3, k.unsqueeze(1))
             dx.addcmul_(corr, real.to(dy.dtype).reshape(x3.shape[0], -1, 1))
-        need = ctx.needs_input_grad
-        return (
-            dx,
-            dv if need[1] else None,
-            dgamma if need[2] else None,
-            dbeta if need[3] else None,
-            *([None] * 6),
-        )
+        return dx, dv, dgamma, dbeta, *([None] * 6)  # v, gamma, beta: tensors; autograd drops a frozen one's gradient
 
 
-def evonorm_b0(x3, v, gamma, beta, real, n, sync, eps, running_var=None, compiled=False):
+def evonorm_b0(x3, v, gamma, beta, real, n, sync, eps, running_var, compiled):
     """Fast EvoNorm-B0 on ``(N, L, C)`` (batch statistics, or ``running_var`` in eval); returns ``(y, var)``."""
     return EvoNormB0Function.apply(x3, v, gamma, beta, real, n, sync, eps, running_var, compiled)
 
@@ -415,7 +408,7 @@ class PowerNormFunction(torch.autograd.Function):
         return dx, dw, db, None, None, None, None, None, None, None
 
 
-def power_norm(x2, weight, bias, running_phi, ema_gz, real, n, t, settings, compiled=False):
+def power_norm(x2, weight, bias, running_phi, ema_gz, real, n, t, settings, compiled):
     """Fast PowerNorm training step on rows; returns ``(y, psi2)``."""
     return PowerNormFunction.apply(x2, weight, bias, running_phi, ema_gz, real, n, t, settings, compiled)
 
@@ -463,6 +456,6 @@ class UNStepFunction(torch.autograd.Function):
         return dx, r * rstd * b_all, db, None, None, None, None, None, None, None, None, None
 
 
-def un_step(x2, weight, bias, var, r, real, un, t, n, sync, skip, compiled=False):
+def un_step(x2, weight, bias, var, r, real, un, t, n, sync, skip, compiled):
     """Fast UN training step on rows (statistics and window logic done by the caller)."""
     return UNStepFunction.apply(x2, weight, bias, var, r, real, un, t, n, sync, skip, compiled)
