@@ -107,9 +107,10 @@ def probe_norm(module: Any, num_features: int, label: str, layout: str | None = 
     ref = next((t for t in [*module.parameters(), *module.buffers()] if t.is_floating_point()), None)
     if ref is not None and ref.is_meta:
         return  # deferred initialization (e.g. FSDP): nothing to run yet
-    dtype, device = (ref.dtype, ref.device) if ref is not None else (torch.float32, torch.device("cpu"))
     shape = (2, num_features, 3, 3) if layout == "channels_first" else (2, 3, num_features)
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device=device, dtype=dtype)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))  # float32 on the CPU, the global RNG untouched
+    if ref is not None:
+        x = x.to(ref)  # the norm's own dtype and device
     try:
         with torch.no_grad():
             y = copy.deepcopy(module)(x)
