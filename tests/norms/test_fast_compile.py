@@ -230,3 +230,19 @@ def test_the_branches_taken_inside_a_traced_graph_equal_the_reference(monkeypatc
     compare(ref, fst, batches((3, 5, 8), steps, masked=False), 1e-5)
     fst.eval()
     compare(ref, fst, batches((2, 4, 8), 1, masked=False, seed=7), 1e-5)
+
+
+def test_kernels_traced_inside_a_compiled_graph_get_contiguous_tensors(monkeypatch):
+    # inside a whole-model torch.compile the kernels are traced inline; they write through out=, which dynamo
+    # refuses on a non-contiguous tensor (a channels-first map seen channels-last), so tensors go in contiguous
+    seen = []
+
+    @fast.kernel
+    def scaled(x, k: int):
+        seen.append(x.is_contiguous())
+        return x * k
+
+    x = torch.arange(6.0).reshape(2, 3).t()
+    assert torch.equal(scaled(x, 2), x * 2) and seen == [False]  # eagerly: as given
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert torch.equal(scaled(x, 2), x * 2) and seen == [False, True]
