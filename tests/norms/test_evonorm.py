@@ -124,3 +124,26 @@ def test_evonorm_s0_group_statistics_use_the_fused_kernel_eagerly_and_plain_pass
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     torch.testing.assert_close(m(x), eager)
     assert not fused_calls
+
+
+def test_evonorm_b0_instance_statistics_use_the_fused_kernel_eagerly_and_plain_passes_compiled(
+    monkeypatch, kernel_calls
+):
+    # eagerly on CPU without a mask, per-sample statistics come from torch's fused kernel (one call per sample);
+    # with compile_norms (kernels run eagerly here) from the instance_moments kernel, which the compiler fuses
+    m = normlight.create_norm("evonorm_b0", 8)
+    fused_calls = []
+    fused = torch.batch_norm_update_stats
+
+    def counting(*args):
+        fused_calls.append(args[0].shape)
+        return fused(*args)
+
+    monkeypatch.setattr(torch, "batch_norm_update_stats", counting)
+    x = torch.randn(3, 5, 8)
+    eager = m(x)
+    assert fused_calls == [(5, 8)] * 3 and ("instance_moments", False) not in kernel_calls
+    fused_calls.clear()
+    normlight.compile_norms(m)
+    torch.testing.assert_close(m(x), eager)
+    assert not fused_calls and ("instance_moments", True) in kernel_calls

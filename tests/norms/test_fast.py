@@ -249,6 +249,7 @@ BATCH_FAST = [
 
 # the fast paths with more than one learnable tensor
 FROZEN = BATCH_FAST + [
+    ("repbn", {}),
     ("rmsnorm", {"bias": True}),
     ("dyt", {}),
     ("groupnorm", {"num_groups": 2}),
