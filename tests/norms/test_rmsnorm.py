@@ -167,14 +167,15 @@ def test_rmsnorm_options_path_names_the_norm_on_a_wrong_width():
             _reference(build("rmsnorm", 8, **opts))(torch.randn(2, 6))
 
 
-def test_rmsnorm_reference_code_upcasts_a_bf16_input_for_float32_weights_without_warnings():
+@pytest.mark.parametrize("x_dtype,module_dtype", [(torch.bfloat16, torch.float32), (torch.float32, torch.bfloat16)])
+def test_rmsnorm_reference_code_upcasts_a_bf16_input_for_float32_weights_without_warnings(x_dtype, module_dtype):
     # torch's rms_norm kernel refuses mixed dtypes for its fused code and warns ("Mismatch dtype between input
-    # and weight"); the reference code sends such an input through the float32 upcast instead
-    m = build("rmsnorm", 8)
+    # and weight"); the reference code casts input and weight to the compute dtype (float32) first
+    m = build("rmsnorm", 8, dtype=module_dtype)
     fast.set_fast_norms(m, False)
     with torch.no_grad():
         m.weight.copy_(torch.linspace(0.5, 2.0, 8))
-    x = torch.from_numpy(randn(3, 4, 8, seed=40, scale=3.0)).to(torch.bfloat16)
+    x = torch.from_numpy(randn(3, 4, 8, seed=40, scale=3.0)).to(x_dtype)
     before = torch.is_warn_always_enabled()
     torch.set_warn_always(True)  # torch warns once per process otherwise
     try:
@@ -183,6 +184,6 @@ def test_rmsnorm_reference_code_upcasts_a_bf16_input_for_float32_weights_without
             y = m(x)
     finally:
         torch.set_warn_always(before)
-    assert y.dtype == torch.bfloat16
+    assert y.dtype == x_dtype
     want = np_rmsnorm(x.double().numpy(), torch.finfo(torch.float32).eps, w=np.linspace(0.5, 2.0, 8))
     np.testing.assert_allclose(y.detach().double().numpy(), want, rtol=1e-2)
