@@ -117,9 +117,11 @@ def test_each_group_count_compiles_its_own_static_kernel(caplog):
 def test_kernel_runs_eagerly_by_default_compiles_on_request_and_counts_its_graphs():
     import torch._dynamo.config as dynamo_config
 
-    def shift(x, k: int, offsets: list):
+    zero = 0.0  # a closure variable and a default argument: the compiled copy of the function keeps both
+
+    def shift(x, k: int, offsets: list, extra: float = 0.0):
         """``x * k`` plus the first offset."""
-        return x * k + offsets[0]
+        return x * k + offsets[0] + extra + zero
 
     torch._dynamo.reset()  # forget graphs of an earlier run of this test in the process (dynamo caches per code)
     kern = fast.kernel(shift)
