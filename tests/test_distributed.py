@@ -20,6 +20,8 @@ from tests.workers.fsdp2_worker import batch, build, loss_fn
 WORKERS = ROOT / "tests" / "workers"
 SYNC_CASES = {
     "batchnorm",
+    "batchnorm_reference",
+    "powernorm_reference",
     "batchnorm_masked",
     "batchnorm_2d",
     "powernorm",

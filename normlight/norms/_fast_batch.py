@@ -137,7 +137,7 @@ class BatchAffineFunction(torch.autograd.Function):
         )
 
 
-def batch_affine(x2, weight, bias, alpha, real, n, sync, eps, compiled=False):
+def batch_affine(x2, weight, bias, alpha, real, n, sync, eps, compiled):
     """Fast batch normalization of rows ``(M, C)`` (+ ``alpha * x``); returns ``(y, mean, biased var)``."""
     return BatchAffineFunction.apply(x2, weight, bias, alpha, real, n, sync, eps, compiled)
 
@@ -154,7 +154,7 @@ class NativeBatchAffineFunction(torch.autograd.Function):
         y, mean, invstd = torch.native_batch_norm(x2, weight, bias, running_mean, running_var, True, factor, eps)
         if alpha is not None:
             y.addcmul_(x2, alpha)
-        ctx.save_for_backward(x2, weight, alpha, running_mean, running_var, mean, invstd)
+        ctx.save_for_backward(x2, weight, alpha, mean, invstd)  # the backward in training reads no running stats
         ctx.eps = eps
         ctx.mark_non_differentiable(mean, invstd)
         return y, mean, invstd
@@ -162,16 +162,15 @@ class NativeBatchAffineFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, _dmean, _dinvstd):
         """torch's fused BatchNorm backward, plus ``alpha * dy`` and ``dalpha = sum(dy * x)``."""
-        x2, weight, alpha, rm, rv, mean, invstd = ctx.saved_tensors
+        x2, weight, alpha, mean, invstd = ctx.saved_tensors
         need = ctx.needs_input_grad
         dy = dy.contiguous()
         dx, dw, db = torch.ops.aten.native_batch_norm_backward(
-            dy, x2, weight, rm, rv, mean, invstd, True, ctx.eps, [True, need[1], need[2]]
+            dy, x2, weight, None, None, mean, invstd, True, ctx.eps, [True, need[1], need[2]]
         )
-        da = None
         if alpha is not None:
             dx.addcmul_(dy, alpha)
-            da = torch.dot(dy.reshape(-1), x2.reshape(-1)).reshape(1) if need[3] else None
+        da = torch.dot(dy.reshape(-1), x2.reshape(-1)).reshape(1) if need[3] else None  # False for a None alpha
         return dx, dw, db, da, None, None, None, None
 
 
@@ -194,8 +193,7 @@ def pair_sums(g2: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.T
     That is torch's BatchNorm backward asked for its weight and bias gradients only, fed mean 0 and
     inverse std 1 (its ``sum(dy * (x - mean) * invstd)`` and ``sum(dy)``).
     """
-    c = x2.shape[-1]
-    zero, one = x2.new_zeros(c), x2.new_ones(c)
+    zero, one = x2.new_zeros(x2.shape[1:]), x2.new_ones(x2.shape[1:])  # per channel
     _, sgx, sg = torch.ops.aten.native_batch_norm_backward(
         g2, x2, None, None, None, zero, one, True, 0.0, [False, True, True]
     )
@@ -302,17 +300,11 @@ class EvoNormB0Function(torch.autograd.Function):
         else:
             corr = torch.addcmul(const.unsqueeze(1), x3, k.unsqueeze(1))
             dx.addcmul_(corr, real.to(dy.dtype).reshape(x3.shape[0], -1, 1))
-        need = ctx.needs_input_grad
-        return (
-            dx,
-            dv if need[1] else None,
-            dgamma if need[2] else None,
-            dbeta if need[3] else None,
-            *([None] * 6),
-        )
+        # v, gamma, beta are tensors: autograd drops a frozen one's gradient
+        return dx, dv, dgamma, dbeta, None, None, None, None, None, None
 
 
-def evonorm_b0(x3, v, gamma, beta, real, n, sync, eps, running_var=None, compiled=False):
+def evonorm_b0(x3, v, gamma, beta, real, n, sync, eps, running_var, compiled):
     """Fast EvoNorm-B0 on ``(N, L, C)`` (batch statistics, or ``running_var`` in eval); returns ``(y, var)``."""
     return EvoNormB0Function.apply(x3, v, gamma, beta, real, n, sync, eps, running_var, compiled)
 
@@ -415,7 +407,7 @@ class PowerNormFunction(torch.autograd.Function):
         return dx, dw, db, None, None, None, None, None, None, None
 
 
-def power_norm(x2, weight, bias, running_phi, ema_gz, real, n, t, settings, compiled=False):
+def power_norm(x2, weight, bias, running_phi, ema_gz, real, n, t, settings, compiled):
     """Fast PowerNorm training step on rows; returns ``(y, psi2)``."""
     return PowerNormFunction.apply(x2, weight, bias, running_phi, ema_gz, real, n, t, settings, compiled)
 
@@ -463,6 +455,6 @@ class UNStepFunction(torch.autograd.Function):
         return dx, r * rstd * b_all, db, None, None, None, None, None, None, None, None, None
 
 
-def un_step(x2, weight, bias, var, r, real, un, t, n, sync, skip, compiled=False):
+def un_step(x2, weight, bias, var, r, real, un, t, n, sync, skip, compiled):
     """Fast UN training step on rows (statistics and window logic done by the caller)."""
     return UNStepFunction.apply(x2, weight, bias, var, r, real, un, t, n, sync, skip, compiled)

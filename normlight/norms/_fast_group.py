@@ -103,7 +103,7 @@ class GroupNormFunction(torch.autograd.Function):
         return dx, dw if need[1] else None, db if need[2] else None, None, None, None
 
 
-def group_norm(x, groups: int, weight, bias, eps: float, compiled: bool = False) -> torch.Tensor:
+def group_norm(x, groups: int, weight, bias, eps: float, compiled: bool) -> torch.Tensor:
     """Fast GroupNorm of a channels-last ``(N, *positions, C)`` input (``groups = C``: InstanceNorm)."""
     x3 = x.reshape(x.shape[0], -1, x.shape[-1])
     return GroupNormFunction.apply(x3, weight, bias, groups, eps, compiled).reshape(x.shape)
@@ -150,11 +150,10 @@ class GRNFunction(torch.autograd.Function):
         """Analytic gradient (see ``grn_bwd``)."""
         x3, gamma, g = ctx.saved_tensors
         dx, dgamma, dbeta = grn_bwd(dy.contiguous(), x3, gamma, g, ctx.eps, compiled=ctx.compiled)
-        need = ctx.needs_input_grad
-        return dx, dgamma if need[1] else None, dbeta if need[2] else None, None, None
+        return dx, dgamma, dbeta, None, None  # gamma and beta are tensors; autograd drops a frozen one's gradient
 
 
-def grn(x, gamma, beta, eps: float, compiled: bool = False) -> torch.Tensor:
+def grn(x, gamma, beta, eps: float, compiled: bool) -> torch.Tensor:
     """Fast GRN of a channels-last ``(N, *positions, C)`` input."""
     x3 = x.reshape(x.shape[0], -1, x.shape[-1])
     return GRNFunction.apply(x3, gamma, beta, eps, compiled).reshape(x.shape)
@@ -227,11 +226,10 @@ class EvoNormS0Function(torch.autograd.Function):
         """Analytic gradient (see ``s0_bwd``)."""
         x3, v, gamma, mean, rstd = ctx.saved_tensors
         dx, dv, dg, db = s0_bwd(dy.contiguous(), x3, v, gamma, mean, rstd, ctx.groups, compiled=ctx.compiled)
-        need = ctx.needs_input_grad
-        return dx, dv if need[1] else None, dg if need[2] else None, db if need[3] else None, None, None, None
+        return dx, dv, dg, db, None, None, None  # v, gamma, beta are tensors; autograd drops a frozen one's gradient
 
 
-def evonorm_s0(x, v, gamma, beta, groups: int, eps: float, compiled: bool = False) -> torch.Tensor:
+def evonorm_s0(x, v, gamma, beta, groups: int, eps: float, compiled: bool) -> torch.Tensor:
     """Fast EvoNorm-S0 of a channels-last ``(N, *positions, C)`` input."""
     x3 = x.reshape(x.shape[0], -1, x.shape[-1])
     return EvoNormS0Function.apply(x3, v, gamma, beta, groups, eps, compiled).reshape(x.shape)

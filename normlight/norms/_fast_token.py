@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from normlight.norms.fast import colsum, kernel, rowdot
+from normlight.norms.fast import colsum, kernel, rowdot, rows2d
 
 
 # ------------------------------------------------------------------ RMSNorm: y = x * rstd * w (+ b)
@@ -60,12 +60,12 @@ class RMSNormFunction(torch.autograd.Function):
     def backward(ctx, dy):
         """Analytic gradient (see ``rms_bwd``)."""
         x, weight, bias, rstd = ctx.saved_tensors
-        need = [weight is not None and ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2]]
+        need = [ctx.needs_input_grad[1], ctx.needs_input_grad[2]]  # False for a None weight / bias
         dx, dw, db = rms_bwd(dy.contiguous(), x, weight, bias, rstd, need, compiled=ctx.compiled)
         return dx, dw, db, None, None
 
 
-def rms_norm(x, weight, bias, eps: float, compiled: bool = False) -> torch.Tensor:
+def rms_norm(x, weight, bias, eps: float, compiled: bool) -> torch.Tensor:
     """Fast RMSNorm over the last dim (eps inside the root); ``weight`` / ``bias`` may be None."""
     return RMSNormFunction.apply(x, weight, bias, eps, compiled)
 
@@ -115,10 +115,10 @@ class CRMSNormFunction(torch.autograd.Function):
         """Analytic gradient (see ``crms_bwd``)."""
         z, weight, rstd, s1 = ctx.saved_tensors
         dz, dw = crms_bwd(dy, z, weight, rstd, s1, compiled=ctx.compiled)
-        return dz, dw if ctx.needs_input_grad[1] else None, None, None
+        return dz, dw, None, None  # dw is None without a weight; autograd drops it for a frozen one
 
 
-def crms_norm(z, weight, eps: float, compiled: bool = False) -> torch.Tensor:
+def crms_norm(z, weight, eps: float, compiled: bool) -> torch.Tensor:
     """Fast CRMSNorm over the last dim."""
     return CRMSNormFunction.apply(z, weight, eps, compiled)
 
@@ -165,10 +165,10 @@ class L2NormFunction(torch.autograd.Function):
         """Analytic gradient (see ``l2_bwd``)."""
         x, g, n = ctx.saved_tensors
         dx, dg = l2_bwd(dy, x, g, n, ctx.eps, compiled=ctx.compiled)
-        return dx, dg if ctx.needs_input_grad[1] else None, None, None
+        return dx, dg, None, None  # dg is None for L2Norm; autograd drops it for a frozen g
 
 
-def l2_scale(x, g, eps: float, compiled: bool = False) -> torch.Tensor:
+def l2_scale(x, g, eps: float, compiled: bool) -> torch.Tensor:
     """Fast ``g * x / max(||x||, eps)`` over the last dim (``g`` None: unit norm)."""
     return L2NormFunction.apply(x, g, eps, compiled)
 
@@ -230,11 +230,10 @@ def dyt_bwd_eager(dy, x, a: float, weight, has_bias: bool):
     channel in one fused BatchNorm-backward pass fed ``s`` with mean 1/2 and inverse std 2
     (``(s - 1/2) * 2 = tanh``).
     """
-    c = x.shape[-1]
-    s = _gsigmoid(torch.ones((), dtype=x.dtype, device=x.device), x, 2 * a)
+    s = _gsigmoid(x.new_ones(()), x, 2 * a)
     half, two = torch.full_like(weight, 0.5), torch.full_like(weight, 2.0)
     _, dw, db = torch.ops.aten.native_batch_norm_backward(
-        dy.reshape(-1, c), s.reshape(-1, c), None, None, None, half, two, True, 0.0, [False, True, True]
+        rows2d(dy), rows2d(s), None, None, None, half, two, True, 0.0, [False, True, True]
     )
     r = _gsigmoid(dy, x, -2 * a).mul_(s).mul_(4 * weight)  # dy * 4 s m * w = dL/d(alpha x)
     dalpha = torch.dot(r.reshape(-1), x.reshape(-1)).reshape(1)
@@ -264,10 +263,9 @@ class DyTFunction(torch.autograd.Function):
             dx, da, dw, db = dyt_bwd(dy, x, alpha, weight, ctx.has_bias, compiled=True)
         else:
             dx, da, dw, db = dyt_bwd_eager(dy, x, float(alpha), weight, ctx.has_bias)
-        need = ctx.needs_input_grad
-        return dx, da if need[1] else None, dw if need[2] else None, db if need[3] else None, None
+        return dx, da, dw, db, None  # db is None without a bias; autograd drops a frozen parameter's gradient
 
 
-def dyt(x, alpha, weight, bias, compiled: bool = False) -> torch.Tensor:
+def dyt(x, alpha, weight, bias, compiled: bool) -> torch.Tensor:
     """Fast DyT over the last dim (``bias`` may be None)."""
     return DyTFunction.apply(x, alpha, weight, bias, compiled)

@@ -107,9 +107,10 @@ def probe_norm(module: Any, num_features: int, label: str, layout: str | None = 
     ref = next((t for t in [*module.parameters(), *module.buffers()] if t.is_floating_point()), None)
     if ref is not None and ref.is_meta:
         return  # deferred initialization (e.g. FSDP): nothing to run yet
-    dtype, device = (ref.dtype, ref.device) if ref is not None else (torch.float32, torch.device("cpu"))
     shape = (2, num_features, 3, 3) if layout == "channels_first" else (2, 3, num_features)
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device=device, dtype=dtype)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))  # float32 on the CPU, the global RNG untouched
+    if ref is not None:
+        x = x.to(ref)  # the norm's own dtype and device
     try:
         with torch.no_grad():
             y = copy.deepcopy(module)(x)
@@ -171,7 +172,7 @@ def create_norm(
 
     factory, label = resolve("norms", spec)
     options, overrides = site_options(options, site)
-    strip_bias = options.get("bias", True) is False and not accepts(factory, "bias")
+    strip_bias = options.get("bias") is False and not accepts(factory, "bias")
     if strip_bias:
         options = {k: v for k, v in options.items() if k != "bias"}
     scopes = _scopes.get()
@@ -187,10 +188,10 @@ def create_norm(
         dtype=dtype,
     )
     context.update({k: v for k, v in explicit.items() if v is not None})
-    context.pop("layout", None)
+    # only the explicit layout, never a scope's (None: the factory's default; call_with_context passes neither
+    # None nor a key the factory does not name)
+    context["layout"] = layout
     takes_layout = accepts(factory, "layout")
-    if takes_layout and layout is not None:
-        context["layout"] = layout
     module = call_with_context(factory, label, (num_features,), options, context)
     if strip_bias:
         drop_bias(module)

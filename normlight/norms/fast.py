@@ -71,7 +71,7 @@ class Kernel:
             return self.fn(*args)
         fn = self._compiled.get(key)
         if fn is None:
-            fn = self._compiled[key] = torch.compile(_own_code(self.fn, key), fullgraph=True, dynamic=None)
+            fn = self._compiled[key] = torch.compile(_own_code(self.fn, key), fullgraph=True)
         before, t0 = _graphs_compiled(), time.perf_counter()
         try:
             out = fn(*args)

@@ -18,7 +18,6 @@ class Identity(nn.Module):
 
     def __init__(self, num_features: int | None = None, device=None, dtype=None):
         super().__init__()
-        self.num_features = num_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return ``x`` unchanged."""

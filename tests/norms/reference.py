@@ -137,3 +137,11 @@ class NumpyUN:
         self.ema = m * self.ema + (1 - m) * mean_gz
         dx = (g - (mean_gz if skip else self.ema) * z) / np.sqrt(var + eps)
         return w * z + b, dx, (dy * r * z).sum(0), var
+
+
+def np_dyt(x, dy, alpha, w, b):
+    """DyT ``w * tanh(alpha x) + b`` and its gradients for the output gradient ``dy``: (y, dx, dalpha, dw, db)."""
+    t = np.tanh(alpha * x)
+    dt = dy * w * (1 - t**2)  # dL/d(alpha x)
+    rows = (-1, x.shape[-1])
+    return w * t + b, dt * alpha, (dt * x).sum(), (dy * t).reshape(rows).sum(0), dy.reshape(rows).sum(0)

@@ -65,3 +65,20 @@ def test_batch_statistic_checks_say_what_is_wrong():
     assert "bcn" not in bs.micro_batch_hint("bcn (batch-channel norm)")
     with pytest.raises(ValueError, match=r"^layout must be 'channels_last' or 'channels_first', got 'nhwc'$"):
         check_layout("nhwc")
+
+
+def test_shared_checks_on_edge_inputs():
+    from normlight.norms import _batchstats as bs
+    from normlight.norms._common import check_features
+
+    check_features(torch.zeros(4), 4, "layernorm")  # a single vector is a valid input
+    with pytest.raises(ValueError, match=r"^layernorm was built for 4 features but got an input of shape \(\) .*=\?$"):
+        check_features(torch.tensor(1.0), 4, "layernorm")
+    with pytest.raises(ValueError, match=r"build it with num_features=6$"):
+        check_features(torch.zeros(2, 6), 4, "layernorm")
+    # the mask follows the input's device (meta here: the one other device on a CPU-only machine)
+    x = torch.empty(2, 3, 4, device="meta")
+    assert bs.check_input("batchnorm", x, 4, torch.ones(2, 3)).device == x.device
+    assert bs.micro_batch_hint("bcn") == (
+        "use a larger batch, or groupnorm with weight standardization, evonorm_s0, or a normalization-free (nf) model"
+    )

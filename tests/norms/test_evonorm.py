@@ -119,3 +119,47 @@ def test_evonorm_b0_bf16_module_eval_uses_its_running_variance_in_float32(fast_p
     want = np_evonorm_b0(x.double().numpy(), rv, np.ones(4), np.ones(4), np.zeros(4))
     np.testing.assert_allclose(m(x).detach().numpy(), want, rtol=1e-6, atol=1e-7)
     assert EvoNormB0(4).sync_stats is True  # batch statistics summed over data-parallel ranks unless turned off
+
+
+def test_evonorm_s0_group_statistics_use_the_fused_kernel_eagerly_and_plain_passes_when_traced(monkeypatch):
+    # eagerly on CPU, per-channel statistics come from torch's one-pass fused kernel (the fast choice); inside a
+    # traced graph (told so here; the compiler itself is not run) two plain passes that inductor fuses
+    m = normlight.create_norm("evonorm_s0", 8, num_groups=2)
+    fused_calls = []
+    fused = torch.batch_norm_update_stats
+
+    def counting(*args):
+        fused_calls.append(args[0].shape)
+        return fused(*args)
+
+    monkeypatch.setattr(torch, "batch_norm_update_stats", counting)
+    x = torch.randn(3, 5, 8)
+    eager = m(x)
+    assert fused_calls == [(5, 8)] * 3  # one call per sample
+    fused_calls.clear()
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    torch.testing.assert_close(m(x), eager)
+    assert not fused_calls
+
+
+def test_evonorm_b0_instance_statistics_use_the_fused_kernel_eagerly_and_plain_passes_compiled(
+    monkeypatch, kernel_calls
+):
+    # eagerly on CPU without a mask, per-sample statistics come from torch's fused kernel (one call per sample);
+    # with compile_norms (kernels run eagerly here) from the instance_moments kernel, which the compiler fuses
+    m = normlight.create_norm("evonorm_b0", 8)
+    fused_calls = []
+    fused = torch.batch_norm_update_stats
+
+    def counting(*args):
+        fused_calls.append(args[0].shape)
+        return fused(*args)
+
+    monkeypatch.setattr(torch, "batch_norm_update_stats", counting)
+    x = torch.randn(3, 5, 8)
+    eager = m(x)
+    assert fused_calls == [(5, 8)] * 3 and ("instance_moments", False) not in kernel_calls
+    fused_calls.clear()
+    normlight.compile_norms(m)
+    torch.testing.assert_close(m(x), eager)
+    assert not fused_calls and ("instance_moments", True) in kernel_calls

@@ -111,3 +111,113 @@ def test_bias_false_removes_every_norms_shift(name):
     torch.testing.assert_close(without(x), with_bias(x))
     if name in ("layernorm", "batchnorm", "dyt", "grn", "prepbn", "powernorm", "unifiednorm"):
         assert shifts  # these do have a shift to remove
+
+
+def fresh(forward, **init):
+    """A new norm class (so the probe, cached per factory, runs for it) whose forward is ``forward(self, x)``."""
+
+    class Probed(nn.Module):
+        def __init__(self, c, **kw):
+            super().__init__()
+            self.kw = kw
+            self.scale = nn.Parameter(torch.ones(c, **init))
+
+        def forward(self, x):
+            return forward(self, x)
+
+    return Probed
+
+
+def test_probe_messages_name_the_norm_and_what_it_did():
+    def boom(self, x):
+        raise RuntimeError("boom")
+
+    with pytest.raises(PluginError, match=r"^norm \S+ returned str; a norm factory must return a torch.nn.Module$"):
+        normlight.create_norm(lambda c: "no module", 4)
+    with pytest.raises(
+        PluginError, match=r"^norm \S*Probed failed on a probe input of shape \(2, 3, 4\): RuntimeError: boom$"
+    ):
+        normlight.create_norm(fresh(boom), 4)
+    with pytest.raises(
+        PluginError, match=r"^norm \S*Probed returned tuple for an input of shape \(2, 3, 4\); a norm must return"
+    ):
+        normlight.create_norm(fresh(lambda self, x: (x,)), 4)
+    with pytest.raises(
+        PluginError, match=r"^norm \S*Probed returned non-finite values for a finite probe input of shape \(2, 3, 4\)$"
+    ):
+        normlight.create_norm(fresh(lambda self, x: x / 0), 4)
+
+
+def test_probe_input_follows_the_norm_dtype_layout_and_leaves_the_global_rng_alone():
+    seen = []
+
+    def record(self, x):
+        seen.append((x.dtype, tuple(x.shape)))
+        return x * self.scale.reshape(-1, 1, 1) if self.kw.get("layout") == "channels_first" else x * self.scale
+
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    normlight.create_norm(fresh(record, dtype=torch.float64), 4)  # a float64 norm gets a float64 probe
+
+    class ChannelsFirstNorm(fresh(record)):  # takes layout: built as is, probed on (N, C, H, W)
+        def __init__(self, c, layout="channels_last"):
+            super().__init__(c, layout=layout)
+
+    normlight.create_norm(ChannelsFirstNorm, 5, layout="channels_first")
+    assert seen == [(torch.float64, (2, 3, 4)), (torch.float32, (2, 5, 3, 3))]
+    # the probe draws from its own generator: model init is the same whether or not a factory was probed before
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_check_site_overrides_counts_only_norms_built_from_these_options():
+    from normlight.norms.factory import NormRecord, check_site_overrides
+
+    sites = {"final": {}, "qk": {}}
+    records = [
+        NormRecord("final", nn.Identity(), sites),
+        NormRecord("qk", nn.Identity(), None),  # built at qk, but from other options
+        NormRecord(None, nn.Identity(), sites),  # no site
+    ]
+    with pytest.raises(
+        normlight.PluginOptionError,
+        match=r"^norm_kwargs.sites names 'qk', but this model builds its norms from norm_kwargs only at the sites "
+        r"final; use one of those$",
+    ):
+        check_site_overrides({"sites": sites}, records)
+    with pytest.raises(normlight.PluginOptionError, match=r"^qk_kwargs.sites names 'final', 'qk', .* sites \(none\);"):
+        check_site_overrides({"sites": sites}, [], "qk_kwargs")
+    check_site_overrides({"sites": {"final": {}}}, [NormRecord("final", nn.Identity(), {"final": {}})])
+
+
+def test_drop_bias_returns_the_names_it_removed():
+    inner = nn.Sequential(nn.LayerNorm(4), nn.Linear(4, 4))
+    assert norm_factory.drop_bias(inner) == ["0.bias", "1.bias"]
+    assert norm_factory.drop_bias(nn.LayerNorm(4)) == ["bias"]
+
+
+def test_create_norm_context_probe_cache_and_records():
+    import functools
+
+    got = {}
+
+    def factory(num_features, num_layers=None, layout="channels_last", scale=1.0):
+        got.update(num_layers=num_layers, layout=layout)
+        return nn.Identity()
+
+    with norm_factory.norm_scope(num_layers=3, layout="channels_first") as scope:
+        module = normlight.create_norm(factory, 4, site="final")
+        normlight.create_norm(factory, 4, num_layers=7)
+    # an explicit num_layers wins over the scope's; a scope's layout never reaches a factory (create_norm's own)
+    assert got == {"num_layers": 7, "layout": "channels_last"}
+    assert scope.records[0].module is module and scope.records[0].site == "final"
+
+    probes = []
+
+    def counted(self, x):
+        probes.append(1)
+        return x
+
+    cls = fresh(counted)
+    normlight.create_norm(functools.partial(cls, alpha=1), 4)
+    normlight.create_norm(functools.partial(cls, alpha=2), 4)  # another partial of the same class: probed once
+    assert len(probes) == 1

@@ -247,11 +247,24 @@ BATCH_FAST = [
 ]
 
 
-@pytest.mark.parametrize("name,options", BATCH_FAST, ids=[n for n, _ in BATCH_FAST])
+# the fast paths with more than one learnable tensor
+FROZEN = BATCH_FAST + [
+    ("repbn", {}),
+    ("rmsnorm", {"bias": True}),
+    ("dyt", {}),
+    ("groupnorm", {"num_groups": 2}),
+    ("grn", {}),
+    ("evonorm_s0", {"num_groups": 2}),
+]
+
+
+@pytest.mark.parametrize("name,options", FROZEN, ids=[n for n, _ in FROZEN])
 def test_fast_path_with_one_parameter_frozen(name, options):
     """Each learnable tensor frozen in turn: the others still get the reference gradient, the frozen one none."""
-    for frozen in [n for n, _ in normlight.create_norm(name, C, **options).named_parameters()]:
-        for masked in (False, True):  # batchnorm: torch's fused kernel without a mask, normlight's with one
+    norm = normlight.create_norm(name, C, **options)
+    for frozen in [n for n, _ in norm.named_parameters()]:
+        # batchnorm: torch's fused kernel without a mask, normlight's with one
+        for masked in (False, True) if takes_mask(norm) else (False,):
             ref, fst = pair(name, options)
             for m in (ref, fst, oracles[id(ref)]):
                 dict(m.named_parameters())[frozen].requires_grad_(False)

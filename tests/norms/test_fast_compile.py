@@ -117,9 +117,11 @@ def test_each_group_count_compiles_its_own_static_kernel(caplog):
 def test_kernel_runs_eagerly_by_default_compiles_on_request_and_counts_its_graphs():
     import torch._dynamo.config as dynamo_config
 
-    def shift(x, k: int, offsets: list):
+    zero = 0.0  # a closure variable and a default argument: the compiled copy of the function keeps both
+
+    def shift(x, k: int, offsets: list, extra: float = 0.0):
         """``x * k`` plus the first offset."""
-        return x * k + offsets[0]
+        return x * k + offsets[0] + extra + zero
 
     torch._dynamo.reset()  # forget graphs of an earlier run of this test in the process (dynamo caches per code)
     kern = fast.kernel(shift)
@@ -171,3 +173,78 @@ def test_row_and_column_reductions_cast_the_vector_to_the_tensor_dtype():
     torch.testing.assert_close(fast.colsum(t, w), torch.from_numpy((tn * np_w[..., None]).sum((0, 1))))
     torch.testing.assert_close(fast.colsum(t), torch.from_numpy(tn.sum((0, 1))))
     torch.testing.assert_close(fast.rowdot(t, v), torch.from_numpy((tn * v.double().numpy()).sum(-1, keepdims=True)))
+
+
+# the kernels a compiled module still runs eagerly: GroupNorm's forward stays on torch's group_norm kernel
+# (inductor's version of it on the channels_last view was 21x LayerNorm); only its backward compiles
+EAGER_IN_COMPILED_MODE = {"gn_fwd"}
+
+
+# the cases whose fast path runs @kernels (LayerNorm's, also under LayerNorm-Scaling, is torch's fused kernel)
+KERNEL_CASES = [
+    (c, i)
+    for c, i in zip(CASES, IDS)
+    if c[0] not in ("identity", "layernorm") and (c[0] != "layernorm_scaling" or c[1].get("base") == "rmsnorm")
+]
+
+
+@pytest.mark.parametrize("name,options,steps", [c for c, _ in KERNEL_CASES], ids=[i for _, i in KERNEL_CASES])
+def test_compile_norms_asks_every_kernel_for_its_compiled_variant(kernel_calls, name, options, steps):
+    from tests.norms.test_fast import takes_mask
+
+    m = normlight.create_norm(name, 8, layer_idx=2, num_layers=4, **options)
+    c = copy.deepcopy(m)
+    normlight.compile_norms(c)
+    results = []
+    for module, want in ((m, False), (c, True)):
+        kernel_calls.clear()
+        out = []
+        for mode in (True, False):
+            module.train(mode)
+            for x, dy, mask in batches((3, 5, 8), steps if mode else 1, masked=takes_mask(module)):
+                for kw in ({}, {"mask": mask}) if mask is not None else ({},):
+                    xg = x.clone().requires_grad_()
+                    y = module(xg, **kw)
+                    y.backward(dy)
+                    out += [y.detach(), xg.grad]
+        results.append(out + [p.grad for p in module.parameters()])
+        # DyT's eager fast path is plain functions (no kernel); its compiled path is kernels
+        assert bool(kernel_calls) == (want or name != "dyt"), f"{name}: {kernel_calls}"
+        wrong = sorted({k for k, f in kernel_calls if bool(f) != want and not (want and k in EAGER_IN_COMPILED_MODE)})
+        assert not wrong, f"{name}: kernels {wrong} not asked for compiled={want}"
+        assert all(isinstance(f, bool) for _, f in kernel_calls)
+    for got, want in zip(results[1], results[0]):  # the compiled-mode bodies (run eagerly here) equal eager ones
+        assert rel_err(got, want) < 1e-5
+
+
+TRACED_CASES = [(c, i) for c, i in zip(CASES, IDS) if c[0] in ("dyt", "groupnorm", "instancenorm", "bcn", "evonorm_s0")]
+
+
+@pytest.mark.parametrize("name,options,steps", [c for c, _ in TRACED_CASES], ids=[i for _, i in TRACED_CASES])
+def test_the_branches_taken_inside_a_traced_graph_equal_the_reference(monkeypatch, name, options, steps):
+    # inside torch.compile normlight's code takes tensor-only variants (DyT's compiled bodies, the plain
+    # per-sample sums and group moments of GroupNorm / EvoNorm-S0, kernels inlined); the compiler is not
+    # run here (15-60 s a kernel): the code is told it is being traced and runs eagerly, against the reference
+    from tests.norms.test_fast import compare, pair
+
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    ref, fst = pair(name, options)
+    compare(ref, fst, batches((3, 5, 8), steps, masked=False), 1e-5)
+    fst.eval()
+    compare(ref, fst, batches((2, 4, 8), 1, masked=False, seed=7), 1e-5)
+
+
+def test_kernels_traced_inside_a_compiled_graph_get_contiguous_tensors(monkeypatch):
+    # inside a whole-model torch.compile the kernels are traced inline; they write through out=, which dynamo
+    # refuses on a non-contiguous tensor (a channels-first map seen channels-last), so tensors go in contiguous
+    seen = []
+
+    @fast.kernel
+    def scaled(x, k: int):
+        seen.append(x.is_contiguous())
+        return x * k
+
+    x = torch.arange(6.0).reshape(2, 3).t()
+    assert torch.equal(scaled(x, 2), x * 2) and seen == [False]  # eagerly: as given
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert torch.equal(scaled(x, 2), x * 2) and seen == [False, True]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
 import normlight
+from normlight.norms import fast
 from tests.norms.reference import build, np_layernorm, np_rmsnorm, randn, run
 
 
@@ -163,3 +165,25 @@ def test_rmsnorm_options_path_names_the_norm_on_a_wrong_width():
     for opts in ({"p": 0.5}, {"eps_outside": True}, {"bias": True}):
         with pytest.raises(ValueError, match=r"^rmsnorm was built for 8 features .*\(2, 6\)"):
             _reference(build("rmsnorm", 8, **opts))(torch.randn(2, 6))
+
+
+@pytest.mark.parametrize("x_dtype,module_dtype", [(torch.bfloat16, torch.float32), (torch.float32, torch.bfloat16)])
+def test_rmsnorm_reference_code_upcasts_a_bf16_input_for_float32_weights_without_warnings(x_dtype, module_dtype):
+    # torch's rms_norm kernel refuses mixed dtypes for its fused code and warns ("Mismatch dtype between input
+    # and weight"); the reference code casts input and weight to the compute dtype (float32) first
+    m = build("rmsnorm", 8, dtype=module_dtype)
+    fast.set_fast_norms(m, False)
+    with torch.no_grad():
+        m.weight.copy_(torch.linspace(0.5, 2.0, 8))
+    x = torch.from_numpy(randn(3, 4, 8, seed=40, scale=3.0)).to(x_dtype)
+    before = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)  # torch warns once per process otherwise
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            y = m(x)
+    finally:
+        torch.set_warn_always(before)
+    assert y.dtype == x_dtype
+    want = np_rmsnorm(x.double().numpy(), torch.finfo(torch.float32).eps, w=np.linspace(0.5, 2.0, 8))
+    np.testing.assert_allclose(y.detach().double().numpy(), want, rtol=1e-2)

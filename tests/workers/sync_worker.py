@@ -68,6 +68,21 @@ CASES = {
     ),
     "repbn": (lambda s: RepBN(6, sync_stats=s), (4, 3, 6), False, False, ["bn.running_mean", "bn.running_var"]),
     "evonorm_b0": (lambda s: EvoNormB0(6, sync_stats=s), (4, 3, 6), False, False, ["running_var"]),
+    # the reference code (fast paths off): its own all-reduces (_batchstats.moments / quadratic_mean)
+    "batchnorm_reference": (
+        lambda s: reference(BatchNorm(6, sync_stats=s)),
+        (4, 5, 6),
+        False,
+        True,
+        ["running_mean", "running_var"],
+    ),
+    "powernorm_reference": (
+        lambda s: reference(PowerNorm(6, group_num=2, warmup_iters=2, sync_stats=s)),
+        (4, 3, 6),
+        False,
+        True,
+        ["running_phi", "ema_gz"],
+    ),
 }
 # the reference code (fast paths off) of the norms whose training step has its own sync calls there
 for _name in ("powernorm", "unifiednorm", "evonorm_b0"):
@@ -76,6 +91,12 @@ for _name in ("powernorm", "unifiednorm", "evonorm_b0"):
         lambda s, make=_make: (m := make(s), set_fast_norms(m, False))[0],
         *CASES[_name][1:],
     )
+
+
+def reference(m: torch.nn.Module) -> torch.nn.Module:
+    """``m`` on its reference code (fast paths off)."""
+    set_fast_norms(m, False)
+    return m
 
 
 def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
