@@ -310,6 +310,11 @@ def tally(r: dict, rules: list) -> dict:
     return c
 
 
+def pct(score: float | None) -> str:
+    """A score for the table; a target without mutants (nothing left to mutate) has none."""
+    return "no mutants" if score is None else f"{score}%"
+
+
 def table(rows: list[dict], rules: list) -> list[str]:
     """The per-target score table (markdown lines), with an overall row."""
     lines = [
@@ -328,7 +333,7 @@ def table(rows: list[dict], rules: list) -> list[str]:
         lines.append(
             f"| {r['target']} | {r['commit']} | {r['total']} | {r['killed']} | {r['timeout']} | {r['survived']} | "
             f"{r['no_tests']} | {c['equivalent']} | {c['caught']} | {c['accepted']} | {c['unexplained']} | "
-            f"{c['raw']}% | **{c['score']}%** | {r['seconds']} s |"
+            f"{pct(c['raw'])} | **{pct(c['score'])}** | {r['seconds']} s |"
         )
     judged = tot["killed"] + tot["timeout"] + tot["survived"] + tot["no_tests"] + tot["suspicious"]
     raw = round(100.0 * (tot["killed"] + tot["timeout"]) / judged, 1) if judged else None
@@ -336,7 +341,7 @@ def table(rows: list[dict], rules: list) -> list[str]:
     score = round(100.0 * (tot["killed"] + tot["timeout"] + vt["caught"]) / rest, 1) if rest else None
     lines.append(
         f"| **all** | | {tot['total']} | {tot['killed']} | {tot['timeout']} | {tot['survived']} | {tot['no_tests']} | "
-        f"{vt['equivalent']} | {vt['caught']} | {vt['accepted']} | {vt['unexplained']} | {raw}% | **{score}%** | "
+        f"{vt['equivalent']} | {vt['caught']} | {vt['accepted']} | {vt['unexplained']} | {pct(raw)} | **{pct(score)}** | "
         f"{tot['seconds']} s |"
     )
     return lines
