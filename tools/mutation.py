@@ -135,6 +135,39 @@ def _functions(path: Path) -> dict[str, list[str]]:
     return out
 
 
+def _qualname(base: str) -> str:
+    """``Class.method`` or ``function`` from mutmut's mangled name (it prefixes ``x_`` / ``xǁClassǁ``)."""
+    return base[2:] if base.startswith("x_") else ".".join(p for p in base[1:].split("ǁ") if p)
+
+
+def apply_mutant(d: Path, name: str) -> None:
+    """Write mutant ``name`` over its function in the scratch copy of the module, found by class and name.
+
+    Not ``mutmut apply``: mutmut 3.8 replaces the first function of that name in the file, which for a method
+    (``forward``, ``__init__``) in a file of several classes is often another class's.
+    """
+    module, _, mangled = name.rpartition(".")
+    path = Path(*module.split(".")).with_suffix(".py")
+    text = (d / "mutants" / path).read_text()
+    node = next(
+        n
+        for n in ast.walk(ast.parse(text))
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == mangled
+    )
+    *classes, func = _qualname(mangled.rsplit("__mutmut_", 1)[0]).split(".")
+    body = text.splitlines()[node.lineno - 1 : node.end_lineno]
+    body[0] = body[0].replace(mangled, func, 1)
+    target = d / path
+    source = target.read_text()
+    scope = ast.parse(source).body
+    for cls in classes:
+        scope = next(c for c in scope if isinstance(c, ast.ClassDef) and c.name == cls).body
+    fn = next(f for f in scope if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef) and f.name == func)
+    lines = source.splitlines()
+    lines[fn.lineno - 1 : fn.end_lineno] = body  # lineno is the def line: decorators stay
+    target.write_text("\n".join(lines) + "\n")
+
+
 def mutant_key(d: Path, name: str) -> str:
     """A survivor's key, stable while the line it changes is: ``<path>::<Qualname>: <old> => <new>``.
 
@@ -155,8 +188,7 @@ def mutant_key(d: Path, name: str) -> str:
         if op != "equal":
             old += [s.strip() for s in orig[i1:i2]]
             new += [s.strip() for s in mutant[j1:j2]]
-    # mutmut prefixes "x_" to functions and "xǁClassǁ" to methods
-    qualname = base[2:] if base.startswith("x_") else ".".join(p for p in base[1:].split("ǁ") if p)
+    qualname = _qualname(base)
     if not old and not new:  # the change is on the def line itself (a default argument on one line)
         own = qualname.rsplit(".", 1)[-1]
         old = [funcs[base + "__mutmut_orig"][0].strip().replace(base + "__mutmut_orig", own)]
@@ -207,7 +239,7 @@ def run_target(name: str, max_children: int) -> dict:
 def check(name: str, pattern: str, extra: list[str]) -> int:
     """Apply each mutant of target ``name`` matching ``pattern`` (a regex) and run the tests ``extra`` on it.
 
-    Uses the folder of the target's last run: its tests are refreshed from the work tree, ``mutmut apply``
+    Uses the folder of the target's last run: its tests are refreshed from the work tree, ``apply_mutant``
     writes the mutant into the folder's copy of the module, the tests run there, the module is restored.
     ``extra`` are the pytest arguments (the tests to run). Prints KILLED or SURVIVES per mutant; returns 1 if
     any survives.
@@ -219,14 +251,14 @@ def check(name: str, pattern: str, extra: list[str]) -> int:
     names = sorted(k for m in metas for k in json.loads(m.read_text())["exit_code_by_key"] if re.search(pattern, k))
     if not names:
         raise SystemExit(f"error: no mutant of {name!r} matches {pattern!r}")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.rmtree(d / "tests")
-    shutil.copytree(ROOT / "tests", d / "tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(ROOT / "tests", d / "tests", ignore=ignore)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(d))
-    mutmut = Path(sys.executable).with_name("mutmut")
     survived = 0
     for mutant in names:
-        subprocess.run([str(mutmut), "apply", mutant], cwd=d, env=env, check=True, capture_output=True)
+        apply_mutant(d, mutant)
         try:
             res = subprocess.run(
                 [sys.executable, "-m", "pytest", *pytest_args(name), *extra],
@@ -235,10 +267,8 @@ def check(name: str, pattern: str, extra: list[str]) -> int:
                 capture_output=True,
                 text=True,
             )
-        finally:
-            for pattern_ in TARGETS[name][0]:
-                for src in ROOT.glob(pattern_):
-                    shutil.copy(src, d / src.relative_to(ROOT))
+        finally:  # restore the package (a target's modules may sit in sub-folders)
+            shutil.copytree(ROOT / "normlight", d / "normlight", dirs_exist_ok=True, ignore=ignore)
         survived += res.returncode == 0
         last = (res.stdout.strip().splitlines() or ["(no output)"])[-1]
         print(f"{mutant}: {'SURVIVES' if res.returncode == 0 else 'KILLED'}  ({last})", flush=True)

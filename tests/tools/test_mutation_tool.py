@@ -153,3 +153,19 @@ def test_render_lists_each_survivor_with_its_verdict_and_the_stale_explanations(
     written = doc.read_text()
     assert "old table" not in written and written.endswith(f"{mt.TABLE_END}\nafter\n")
     assert "| demo | abc | 11 | 9 | 0 | 2 | 0 | 0 | 0 | 1 | 1 | 81.8% | **81.8%** | 1 s |" in written
+
+
+def test_apply_writes_the_mutant_over_its_own_class_method(tmp_path):
+    # two classes with a forward: mutmut 3.8's own apply replaces the first forward in the file (A's)
+    orig = "class A:\n    def forward(self, x):\n        return x + 1\n\n\nclass B:\n    @staticmethod\n    def forward(x):\n        return x * 2\n"
+    mutants = (
+        "class A:\n    def xǁAǁforward__mutmut_orig(self, x):\n        return x + 1\n\n"
+        "class B:\n    def xǁBǁforward__mutmut_orig(x):\n        return x * 2\n"
+        "    def xǁBǁforward__mutmut_1(x):\n        return x / 2\n"
+    )
+    (tmp_path / "normlight").mkdir()
+    (tmp_path / "mutants" / "normlight").mkdir(parents=True)
+    (tmp_path / "normlight" / "demo.py").write_text(orig)
+    (tmp_path / "mutants" / "normlight" / "demo.py").write_text(mutants)
+    mt.apply_mutant(tmp_path, "normlight.demo.xǁBǁforward__mutmut_1")
+    assert (tmp_path / "normlight" / "demo.py").read_text() == orig.replace("return x * 2", "return x / 2")
