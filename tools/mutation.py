@@ -21,6 +21,7 @@ folder list the surviving mutants and their diffs.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import re
@@ -183,6 +184,7 @@ def check(name: str, pattern: str, extra: list[str]) -> int:
     env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(d))
     mutmut = Path(sys.executable).with_name("mutmut")
     survived = 0
+    restore(name, d)  # the work tree's modules, not the copies of the last run
     for mutant in names:
         subprocess.run([str(mutmut), "apply", mutant], cwd=d, env=env, check=True, capture_output=True)
         try:
@@ -194,13 +196,19 @@ def check(name: str, pattern: str, extra: list[str]) -> int:
                 text=True,
             )
         finally:
-            for pattern_ in TARGETS[name][0]:
-                for src in ROOT.glob(pattern_):
-                    shutil.copy(src, d / src.relative_to(ROOT))
+            restore(name, d)
         survived += res.returncode == 0
         last = (res.stdout.strip().splitlines() or ["(no output)"])[-1]
         print(f"{mutant}: {'SURVIVES' if res.returncode == 0 else 'KILLED'}  ({last})", flush=True)
     return 1 if survived else 0
+
+
+def restore(name: str, d: Path) -> None:
+    """Copy target ``name``'s modules from the work tree into folder ``d`` (``*`` spans folders, as in mutmut)."""
+    for src in (ROOT / "normlight").rglob("*.py"):
+        rel = src.relative_to(ROOT)
+        if any(fnmatch.fnmatch(str(rel), pattern) for pattern in TARGETS[name][0]):
+            shutil.copy(src, d / rel)
 
 
 def load_results() -> dict[str, dict]:

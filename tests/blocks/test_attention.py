@@ -109,3 +109,35 @@ def test_bad_settings_are_named():
         MLP(4, 8, act="tanh")
     with pytest.raises(ValueError, match="dim 10 is not divisible by num_heads 3"):
         Attention(10, 3)
+
+
+def test_rope_any_leading_dims_bf16_and_no_saved_tables():
+    rope = RotaryEmbedding(8, 16)
+    x = torch.randn(5, 8)  # (T, hd): positions are the second-to-last dim whatever the leading dims
+    assert torch.allclose(rope(x), rope(x[None, None])[0, 0])
+    y = rope(x.bfloat16())
+    assert y.dtype == torch.bfloat16 and torch.allclose(y.float(), rope(x), atol=0.05)
+    # the cos/sin tables are recomputed, not checkpointed: a checkpoint loads at any max_seq_len
+    assert rope.state_dict() == {}
+    with pytest.raises(ValueError, match="RoPE needs an even head_dim, got 5"):
+        RotaryEmbedding(5, 16)
+
+
+class TaggedNorm(torch.nn.Module):
+    """Parameter-free LayerNorm that keeps its site and its ``tag`` option."""
+
+    def __init__(self, num_features, site=None, tag=None):
+        super().__init__()
+        self.num_features, self.site, self.tag = num_features, site, tag
+
+    def forward(self, x):
+        return torch.nn.functional.layer_norm(x, (self.num_features,))
+
+
+def test_qk_norm_uses_its_own_spec_options_and_site():
+    blk = normlight.get_placement("pre")(
+        16, 2, norm=torch.nn.LayerNorm, norm_kwargs={"eps": 1e-3}, qk_norm=TaggedNorm, qk_norm_kwargs={"tag": "qk"}
+    )
+    for m in (blk.attn.q_norm, blk.attn.k_norm):
+        assert isinstance(m, TaggedNorm) and (m.num_features, m.site, m.tag) == (8, "qk", "qk")
+    assert blk.norm1.eps == 1e-3

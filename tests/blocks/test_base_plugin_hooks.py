@@ -1,5 +1,7 @@
 """Block's plugin hooks: a placement written with `x + F(x)` works by default and refuses to ignore a residual plugin."""
 
+import re
+
 import pytest
 import torch
 
@@ -27,8 +29,43 @@ def test_old_style_placement_trains_with_the_default_residual():
 
 def test_old_style_placement_with_a_residual_plugin_is_a_clear_error_not_a_silent_no_op():
     model = normlight.create_model("gpt-nano", depth=2, placement=OldStyleBlock, residual="gate")
-    with pytest.raises(normlight.PluginError, match="residual 'gate' was never applied: placement OldStyleBlock"):
+    message = (
+        "residual 'gate' was never applied: placement OldStyleBlock joins its branches with `x + F(x)` instead of "
+        "`self.attn_residual(x, F(x))` / `self.mlp_residual(x, F(x))` (see docs/plugins.md, 'Residual plugins')"
+    )
+    with pytest.raises(normlight.PluginError, match=re.escape(message)):
         model(torch.randint(0, 256, (2, 8)))
+
+
+class ParallelBlock(Block):
+    """GPT-J style parallel block: one join for both sublayers, through the attention's residual hook.
+
+    ::
+
+        x ─┬─ norm1 ─┬─ attn ─┬─(+)─> out
+           │         └─ mlp ──┘  │
+           └─────────────────────┘
+    """
+
+    def forward(self, x, pos=None):
+        h = self.norm1(x)
+        return self.attn_residual(x, self.attn(h, pos) + self.mlp(h))
+
+
+def test_a_placement_joining_through_one_hook_applies_the_plugin():
+    model = normlight.create_model("gpt-nano", depth=2, placement=ParallelBlock, residual="gate")
+    calls = []
+    model.blocks[0].attn_residual.register_forward_hook(lambda m, a, o: calls.append(1))
+    assert model(torch.randint(0, 256, (2, 8))).shape == (2, 8, 256) and calls == [1]
+
+
+def test_a_placement_without_forward_names_itself():
+    class NoForward(Block):
+        """Forgot its forward."""
+
+    blk = NoForward(8, 2)
+    with pytest.raises(NotImplementedError, match=r"^NoForward must override forward\(x, pos=None\)$"):
+        blk(torch.randn(1, 2, 8))
 
 
 def test_builtin_placements_route_both_branches_through_the_residual_hooks():
