@@ -26,8 +26,13 @@ def test_deepnorm_constants_and_init():
     xavier = math.sqrt(2 / (128 + 128))
     assert q.std().item() == pytest.approx(xavier, rel=0.05) and k.std().item() == pytest.approx(xavier, rel=0.05)
     assert v.std().item() == pytest.approx(0.3195 * xavier, rel=0.05)
+    # the hook alone gives the paper's init, biases 0 included, whatever the model's own init left there
     lins = [m for b in model.blocks for m in (b.attn.qkv, b.attn.out_proj, b.mlp.fc1, b.mlp.fc2)]
-    assert all(torch.count_nonzero(lin.bias) == 0 for lin in lins)  # biases 0
+    with torch.no_grad():
+        for lin in lins:
+            lin.bias.fill_(1.0)
+    model.placement_cls.init_weights(model)
+    assert all(torch.count_nonzero(lin.bias) == 0 for lin in lins)
     fc1 = model.blocks[3].mlp.fc1.weight  # (512, 128)
     assert fc1.std().item() == pytest.approx(0.3195 * math.sqrt(2 / (128 + 512)), rel=0.05)
 
@@ -173,3 +178,13 @@ def test_ngpt_mlp_matches_numpy_formula():
     u, v = uv[:, :12], uv[:, 12:]
     expect = (u * v / (1 + np.exp(-v))) @ W2.T
     assert np.allclose(mlp(x).detach().numpy(), expect, atol=1e-4)
+
+
+def test_ngpt_scales_keep_the_activation_dtype_under_autocast():
+    """float32 scale parameters (s_uv, s_z, s_qk) do not promote bf16 activations (Lightning's "bf16-mixed")."""
+    x = torch.randn(2, 3, 8, dtype=torch.bfloat16)
+    assert ScaledParam(8, 1.0)(x).dtype == torch.bfloat16
+    blk = normlight.get_placement("ngpt")(8, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q, k, v = blk.attn.project(x)
+    assert q.dtype == k.dtype == v.dtype == torch.bfloat16

@@ -121,6 +121,14 @@ def test_block_matches_paper_formula(name):
     assert torch.allclose(blk(x, pos), expect, atol=1e-5)
 
 
+def test_hybrid_star_first_block_matches_pre_norm_formula():
+    torch.manual_seed(0)
+    blk = make_block("hybrid", 0, star=True)
+    x, pos = torch.randn(2, 5, 16), torch.randn(1, 5, 16)
+    expect = FORMULAS["pre"](blk, x, lambda h: blk.attn(h, pos), blk.mlp)
+    assert torch.allclose(blk(x, pos), expect, atol=1e-5)
+
+
 def test_normformer_residual_scale_weights_the_mlp_residual():
     """scale_resids=True (fairseq's w_resid, init 1): h * w_resid + M(ln(h)); off by default."""
     assert make_block("normformer").resid_scale is None
