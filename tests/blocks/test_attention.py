@@ -141,3 +141,14 @@ def test_qk_norm_uses_its_own_spec_options_and_site():
     for m in (blk.attn.q_norm, blk.attn.k_norm):
         assert isinstance(m, TaggedNorm) and (m.num_features, m.site, m.tag) == (8, "qk", "qk")
     assert blk.norm1.eps == 1e-3
+
+
+def test_rope_default_base_at_a_far_position():
+    """base 10000 (RoFormer's default): at position 400 the angles t * base^(-2i/hd) are large enough that
+    another base shows (10001 moves the i=1 angle by 1e-3 rad; the float32 table rounds angles by < 2e-5)."""
+    hd, t = 8, 400
+    x = torch.randn(1, 1, t + 1, hd, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = RotaryEmbedding(hd, t + 1).double()(x)[0, 0, t].numpy()
+    a, b = x[0, 0, t, : hd // 2].numpy(), x[0, 0, t, hd // 2 :].numpy()
+    th = t * 10000.0 ** (-2 * np.arange(hd // 2) / hd)
+    assert np.allclose(y, np.concatenate([a * np.cos(th) - b * np.sin(th), b * np.cos(th) + a * np.sin(th)]), atol=1e-4)

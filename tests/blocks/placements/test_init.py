@@ -51,6 +51,11 @@ def test_subln_init_and_extra_norm_sizes():
     assert blk.attn.out_proj.weight.std().item() == pytest.approx(gamma * math.sqrt(2 / 256), rel=0.05)
     assert blk.mlp.fc1.weight.std().item() == pytest.approx(gamma / math.sqrt(3 * 128), rel=0.05)
     assert blk.mlp.fc2.weight.std().item() == pytest.approx(gamma / math.sqrt(3 * 512), rel=0.05)
+    # the hook alone zeroes the attention biases, whatever the model's own init left there
+    with torch.no_grad():
+        blk.attn.qkv.bias.fill_(1.0)
+        blk.attn.out_proj.bias.fill_(1.0)
+    model.placement_cls.init_weights(model)
     assert torch.count_nonzero(blk.attn.qkv.bias) == 0 and torch.count_nonzero(blk.attn.out_proj.bias) == 0
     # the FFN's extra LN has the MLP width (ffn_dim), the attention's one the model width
     assert blk.mlp.mid_norm.normalized_shape == (512,) and blk.attn.inner_norm.normalized_shape == (128,)
