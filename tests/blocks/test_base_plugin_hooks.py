@@ -76,3 +76,20 @@ def test_builtin_placements_route_both_branches_through_the_residual_hooks():
         getattr(blk, f"{site}_residual").register_forward_hook(lambda m, a, o, s=site: calls.append(s))
     model(torch.randn(1, 3, 32, 32))
     assert calls == ["attn", "mlp"]
+
+
+class ContextNorm(torch.nn.Module):
+    """Parameter-free norm that keeps the context create_norm hands it."""
+
+    def __init__(self, num_features, site=None, layer_idx=None, num_layers=None, num_heads=None):
+        super().__init__()
+        self.context = (num_features, site, layer_idx, num_layers, num_heads)
+
+    def forward(self, x):
+        return torch.nn.functional.layer_norm(x, x.shape[-1:])
+
+
+def test_every_norm_gets_its_site_and_the_block_context():
+    blk = normlight.get_placement("pre")(16, 2, layer_idx=2, num_layers=5, norm=ContextNorm, qk_norm=ContextNorm)
+    assert blk.norm1.context == (16, "attn_in", 2, 5, 2) and blk.norm2.context == (16, "mlp_in", 2, 5, 2)
+    assert blk.attn.q_norm.context == (8, "qk", 2, 5, 2)
