@@ -192,8 +192,8 @@ def test_mix_layers_follow_floor_of_fraction():
 
 def test_mix_late_layer_is_pre_ln():
     blk = make_block("mix", layer_idx=1)
-    x = torch.randn(2, 5, 16)
-    assert torch.allclose(blk(x), FORMULAS["pre"](blk, x, blk.attn, blk.mlp), atol=1e-5)
+    x, pos = torch.randn(2, 5, 16), torch.randn(1, 5, 16)
+    assert torch.allclose(blk(x, pos), FORMULAS["pre"](blk, x, lambda h: blk.attn(h, pos), blk.mlp), atol=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted({p for p, _ in ORDERS}))
