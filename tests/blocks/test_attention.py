@@ -16,7 +16,7 @@ def np_softmax(z):
     return e / e.sum(-1, keepdims=True)
 
 
-def np_attention(attn, x, causal, head_scale=None, fairseq_order=False):
+def np_attention(attn, x, causal, head_scale=None, fairseq_order=False, scale=None):
     """Multi-head attention written out in numpy from the fused qkv / out_proj weights."""
     W, b = attn.qkv.weight.detach().double().numpy(), attn.qkv.bias.detach().double().numpy()
     Wo, bo = attn.out_proj.weight.detach().double().numpy(), attn.out_proj.bias.detach().double().numpy()
@@ -26,7 +26,7 @@ def np_attention(attn, x, causal, head_scale=None, fairseq_order=False):
     hd = D // H
     qkv = x @ W.T + b
     q, k, v = (qkv[..., i * D : (i + 1) * D].reshape(B, T, H, hd).transpose(0, 2, 1, 3) for i in range(3))
-    logits = q @ k.transpose(0, 1, 3, 2) / math.sqrt(hd)
+    logits = q @ k.transpose(0, 1, 3, 2) * (1 / math.sqrt(hd) if scale is None else scale)
     if causal:
         logits = np.where(np.tril(np.ones((T, T))) > 0, logits, -np.inf)
     heads = np_softmax(logits) @ v  # (B,H,T,hd)
@@ -59,6 +59,7 @@ def test_attention_matches_numpy_and_diagnostics_mode(causal):
 
 
 def test_rope_matches_numpy():
+    torch.manual_seed(0)  # the relative check below needs a q.k away from 0
     hd, T, base = 8, 5, 10000.0
     x = torch.randn(1, 2, T, hd)
     y = RotaryEmbedding(hd, 16)(x).numpy()
@@ -152,3 +153,24 @@ def test_rope_default_base_at_a_far_position():
     a, b = x[0, 0, t, : hd // 2].numpy(), x[0, 0, t, hd // 2 :].numpy()
     th = t * 10000.0 ** (-2 * np.arange(hd // 2) / hd)
     assert np.allclose(y, np.concatenate([a * np.cos(th) - b * np.sin(th), b * np.cos(th) + a * np.sin(th)]), atol=1e-4)
+
+
+def test_attention_defaults_scale_and_rope_option():
+    """Defaults: not causal, no dropout (train mode is deterministic), no head scale, no RoPE, fast path; ``scale``
+    replaces 1/sqrt(head_dim); ``rope=True`` rotates q and k over a 1024-position table."""
+    torch.manual_seed(0)
+    attn = Attention(12, 3).train()
+    x = torch.randn(2, 6, 12)
+    expect, _ = np_attention(attn, x, causal=False)
+    assert np.allclose(attn(x).detach().numpy(), expect, atol=1e-5)
+    assert attn.head_scale is None and attn.rope is None and attn.record_attention is False
+    scaled = Attention(12, 3, scale=0.5)
+    scaled.load_state_dict(attn.state_dict())
+    assert np.allclose(scaled(x).detach().numpy(), np_attention(attn, x, causal=False, scale=0.5)[0], atol=1e-5)
+    roped = Attention(12, 3, rope=True)
+    roped.load_state_dict(attn.state_dict())
+    q, k, v = attn.project(x)
+    rq, rk, rv = roped.project(x)
+    rope = RotaryEmbedding(4, 1024)
+    assert torch.allclose(rq, rope(q)) and torch.allclose(rk, rope(k)) and torch.equal(rv, v)
+    assert roped.rope.cos.shape == (1024, 4)

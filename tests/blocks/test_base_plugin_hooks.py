@@ -93,3 +93,26 @@ def test_every_norm_gets_its_site_and_the_block_context():
     blk = normlight.get_placement("pre")(16, 2, layer_idx=2, num_layers=5, norm=ContextNorm, qk_norm=ContextNorm)
     assert blk.norm1.context == (16, "attn_in", 2, 5, 2) and blk.norm2.context == (16, "mlp_in", 2, 5, 2)
     assert blk.attn.q_norm.context == (8, "qk", 2, 5, 2)
+
+
+class ContextResidual(torch.nn.Module):
+    """Plain add that keeps the context create_residual hands it."""
+
+    def __init__(self, dim, site=None, layer_idx=None, num_layers=None, num_heads=None):
+        super().__init__()
+        self.context = (dim, site, layer_idx, num_layers, num_heads)
+
+    def forward(self, x, branch):
+        return x + branch
+
+
+def test_every_residual_gets_its_site_and_the_block_context():
+    blk = normlight.get_placement("pre")(16, 2, layer_idx=1, num_layers=3, norm="layernorm", residual=ContextResidual)
+    assert blk.attn_residual.context == (16, "attn", 1, 3, 2) and blk.mlp_residual.context == (16, "mlp", 1, 3, 2)
+
+
+def test_a_placement_must_be_a_block_subclass():
+    with pytest.raises(
+        normlight.PluginError, match=r"a placement plugin must be a subclass of normlight\.blocks\.Block"
+    ):
+        normlight.get_placement(torch.nn.Linear)
