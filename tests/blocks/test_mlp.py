@@ -56,3 +56,11 @@ def test_mlp_defaults_bias_switch_and_error():
     assert bare.fc1.bias is None and bare.fc2.bias is None
     with pytest.raises(ValueError, match="choose one of gelu, gelu_tanh, relu, swiglu$"):
         MLP(6, 10, act="tanh")
+
+
+def test_swiglu_splits_the_feature_dim_of_token_sequences():
+    """On (B, T, D) input the gate/up split is over features, as on (N, D): each token as its own row."""
+    torch.manual_seed(0)
+    mlp = MLP(6, 10, act="swiglu")
+    x = torch.randn(2, 3, 6)
+    assert torch.allclose(mlp(x), mlp(x.reshape(6, 6)).reshape(2, 3, 6), atol=1e-6)
