@@ -164,9 +164,11 @@ def test_attention_defaults_scale_and_rope_option():
     expect, _ = np_attention(attn, x, causal=False)
     assert np.allclose(attn(x).detach().numpy(), expect, atol=1e-5)
     assert attn.head_scale is None and attn.rope is None and attn.record_attention is False
-    scaled = Attention(12, 3, scale=0.5)
+    scaled = Attention(12, 3, scale=0.3)  # not 1/sqrt(head_dim) = 0.5
     scaled.load_state_dict(attn.state_dict())
-    assert np.allclose(scaled(x).detach().numpy(), np_attention(attn, x, causal=False, scale=0.5)[0], atol=1e-5)
+    assert np.allclose(scaled(x).detach().numpy(), np_attention(attn, x, causal=False, scale=0.3)[0], atol=1e-5)
+    pos = torch.randn(1, 6, 12)  # LaPE: added to the input
+    assert np.allclose(attn(x, pos).detach().numpy(), np_attention(attn, x + pos, causal=False)[0], atol=1e-5)
     roped = Attention(12, 3, rope=True)
     roped.load_state_dict(attn.state_dict())
     q, k, v = attn.project(x)
