@@ -176,3 +176,16 @@ def test_attention_defaults_scale_and_rope_option():
     rope = RotaryEmbedding(4, 1024)
     assert torch.allclose(rq, rope(q)) and torch.allclose(rk, rope(k)) and torch.equal(rv, v)
     assert roped.rope.cos.shape == (1024, 4)
+
+
+@pytest.mark.parametrize("record", [False, True])
+def test_attention_dropout_only_in_training_and_scale_on_both_paths(record):
+    torch.manual_seed(0)
+    attn = Attention(12, 3, dropout=0.5, scale=0.3)
+    attn.record_attention = record
+    attn.resid_dropout = torch.nn.Identity()  # only the attention-probability dropout left
+    x = torch.randn(2, 6, 12)
+    assert not torch.allclose(attn(x), attn(x))  # training: probabilities dropped, differently each call
+    attn.eval()
+    expect, _ = np_attention(attn, x, causal=False, scale=0.3)
+    assert np.allclose(attn(x).detach().numpy(), expect, atol=1e-5)
