@@ -189,3 +189,15 @@ def test_attention_dropout_only_in_training_and_scale_on_both_paths(record):
     attn.eval()
     expect, _ = np_attention(attn, x, causal=False, scale=0.3)
     assert np.allclose(attn(x).detach().numpy(), expect, atol=1e-5)
+
+
+def test_recording_path_in_bf16():
+    torch.manual_seed(0)
+    attn = Attention(12, 3, causal=True).eval()
+    x = torch.randn(2, 6, 12)
+    ref = attn(x)
+    attn = attn.to(torch.bfloat16)
+    attn.record_attention = True
+    out = attn(x.bfloat16())
+    assert out.dtype == torch.bfloat16 and torch.allclose(out.float(), ref, atol=0.05)
+    assert attn.last_attn_probs.dtype == torch.bfloat16
