@@ -27,8 +27,8 @@ class RotaryEmbedding(nn.Module):
         if head_dim % 2:
             raise ValueError(f"RoPE needs an even head_dim, got {head_dim}")
         inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-        angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)
-        angles = torch.cat([angles, angles], dim=-1)  # (T, hd): same angle for both halves of a pair
+        angles = torch.outer(torch.arange(max_seq_len), inv_freq)  # int positions x float32 -> float32
+        angles = torch.cat([angles, angles], dim=1)  # (T, hd): same angle for both halves of a pair
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 

@@ -193,7 +193,7 @@ class Block(nn.Module):
         if factory is not Add and set(sites) & set(BRANCH_SITES):
             # a placement written before residual plugins joins branches with `x + F(x)`: say so, never ignore
             for m in (self.attn_residual, self.mlp_residual):
-                m.register_forward_pre_hook(_count_call)
+                m.register_forward_pre_hook(_mark_call)
             self.register_forward_pre_hook(_reset_calls)
             self.register_forward_hook(_check_calls)
 
@@ -216,19 +216,19 @@ class Block(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} must override forward(x, pos=None)")
 
 
-def _count_call(module: nn.Module, args) -> None:
-    """Forward pre-hook on a residual module: count the calls of this block pass."""
-    module._calls = getattr(module, "_calls", 0) + 1
+def _mark_call(module: nn.Module, args) -> None:
+    """Forward pre-hook on a residual module: it was called in this block pass."""
+    module._called = True
 
 
 def _reset_calls(block: Block, args) -> None:
-    """Forward pre-hook on a block with a residual plugin: start counting."""
-    block.attn_residual._calls = block.mlp_residual._calls = 0
+    """Forward pre-hook on a block with a residual plugin: no residual module called yet (runs before them)."""
+    block.attn_residual._called = block.mlp_residual._called = False
 
 
 def _check_calls(block: Block, args, out) -> None:
     """Forward hook: a block whose placement never called its residual modules would silently ignore the plugin."""
-    if not (block.attn_residual._calls or block.mlp_residual._calls):
+    if not (block.attn_residual._called or block.mlp_residual._called):
         raise PluginError(
             f"residual {spec_label(block.residual_spec)} was never applied: placement {type(block).__name__} "
             "joins its branches with `x + F(x)` instead of `self.attn_residual(x, F(x))` / "

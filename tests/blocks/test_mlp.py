@@ -41,3 +41,26 @@ def test_gelu_tanh_is_gpt2s_gelu_new():
     exact = MLP(6, 10, act="gelu").double()
     exact.load_state_dict(mlp.state_dict())
     assert (exact(x) - mlp(x)).abs().max() > 1e-5  # the two GELUs are distinguishable
+
+
+def test_mlp_defaults_bias_switch_and_error():
+    """Defaults: exact (erf) GELU with biases; ``bias=False`` removes both biases; a bad activation lists the choices."""
+    torch.manual_seed(0)
+    mlp = MLP(6, 10)
+    assert mlp.fc1.bias is not None and mlp.fc2.bias is not None
+    ref = MLP(6, 10, act="gelu")
+    ref.load_state_dict(mlp.state_dict())
+    x = torch.randn(3, 6)
+    assert torch.equal(mlp(x), ref(x))
+    bare = MLP(6, 10, bias=False)
+    assert bare.fc1.bias is None and bare.fc2.bias is None
+    with pytest.raises(ValueError, match="choose one of gelu, gelu_tanh, relu, swiglu$"):
+        MLP(6, 10, act="tanh")
+
+
+def test_swiglu_splits_the_feature_dim_of_token_sequences():
+    """On (B, T, D) input the gate/up split is over features, as on (N, D): each token as its own row."""
+    torch.manual_seed(0)
+    mlp = MLP(6, 10, act="swiglu")
+    x = torch.randn(2, 3, 6)
+    assert torch.allclose(mlp(x), mlp(x.reshape(6, 6)).reshape(2, 3, 6), atol=1e-6)

@@ -32,7 +32,7 @@ def subln_gamma(num_layers: int) -> float:
 
 def qkv_slices(attn) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Views of the q, k and v rows of the fused projection weight (each (dim, dim))."""
-    return attn.qkv.weight.chunk(3, dim=0)
+    return attn.qkv.weight.chunk(3)  # along dim 0, the output rows
 
 
 class DeepNormBlock(Block):

@@ -30,9 +30,9 @@ class ReZeroBlock(Block):
 
     def forward(self, x, pos=None):
         """x + a*attn(x), then + a*mlp(.)."""
-        a = self.resweight.to(x.dtype)
-        x = self.attn_residual(x, a * self.attn(x, pos))
-        return self.mlp_residual(x, a * self.mlp(x))
+        # a 0-dim float32 gate times a bf16 tensor stays bf16 (dimensioned operands set the dtype): no cast needed
+        x = self.attn_residual(x, self.resweight * self.attn(x, pos))
+        return self.mlp_residual(x, self.resweight * self.mlp(x))
 
 
 class SkipInitBlock(Block):
@@ -58,5 +58,5 @@ class SkipInitBlock(Block):
 
     def forward(self, x, pos=None):
         """x + g_attn*attn(x), then + g_mlp*mlp(.)."""
-        x = self.attn_residual(x, self.attn_gain.to(x.dtype) * self.attn(x, pos))
-        return self.mlp_residual(x, self.mlp_gain.to(x.dtype) * self.mlp(x))
+        x = self.attn_residual(x, self.attn_gain * self.attn(x, pos))  # 0-dim gates: no cast (see ReZero)
+        return self.mlp_residual(x, self.mlp_gain * self.mlp(x))

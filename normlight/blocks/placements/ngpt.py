@@ -53,8 +53,9 @@ class NGPTAttention(Attention):
     """Attention with ``q, k = s_qk * justnorm(.)`` per head after RoPE and softmax scale sqrt(head_dim)."""
 
     def __init__(self, dim, num_heads, *, base_scale: float = BASE_SCALE, **kw):
-        super().__init__(dim, num_heads, scale=math.sqrt(dim // num_heads), **kw)
-        self.sqk = ScaledParam((num_heads, 1, dim // num_heads), 1.0, base_scale)
+        super().__init__(dim, num_heads, **kw)
+        self.scale = math.sqrt(self.head_dim)
+        self.sqk = ScaledParam((num_heads, 1, self.head_dim), 1.0, base_scale)
 
     def project(self, x):
         """q, k normalized per head and scaled by s_qk (effective init 1); v as projected."""
@@ -137,11 +138,14 @@ class NGPTBlock(Block):
 
     @staticmethod
     def init_weights(model: nn.Module) -> None:
-        """N(0, base_scale) for every matrix of the blocks, the token embedding and the head; then normalize."""
-        std = model.blocks[0].base_scale
+        """Random normal directions for every matrix of the blocks, the token embedding and the head.
+
+        The reference draws N(0, base_scale) and then normalizes: the normalization removes the std, so any
+        std gives the same weights.
+        """
         with torch.no_grad():
             for w in _matrices(model):
-                nn.init.normal_(w, std=std)
+                nn.init.normal_(w)
         NGPTBlock.after_optimizer_step(model)
 
     @staticmethod
@@ -149,11 +153,14 @@ class NGPTBlock(Block):
         """Unit L2 norm along the embedding dim: rows of tok_emb, head, qkv, fc1; columns of out_proj, fc2."""
         with torch.no_grad():
             for w, dim in _matrices(model, with_dim=True):
-                w.copy_(justnorm(w.float(), dim=dim).to(w.dtype))
+                w.copy_(justnorm(w.float(), dim=dim))  # copy_ casts back to w's dtype
 
 
 def _matrices(model: nn.Module, with_dim: bool = False) -> list:
-    """The matrices nGPT keeps on the sphere, with the dim their embedding axis is on."""
+    """The matrices nGPT keeps on the sphere, with the dim their embedding axis is on.
+
+    The head is never tied to the embedding (``allows_weight_tying = False``), so no matrix appears twice.
+    """
     out = []
     for name in ("tok_emb", "head"):
         m = getattr(model, name, None)
@@ -166,9 +173,4 @@ def _matrices(model: nn.Module, with_dim: bool = False) -> list:
             (blk.attn.out_proj.weight, 0),
             (blk.mlp.fc2.weight, 0),
         ]
-    seen, uniq = set(), []
-    for w, d in out:  # a tied head would appear twice
-        if id(w) not in seen:
-            seen.add(id(w))
-            uniq.append((w, d) if with_dim else w)
-    return uniq
+    return out if with_dim else [w for w, _ in out]

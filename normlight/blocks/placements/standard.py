@@ -106,7 +106,6 @@ class MixNormBlock(Block):
         if not 0.0 <= post_fraction <= 1.0:
             raise ValueError(f"mix placement: post_fraction must be in [0, 1], got {post_fraction}")
         super().__init__(dim, num_heads, **kw)
-        self.post_fraction = post_fraction
         self.is_post = self.layer_idx < math.floor(post_fraction * self.num_layers)
 
     def forward(self, x, pos=None):

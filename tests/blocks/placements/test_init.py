@@ -7,6 +7,7 @@ import torch
 
 import normlight
 from normlight.blocks.placements.deep import deepnorm_alpha, deepnorm_beta, subln_gamma
+from normlight.blocks.placements.ngpt import NGPTMLP, ScaledParam
 from normlight.models.transformer import num_params
 
 LN = torch.nn.LayerNorm
@@ -23,8 +24,15 @@ def test_deepnorm_constants_and_init():
     assert isinstance(model.norm, torch.nn.Identity)  # Post-LN family: no final norm
     q, k, v = model.blocks[3].attn.qkv.weight.chunk(3)
     xavier = math.sqrt(2 / (128 + 128))
-    assert q.std().item() == pytest.approx(xavier, rel=0.05)
+    assert q.std().item() == pytest.approx(xavier, rel=0.05) and k.std().item() == pytest.approx(xavier, rel=0.05)
     assert v.std().item() == pytest.approx(0.3195 * xavier, rel=0.05)
+    # the hook alone gives the paper's init, biases 0 included, whatever the model's own init left there
+    lins = [m for b in model.blocks for m in (b.attn.qkv, b.attn.out_proj, b.mlp.fc1, b.mlp.fc2)]
+    with torch.no_grad():
+        for lin in lins:
+            lin.bias.fill_(1.0)
+    model.placement_cls.init_weights(model)
+    assert all(torch.count_nonzero(lin.bias) == 0 for lin in lins)
     fc1 = model.blocks[3].mlp.fc1.weight  # (512, 128)
     assert fc1.std().item() == pytest.approx(0.3195 * math.sqrt(2 / (128 + 512)), rel=0.05)
 
@@ -36,6 +44,19 @@ def test_subln_init_and_extra_norm_sizes():
     q, k, v = blk.attn.qkv.weight.chunk(3)
     assert (v.std() / q.std()).item() == pytest.approx(1.7827, rel=0.04)
     assert (k.std() / q.std()).item() == pytest.approx(1.0, rel=0.04)
+    # absolute scales, from torchscale's init: xavier_uniform std = gain * sqrt(2 / (fan_in + fan_out)); nn.Linear's
+    # default (kaiming_uniform, a=sqrt(5)) is U(+-1/sqrt(fan_in)), std 1/sqrt(3 fan_in); then x gamma on v/out/fc
+    gamma = 1.7827
+    assert q.std().item() == pytest.approx(math.sqrt(2 / 256) / math.sqrt(2), rel=0.05)
+    assert blk.attn.out_proj.weight.std().item() == pytest.approx(gamma * math.sqrt(2 / 256), rel=0.05)
+    assert blk.mlp.fc1.weight.std().item() == pytest.approx(gamma / math.sqrt(3 * 128), rel=0.05)
+    assert blk.mlp.fc2.weight.std().item() == pytest.approx(gamma / math.sqrt(3 * 512), rel=0.05)
+    # the hook alone zeroes the attention biases, whatever the model's own init left there
+    with torch.no_grad():
+        blk.attn.qkv.bias.fill_(1.0)
+        blk.attn.out_proj.bias.fill_(1.0)
+    model.placement_cls.init_weights(model)
+    assert torch.count_nonzero(blk.attn.qkv.bias) == 0 and torch.count_nonzero(blk.attn.out_proj.bias) == 0
     # the FFN's extra LN has the MLP width (ffn_dim), the attention's one the model width
     assert blk.mlp.mid_norm.normalized_shape == (512,) and blk.attn.inner_norm.normalized_shape == (128,)
 
@@ -98,8 +119,8 @@ def test_ngpt_block_matches_numpy_formula():
     blk = normlight.get_placement("ngpt")(8, 2, causal=True)
     with torch.no_grad():
         blk.attn_alpha.p.uniform_(-0.05, 0.05)  # signed: the block must use |alpha|
-    x = torch.randn(1, 3, 8)
-    a = blk.attn(x).detach().double().numpy()
+    x, pos = torch.randn(1, 3, 8), torch.randn(1, 3, 8)  # pos (LaPE) goes to the attention
+    a = blk.attn(x, pos).detach().double().numpy()
     jn = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)
     alpha_a = np.abs(blk.attn_alpha.p.detach().double().numpy() * (0.05 / (1 / 32)))
     hA = jn(x.double().numpy())
@@ -107,7 +128,7 @@ def test_ngpt_block_matches_numpy_formula():
     m = blk.mlp(torch.from_numpy(h).float()).detach().double().numpy()
     hA = jn(h)
     expect = jn(hA + 0.05 * (jn(m) - hA))
-    assert np.allclose(blk(x).detach().numpy(), expect, atol=1e-5)
+    assert np.allclose(blk(x, pos).detach().numpy(), expect, atol=1e-5)
 
 
 def test_lns_uses_plain_init_while_pre_scales_residual_writers():
@@ -125,8 +146,50 @@ def test_ngpt_scalars_are_stored_as_in_the_reference_and_base_scale_is_an_option
     for scaled in (blk.attn_alpha, blk.mlp_alpha, blk.attn.sqk, model.logit_scale):
         assert torch.allclose(scaled.p, torch.full_like(scaled.p, 1 / 32))  # base_scale 1/sqrt(1024)
     paper = gpt("ngpt", depth=1, placement_kwargs={"base_scale": 64**-0.5})  # the paper's 1/sqrt(d_model)
-    assert paper.blocks[0].attn_alpha.p[0].item() == pytest.approx(1 / 8)
+    pblk = paper.blocks[0]
+    for scaled in (pblk.attn_alpha, pblk.mlp_alpha, pblk.attn.sqk, paper.logit_scale):
+        assert torch.allclose(scaled.p, torch.full_like(scaled.p, 1 / 8))
     assert torch.allclose(paper.blocks[0].attn_alpha.effective(), torch.full((64,), 0.05))
     assert torch.allclose(paper.logit_scale.effective(), torch.ones(256))
     with pytest.raises(normlight.PluginOptionError, match="works with pos 'rope' only"):
         gpt("ngpt", pos="learned")
+
+
+def test_ngpt_projections_are_bias_free_and_options_reach_the_sublayers():
+    blk = normlight.get_placement("ngpt")(16, 2, dropout=0.25, bias=True)
+    assert all(lin.bias is None for lin in (blk.attn.qkv, blk.attn.out_proj, blk.mlp.fc1, blk.mlp.fc2))
+    assert blk.mlp.dropout.p == 0.25 and blk.attn.attn_dropout == 0.25
+    assert NGPTMLP(4, 8).dropout.p == 0.0
+
+
+def test_ngpt_scales_must_be_positive():
+    with pytest.raises(ValueError, match="ngpt placement: base_scale must be > 0, got 0"):
+        normlight.get_placement("ngpt")(16, 2, base_scale=0)
+    with pytest.raises(ValueError, match="ngpt: a parameter scaling must be > 0, got 0.0"):
+        ScaledParam(3, 1.0, 0.0)
+
+
+def test_ngpt_mlp_matches_numpy_formula():
+    """uv = s_uv * sqrt(d) * (W_fc x); u, v = halves; W_proj (u * silu(v)) (reference norms.md sec 6)."""
+    import numpy as np
+
+    torch.manual_seed(0)
+    mlp = NGPTMLP(8, 12)
+    with torch.no_grad():
+        mlp.suv.p.uniform_(0.5, 1.5)
+    x = torch.randn(3, 8)
+    W1, W2 = mlp.fc1.weight.detach().double().numpy(), mlp.fc2.weight.detach().double().numpy()
+    uv = mlp.suv.p.detach().double().numpy() * math.sqrt(8) * (x.double().numpy() @ W1.T)
+    u, v = uv[:, :12], uv[:, 12:]
+    expect = (u * v / (1 + np.exp(-v))) @ W2.T
+    assert np.allclose(mlp(x).detach().numpy(), expect, atol=1e-4)
+
+
+def test_ngpt_scales_keep_the_activation_dtype_under_autocast():
+    """float32 scale parameters (s_uv, s_z, s_qk) do not promote bf16 activations (Lightning's "bf16-mixed")."""
+    x = torch.randn(2, 3, 8, dtype=torch.bfloat16)
+    assert ScaledParam(8, 1.0)(x).dtype == torch.bfloat16
+    blk = normlight.get_placement("ngpt")(8, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q, k, v = blk.attn.project(x)
+    assert q.dtype == k.dtype == v.dtype == torch.bfloat16

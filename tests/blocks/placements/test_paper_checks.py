@@ -1,6 +1,7 @@
 """Paper-specific numeric checks (reference norms.md sec 7): Peri-LN, Mix-LN, LayerNorm Scaling, HybridNorm."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -39,7 +40,14 @@ def test_peri_increment_is_unit_variance_and_invariant_to_wo_scale(name):
 
 
 def test_mix_ln_first_quarter_outputs_unit_rms():
+    torch.manual_seed(0)
     model = normlight.create_model("gpt-nano", depth=12, dim=32, num_heads=2, norm=LN, placement="mix")
+    # random weights of unit gain (not GPT-2's std 0.02, whose tiny Pre-LN updates can leave a unit-RMS stream
+    # within the tolerance): a Pre-LN block then visibly moves the RMS of its input
+    with torch.no_grad():
+        for b in model.blocks:
+            for lin in (b.attn.qkv, b.attn.out_proj, b.mlp.fc1, b.mlp.fc2):
+                nn.init.xavier_normal_(lin.weight)
     x = model.tok_emb(torch.randint(0, 256, (2, 8)))
     rms = []
     with torch.no_grad():
@@ -122,5 +130,49 @@ def test_lns_norm_route_and_placement_route_build_the_same_model():
     for m in (a, b):  # plain N(0, 0.02) for the residual writers, not GPT-2's 0.02/sqrt(2L) = 0.0071
         w = torch.cat([blk.attn.out_proj.weight.flatten() for blk in m.blocks])
         assert w.std().item() == pytest.approx(0.02, rel=0.05)
-    with pytest.raises(normlight.PluginOptionError, match="scaled twice"):
+    message = (
+        "placement 'lns' already scales the pre-norm outputs by 1/sqrt(l); with norm 'layernorm_scaling' they would "
+        "be scaled twice (1/l). Use placement 'lns' with norm 'layernorm' or 'rmsnorm', or placement 'pre' with norm "
+        "'layernorm_scaling' (the same model)"
+    )
+    with pytest.raises(normlight.PluginOptionError, match=re.escape(message)):
         normlight.create_model("gpt-nano", placement="lns", norm="layernorm_scaling")
+
+
+def test_mix_fraction_bounds_are_all_pre_and_all_post():
+    mix = normlight.get_placement("mix")
+    assert [mix(16, 2, layer_idx=i, num_layers=4, norm=LN, post_fraction=0.0).is_post for i in range(4)] == [False] * 4
+    assert [mix(16, 2, layer_idx=i, num_layers=4, norm=LN, post_fraction=1.0).is_post for i in range(4)] == [True] * 4
+
+
+class TaggedNorm(nn.Module):
+    """Parameter-free LayerNorm that keeps its site and its ``tag`` option."""
+
+    def __init__(self, num_features, site=None, tag=None):
+        super().__init__()
+        self.num_features, self.site, self.tag = num_features, site, tag
+
+    def forward(self, x):
+        return nn.functional.layer_norm(x, (self.num_features,))
+
+
+def test_hybrid_qkv_norms_come_from_the_right_spec():
+    """q/k take the qk_norm spec (and its options) when given, else the block norm with its options; v always
+    the block norm; all three per head (size head_dim) at site "qk"."""
+    hybrid = normlight.get_placement("hybrid")
+    own = hybrid(16, 2, norm=TaggedNorm, norm_kwargs={"tag": "block"})
+    split = hybrid(
+        16, 2, norm=TaggedNorm, norm_kwargs={"tag": "block"}, qk_norm=TaggedNorm, qk_norm_kwargs={"tag": "qk"}
+    )
+    for blk, qk_tag in ((own, "block"), (split, "qk")):
+        a = blk.attn
+        assert [(m.num_features, m.site, m.tag) for m in (a.q_norm, a.k_norm, a.v_norm)] == [
+            (8, "qk", qk_tag),
+            (8, "qk", qk_tag),
+            (8, "qk", "block"),
+        ]
+
+
+def test_hybrid_star_applies_to_block_zero_by_default():
+    blk = normlight.get_placement("hybrid")(16, 2, norm=LN, star=True)  # layer_idx defaults to 0
+    assert blk.star and isinstance(blk.norm1, LN)

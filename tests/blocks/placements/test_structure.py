@@ -116,8 +116,66 @@ def test_block_matches_paper_formula(name):
         if name == "skipinit":
             blk.mlp_gain.fill_(0.7)
     x = torch.randn(2, 5, 16)
-    expect = FORMULAS[name](blk, x, blk.attn, blk.mlp)
-    assert torch.allclose(blk(x), expect, atol=1e-5)
+    pos = torch.randn(1, 5, 16)  # LaPE: the block hands pos to its attention, which adds it to its input
+    expect = FORMULAS[name](blk, x, lambda h: blk.attn(h, pos), blk.mlp)
+    assert torch.allclose(blk(x, pos), expect, atol=1e-5)
+
+
+def test_hybrid_star_first_block_matches_pre_norm_formula():
+    torch.manual_seed(0)
+    blk = make_block("hybrid", 0, star=True)
+    x, pos = torch.randn(2, 5, 16), torch.randn(1, 5, 16)
+    expect = FORMULAS["pre"](blk, x, lambda h: blk.attn(h, pos), blk.mlp)
+    assert torch.allclose(blk(x, pos), expect, atol=1e-5)
+
+
+def test_normformer_residual_scale_weights_the_mlp_residual():
+    """scale_resids=True (fairseq's w_resid, init 1): h * w_resid + M(ln(h)); off by default."""
+    assert make_block("normformer").resid_scale is None
+    torch.manual_seed(0)
+    blk = make_block("normformer", scale_resids=True)
+    assert torch.equal(blk.resid_scale, torch.ones(16))
+    with torch.no_grad():
+        blk.resid_scale.uniform_(0.5, 2.0)
+    x = torch.randn(2, 5, 16)
+    h = x + ln(blk.attn(ln(x)))
+    assert torch.allclose(blk(x), h * blk.resid_scale + blk.mlp(ln(h)), atol=1e-5)
+
+
+def generic_block(name, **kw):
+    """A block whose scalar gates are 0.3 (not 0, where ReZero/SkipInit are the identity)."""
+    torch.manual_seed(0)
+    blk = normlight.get_placement(name)(16, 2, layer_idx=0, num_layers=4, norm=nn.LayerNorm, **kw)
+    with torch.no_grad():
+        for p in blk.parameters():
+            if p.dim() == 0:
+                p.fill_(0.3)
+    return blk
+
+
+@pytest.mark.parametrize("name", sorted({p for p, _ in ORDERS}))
+def test_causal_block_output_ignores_later_tokens(name):
+    blk = generic_block(name, causal=True).eval()
+    x = torch.randn(1, 5, 16)
+    y = x.clone()
+    y[:, -1] += 1.0
+    a, b = blk(x), blk(y)
+    assert torch.allclose(a[:, :-1], b[:, :-1], atol=1e-6) and not torch.allclose(a[:, -1], b[:, -1], atol=1e-3)
+
+
+@pytest.mark.parametrize("name", sorted({p for p, _ in ORDERS}))
+def test_bf16_stream_stays_bf16(name):
+    """A bf16 residual stream stays bf16 under bf16 autocast with float32 parameters (Lightning's "bf16-mixed": no
+    float32 scale may promote it) and in a bf16 block ("bf16-true"); both match the float32 block."""
+    blk = generic_block(name, scale_resids=True) if name == "normformer" else generic_block(name)
+    x = torch.randn(2, 5, 16)
+    ref = blk(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = blk(x.bfloat16())
+    true = blk.to(torch.bfloat16)(x.bfloat16())
+    for out in (mixed, true):
+        assert out.dtype == torch.bfloat16
+        assert torch.allclose(out.float(), ref, atol=0.1, rtol=0.05)
 
 
 def test_mix_layers_follow_floor_of_fraction():
@@ -134,8 +192,8 @@ def test_mix_layers_follow_floor_of_fraction():
 
 def test_mix_late_layer_is_pre_ln():
     blk = make_block("mix", layer_idx=1)
-    x = torch.randn(2, 5, 16)
-    assert torch.allclose(blk(x), FORMULAS["pre"](blk, x, blk.attn, blk.mlp), atol=1e-5)
+    x, pos = torch.randn(2, 5, 16), torch.randn(1, 5, 16)
+    assert torch.allclose(blk(x, pos), FORMULAS["pre"](blk, x, lambda h: blk.attn(h, pos), blk.mlp), atol=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted({p for p, _ in ORDERS}))
