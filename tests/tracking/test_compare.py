@@ -219,6 +219,16 @@ def test_format_lr_labels():
     ]
 
 
+def test_stability_point_reads_the_tag_or_the_summary_metric(seeded_runs):
+    diverged = seeded_runs[4]  # rmsnorm seed 2: tagged diverged, finite last val/loss 0.5
+    assert compare.stability_point(diverged) == (True, 0.5)
+    assert compare.stability_point(diverged, "val/ppl") == (True, 1.5)
+    assert compare.stability_point(seeded_runs[0]) == (False, 1.0)
+    by_metric = [_entity(i, {"summary/diverged": v, "val/loss": 2.0}) for i, v in ((1, 1.0), (2, 0.0))]
+    assert [compare.stability_point(r) for r in by_metric] == [(True, 2.0), (False, 2.0)]
+    assert compare.stability_point(_entity(3, {})) == (False, None)
+
+
 # ---------------------------------------------------------------- grouping on a real store
 
 
@@ -288,6 +298,7 @@ def test_default_grouping_never_pools_families(tmp_path, mixed):
     # one LR per variant: no LR plot and no "max stable LR" drawn across families
     assert result["max_stable_lr"] == {} and not (tmp_path / "out" / "lr_sensitivity.png").exists()
     assert "pooled over: seed_everything" in g.describe()
+    assert compare.auto_group_fields(compare.load_runs(client, "mixed")) == ["preset", "norm"]
 
 
 def test_csv_has_separate_mean_std_n_and_headline_metrics(tmp_path, mixed):
