@@ -40,8 +40,26 @@ def start_mlflow_server():
     import signal
     import subprocess
     import sys
+    import tempfile
     import time
     import urllib.request
+
+    class ServerProcess(subprocess.Popen):
+        """The server's output goes to a file: a pipe read only at the end blocks the server once 64 KiB of its
+        request log pile up. ``communicate`` waits and returns that output, as it would from a pipe."""
+
+        def __init__(self, args, **kwargs):
+            self.log = tempfile.TemporaryFile("w+")
+            super().__init__(args, stdout=self.log, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+        def output(self) -> str:
+            """Everything the server printed so far."""
+            self.log.seek(0)
+            return self.log.read()
+
+        def communicate(self, input=None, timeout=None):
+            self.wait(timeout)
+            return self.output(), None
 
     procs = []
 
@@ -49,11 +67,8 @@ def start_mlflow_server():
         port = free_port()
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
         env.update(env_extra or {})
-        proc = subprocess.Popen(
+        proc = ServerProcess(
             [sys.executable, "-m", "normlight", "ui", "--port", str(port), "--tracking-uri", tracking_uri, *extra],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
             env=env,
             cwd=cwd,
         )
@@ -67,7 +82,7 @@ def start_mlflow_server():
                         return base, proc
             except OSError:
                 pass
-            assert proc.poll() is None, proc.stdout.read()
+            assert proc.poll() is None, proc.output()
             assert time.time() < deadline, "the MLflow server did not come up"
             time.sleep(0.5)
 

@@ -6,14 +6,17 @@ that target's modules and tests (mutmut reads its settings from the working dire
 mutates each line, runs the covering tests per mutant in forked children and records killed / survived.
 The summary (mutants, killed, survived, timeout, score, wall time per target) is printed and kept in
 ``docs/results/mutation.json`` (one entry per target, replaced when that target is run again), from which
-``docs/results/mutation.md`` is rendered: the per-target table, the overall score and every surviving mutant,
-marked explained when docs/testing.md names it (``module.function__mutmut_N[,N...]``). ``mutmut results`` / ``mutmut show NAME`` inside the target's
-folder list the surviving mutants and their diffs.
+``docs/results/mutation.md`` is rendered (and the score table between markers in docs/testing.md): per target
+the counts, the raw score and the score without equivalent mutants, and every surviving mutant with its stable
+key (``<path>::<Qualname>: <old line> => <new line>``) and the verdict docs/testing.md gives it
+(``- `KEY` equivalent|caught|accepted: why``), else UNEXPLAINED. ``mutmut results`` / ``mutmut show NAME``
+inside the target's folder list the surviving mutants and their diffs.
 
     python tools/mutation.py                 # every target (slow: see docs/testing.md)
     python tools/mutation.py repbn fold      # some targets
     python tools/mutation.py --list          # the targets
     python tools/mutation.py --render        # re-render docs/results/mutation.md from mutation.json
+    python tools/mutation.py --rekey repbn   # add keys to a recorded run from its .mutation/ folder
     python tools/mutation.py fold --check 'x_fold__mutmut_(9|160)$' -- tests/models/test_fold.py -k refuses
                                              # apply each matching mutant of a run target, run those tests
 """
@@ -21,6 +24,8 @@ folder list the surviving mutants and their diffs.
 from __future__ import annotations
 
 import argparse
+import ast
+import difflib
 import json
 import os
 import re
@@ -112,10 +117,51 @@ def counts(d: Path, env: dict) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def survivors(d: Path, env: dict) -> list[str]:
-    """Names of the surviving mutants (``mutmut results``)."""
+def survivors(d: Path, env: dict) -> list[dict]:
+    """The surviving mutants (``mutmut results``), each as ``{"name": mutmut's name, "key": its stable key}``."""
     res = subprocess.run([sys.executable, "-m", "mutmut", "results"], cwd=d, env=env, capture_output=True, text=True)
-    return [ln.split(":")[0].strip() for ln in res.stdout.splitlines() if ln.strip().endswith("survived")]
+    names = [ln.split(":")[0].strip() for ln in res.stdout.splitlines() if ln.strip().endswith("survived")]
+    return [{"name": n, "key": mutant_key(d, n)} for n in names]
+
+
+def _functions(path: Path) -> dict[str, list[str]]:
+    """The source lines of every function in a file mutmut wrote, by name (mutant and original copies)."""
+    text = path.read_text()
+    lines = text.splitlines()
+    out = {}
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            out[node.name] = lines[node.lineno - 1 : node.end_lineno]
+    return out
+
+
+def mutant_key(d: Path, name: str) -> str:
+    """A survivor's key, stable while the line it changes is: ``<path>::<Qualname>: <old> => <new>``.
+
+    mutmut numbers the mutants of a function in order (``...x_fold__mutmut_17``), so any edit of the function
+    renumbers them; the key names the function and the changed line(s) instead (stripped; several joined by
+    `` ⏎ ``), read from the mutant and original copies mutmut keeps in ``mutants/``.
+    ``normlight.norms.repbn.xǁRepBNǁ__init____mutmut_2`` ->
+    ``norms/repbn.py::RepBN.__init__: momentum: float | None = 0.1, => momentum: float | None = 1.1,``
+    """
+    module, _, mangled = name.rpartition(".")
+    base = mangled.rsplit("__mutmut_", 1)[0]
+    path = Path(*module.split(".")).with_suffix(".py")
+    funcs = _functions(d / "mutants" / path)
+    orig = funcs[base + "__mutmut_orig"][1:]  # without the def line, which holds the copy's name
+    mutant = funcs[mangled][1:]
+    old, new = [], []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, orig, mutant, autojunk=False).get_opcodes():
+        if op != "equal":
+            old += [s.strip() for s in orig[i1:i2]]
+            new += [s.strip() for s in mutant[j1:j2]]
+    # mutmut prefixes "x_" to functions and "xǁClassǁ" to methods
+    qualname = base[2:] if base.startswith("x_") else ".".join(p for p in base[1:].split("ǁ") if p)
+    if not old and not new:  # the change is on the def line itself (a default argument on one line)
+        own = qualname.rsplit(".", 1)[-1]
+        old = [funcs[base + "__mutmut_orig"][0].strip().replace(base + "__mutmut_orig", own)]
+        new = [funcs[mangled][0].strip().replace(mangled, own)]
+    return f"{path.relative_to('normlight').as_posix()}::{qualname}: {' ⏎ '.join(old)} => {' ⏎ '.join(new)}"
 
 
 def source_commit() -> str:
@@ -212,61 +258,158 @@ def save_results(results: dict[str, dict]) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps([results[t] for t in order], indent=1, ensure_ascii=False) + "\n")
     REPORT.write_text(render([results[t] for t in order]))
+    write_table([results[t] for t in order])
 
 
-def explained_names(text: str) -> set[str]:
-    """Mutants named in the explanations, as ``module.function__mutmut_N`` (the last two parts of mutmut's name).
+VERDICTS = ("equivalent", "caught", "accepted")
+# a list item "- `KEY` verdict: why" (double backticks when the key holds one)
+EXPLANATION = re.compile(r"^\s*[-*] (`+) ?(?P<key>.+?) ?\1 (?P<verdict>equivalent|caught|accepted):", re.M)
 
-    A list of numbers is accepted: ``fold.x_fold__mutmut_24,39`` names ``fold.x_fold__mutmut_24`` and ``..._39``.
+
+def explanations(text: str) -> list[tuple[str, str, re.Pattern]]:
+    """The explanations in ``text``: (key as written, verdict, the pattern it matches; ``*`` is any characters).
+
+    equivalent: no test can observe the change; caught: a test mutmut cannot run per mutant (a subprocess,
+    distributed or slow one) kills it, shown with ``--check``; accepted: a real behaviour no test checks.
     """
-    out = set()
-    for m in re.finditer(r"(\w+\.x\S*?)__mutmut_(\d+(?:,\d+)*)", text):
-        out.update(f"{m.group(1)}__mutmut_{n}" for n in m.group(2).split(","))
+    out = []
+    for m in EXPLANATION.finditer(text):
+        key = m.group("key")
+        pattern = re.compile(".*".join(re.escape(part) for part in key.split("*")), re.S)
+        out.append((key, m.group("verdict"), pattern))
     return out
 
 
+def verdict(key: str | None, rules: list[tuple[str, str, re.Pattern]]) -> str | None:
+    """The verdict of the first explanation whose key matches the survivor's ``key``; None if unexplained."""
+    for _, v, pattern in rules:
+        if key is not None and pattern.fullmatch(key):
+            return v
+    return None
+
+
+def code(text: str) -> str:
+    """``text`` as a markdown code span (double backticks when it holds a backtick)."""
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+
+def tally(r: dict, rules: list) -> dict:
+    """A target's verdict counts and both scores.
+
+    raw = (killed + timeout) / judged, judged = killed + timeout + survived + no tests + suspicious;
+    without equivalents = (killed + timeout + caught) / (judged - equivalent), the textbook mutation score.
+    """
+    found = [verdict(s.get("key"), rules) if isinstance(s, dict) else None for s in r["survivors"]]
+    c = {v: found.count(v) for v in VERDICTS}
+    c["unexplained"] = found.count(None)
+    caught = r["killed"] + r["timeout"]
+    judged = caught + r["survived"] + r["no_tests"] + r["suspicious"]
+    c["raw"] = round(100.0 * caught / judged, 1) if judged else None
+    rest = judged - c["equivalent"]
+    c["score"] = round(100.0 * (caught + c["caught"]) / rest, 1) if rest else None
+    return c
+
+
+def table(rows: list[dict], rules: list) -> list[str]:
+    """The per-target score table (markdown lines), with an overall row."""
+    lines = [
+        "| target | commit | mutants | killed | timeout | survived | no tests | equivalent | caught | accepted "
+        "| unexplained | raw score | score without equivalents | wall time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    tot = {k: 0 for k in ("total", "killed", "timeout", "survived", "no_tests", "suspicious", "seconds")}
+    vt = {k: 0 for k in (*VERDICTS, "unexplained")}
+    for r in rows:
+        c = tally(r, rules)
+        for k in tot:
+            tot[k] += r[k]
+        for k in vt:
+            vt[k] += c[k]
+        lines.append(
+            f"| {r['target']} | {r['commit']} | {r['total']} | {r['killed']} | {r['timeout']} | {r['survived']} | "
+            f"{r['no_tests']} | {c['equivalent']} | {c['caught']} | {c['accepted']} | {c['unexplained']} | "
+            f"{c['raw']}% | **{c['score']}%** | {r['seconds']} s |"
+        )
+    judged = tot["killed"] + tot["timeout"] + tot["survived"] + tot["no_tests"] + tot["suspicious"]
+    raw = round(100.0 * (tot["killed"] + tot["timeout"]) / judged, 1) if judged else None
+    rest = judged - vt["equivalent"]
+    score = round(100.0 * (tot["killed"] + tot["timeout"] + vt["caught"]) / rest, 1) if rest else None
+    lines.append(
+        f"| **all** | | {tot['total']} | {tot['killed']} | {tot['timeout']} | {tot['survived']} | {tot['no_tests']} | "
+        f"{vt['equivalent']} | {vt['caught']} | {vt['accepted']} | {vt['unexplained']} | {raw}% | **{score}%** | "
+        f"{tot['seconds']} s |"
+    )
+    return lines
+
+
 def render(rows: list[dict]) -> str:
-    """The markdown report: per-target counts, the overall score and the survivors (explained or not)."""
-    explained = explained_names(EXPLANATIONS.read_text() if EXPLANATIONS.exists() else "")
-    total = {k: sum(r[k] for r in rows) for k in ("total", "killed", "timeout", "survived", "no_tests", "suspicious")}
-    judged = sum(total[k] for k in ("killed", "timeout", "survived", "no_tests", "suspicious"))
-    overall = round(100.0 * (total["killed"] + total["timeout"]) / judged, 1) if judged else None
+    """The markdown report: the score table, the tests per target and every survivor with its verdict."""
+    rules = explanations(EXPLANATIONS.read_text() if EXPLANATIONS.exists() else "")
     lines = [
         "# Mutation score",
         "",
         "Written by `python tools/mutation.py` (`make mutation`); do not edit by hand. Survivors are explained in",
-        "[docs/testing.md](../testing.md). score = (killed + timeout) / (killed + timeout + survived + no tests +",
-        "suspicious). Wall times were taken on a shared 2-core machine: they show the order of magnitude only.",
+        "[docs/testing.md](../testing.md), matched by their key (the function and the changed line). raw score =",
+        "(killed + timeout) / (killed + timeout + survived + no tests + suspicious); score without equivalents =",
+        "(killed + timeout + caught) / (that - equivalent). Wall times were taken on a shared 2-core machine: they",
+        "show the order of magnitude only.",
         "",
-        "| target | commit | mutants | killed | timeout | survived | no tests | suspicious | score | wall time |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        *table(rows, rules),
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['target']} | {r['commit']} | {r['total']} | {r['killed']} | {r['timeout']} | {r['survived']} | "
-            f"{r['no_tests']} | {r['suspicious']} | {r['score']}% | {r['seconds']} s |"
-        )
-    lines.append(
-        f"| **all** | | {total['total']} | {total['killed']} | {total['timeout']} | {total['survived']} | "
-        f"{total['no_tests']} | {total['suspicious']} | **{overall}%** | {sum(r['seconds'] for r in rows)} s |"
-    )
     lines += ["", "## Tests per target", ""]
     lines += [
         f"- {r['target']}: `{' '.join(r['modules'])}` <- `{' '.join(r['tests'])}`"
         + "".join(f" without `{t}`" for t in r.get("deselected", []))
         for r in rows
     ]
-    lines += ["", "## Surviving mutants", ""]
-    unexplained = 0
+    lines += ["", "## Surviving mutants", "", "Each line: the key, the target, mutmut's name, the verdict.", ""]
+    used = set()
     for r in rows:
-        for name in r["survivors"]:
-            ok = ".".join(name.split(".")[-2:]) in explained
-            unexplained += not ok
-            lines.append(f"- `{name}` ({r['target']}): {'explained in docs/testing.md' if ok else '**UNEXPLAINED**'}")
+        for s in r["survivors"]:
+            s = s if isinstance(s, dict) else {"name": s, "key": None}
+            v = verdict(s["key"], rules)
+            used.update(k for k, _, p in rules if s["key"] is not None and p.fullmatch(s["key"]))
+            key = code(s["key"]) if s["key"] else "(no key: recorded before keys; re-run the target)"
+            lines.append(f"- {key} ({r['target']}, `{s['name']}`): {v or '**UNEXPLAINED**'}")
     if not any(r["survivors"] for r in rows):
         lines.append("none")
+    unexplained = sum(tally(r, rules)["unexplained"] for r in rows)
+    stale = [k for k, _, _ in rules if k not in used]
     lines += ["", f"Unexplained survivors: {unexplained}.", ""]
-    return "\n".join(lines)
+    lines += [f"Explanations in docs/testing.md that match no recorded survivor: {len(stale)}.", ""]
+    lines += [f"- {code(k)}" for k in stale]
+    return "\n".join(lines) + ("\n" if stale else "")
+
+
+TABLE_START, TABLE_END = "<!-- mutation-table: written by tools/mutation.py -->", "<!-- /mutation-table -->"
+
+
+def write_table(rows: list[dict]) -> None:
+    """Replace the score table between the markers in docs/testing.md (left alone if the markers are absent)."""
+    if not EXPLANATIONS.exists():
+        return
+    text = EXPLANATIONS.read_text()
+    if TABLE_START not in text or TABLE_END not in text:
+        return
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    body = "\n".join(["", *table(rows, explanations(text)), ""])
+    EXPLANATIONS.write_text(head + TABLE_START + body + TABLE_END + tail)
+
+
+def rekey(name: str) -> None:
+    """Give the recorded survivors of ``name`` their keys, from the target's folder if it holds the same run."""
+    recorded = load_results()
+    d = WORK / name
+    env = {**os.environ, "PYTHONPATH": str(d)}
+    if name not in recorded or not (d / "mutants").is_dir():
+        raise SystemExit(f"error: target {name!r} has no recorded run with a folder in {d}")
+    names = [s["name"] if isinstance(s, dict) else s for s in recorded[name]["survivors"]]
+    found = survivors(d, env)
+    if sorted(names) != sorted(s["name"] for s in found):
+        raise SystemExit(f"error: {d} holds a different run of {name!r} than mutation.json; re-run the target")
+    recorded[name]["survivors"] = found
+    save_results(recorded)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--list", action="store_true", help="list the targets and exit")
     p.add_argument("--render", action="store_true", help="only re-render docs/results/mutation.md and exit")
     p.add_argument("--check", metavar="PATTERN", help="with one target: apply its mutants matching PATTERN, run tests")
+    p.add_argument("--rekey", action="store_true", help="add keys to the named targets' recorded survivors")
     p.add_argument("--max-children", type=int, default=2, help="parallel mutant runs (default 2)")
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
@@ -291,6 +435,10 @@ def main(argv: list[str] | None = None) -> int:
         return check(args.targets[0], args.check, extra)
     if args.render:
         save_results(load_results())
+        return 0
+    if args.rekey:
+        for name in args.targets:
+            rekey(name)
         return 0
     unknown = [t for t in args.targets if t not in TARGETS]
     if unknown:

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
-import signal
-import subprocess
 import sys
 
 from normlight.tracking.credentials import redact
 from normlight.tracking.team_server import artifacts_uri, database_driver, server_command, with_driver
-from normlight.tracking.ui import stop_group, wait_until_up
+from normlight.tracking.ui import running_server, wait_until_up
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +49,6 @@ def main(argv: list[str]) -> int:
                 file=sys.stderr,
             )
             return 2
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     cmd = server_command(
         with_driver(args.backend_store_uri),
         artifacts_uri(args.artifacts_destination),
@@ -60,13 +56,7 @@ def main(argv: list[str]) -> int:
         args.port,
         args.workers,
     )
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-
-    def stop(signum, frame):  # SIGTERM takes the same clean path as Ctrl-C
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
+    with running_server(cmd, "normlight server") as proc:
         print(
             f"normlight server: store {redact(args.backend_store_uri)}, artifacts {redact(args.artifacts_destination)}",
             flush=True,
@@ -74,9 +64,4 @@ def main(argv: list[str]) -> int:
         if args.host in ("127.0.0.1", "localhost", "0.0.0.0") and wait_until_up(args.port, proc, timeout=300):
             print(f"normlight server: up; use --tracking-uri http://{args.host}:{args.port}", flush=True)
         return proc.wait()
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        stop_group(proc)
-        print("normlight server: stopped", flush=True)
+    return 0  # stopped by Ctrl-C or SIGTERM

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
 from normlight.tracking.credentials import redact
 from normlight.tracking.mlflow_utils import default_tracking_uri
-from normlight.tracking.ui import DEFAULT_PORT, experiment_links, server_command, stop_group, ui_link, wait_until_up
+from normlight.tracking.ui import (
+    DEFAULT_PORT,
+    experiment_links,
+    running_server,
+    server_command,
+    ui_link,
+    wait_until_up,
+)
 
 
 def main(argv: list[str]) -> int:
@@ -38,16 +42,8 @@ def main(argv: list[str]) -> int:
                 file=sys.stderr,
             )
             return 1
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    # own process group: stopping it reaches the uvicorn worker too, so nothing is left behind
-    proc = subprocess.Popen(server_command(uri, args.port), env=env, start_new_session=True)
-
-    def stop(signum, frame):  # turn SIGTERM into the same clean path as Ctrl-C
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    print(f"normlight ui: MLflow UI for {redact(uri)} at http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
-    try:  # inside the try: a Ctrl-C while the links are listed still stops the server
+    with running_server(server_command(uri, args.port), "normlight ui") as proc:
+        print(f"normlight ui: MLflow UI for {redact(uri)} at http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
         try:
             links = experiment_links(uri, args.port)
         except Exception as exc:  # noqa: BLE001 - the links are a convenience; the server is what matters
@@ -62,9 +58,4 @@ def main(argv: list[str]) -> int:
             if not webbrowser.open(target):
                 print(f"normlight ui: no web browser found here; open {target}", flush=True)
         return proc.wait()
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        stop_group(proc)
-        print("normlight ui: stopped", flush=True)
+    return 0  # stopped by Ctrl-C or SIGTERM

@@ -10,6 +10,7 @@ model-training view (``?workflowType=machine_learning``), which shows the runs t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -79,6 +80,32 @@ def wait_until_up(port: int, proc: subprocess.Popen, timeout: float = 120.0) -> 
             pass
         time.sleep(0.5)
     return False
+
+
+@contextlib.contextmanager
+def running_server(cmd: list[str], name: str):
+    """Run a server command for the ``with`` block, in its own process group; yields the process.
+
+    Own process group: stopping it reaches the uvicorn worker too, so nothing is left behind. MLflow's
+    background job runners are off (two processes in all). SIGTERM takes the same path as Ctrl-C: the block
+    ends, the exception is swallowed (stopping is the expected way out), the group is stopped and
+    ``<name>: stopped`` printed.
+    """
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield proc
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        stop_group(proc)
+        print(f"{name}: stopped", flush=True)
 
 
 def stop_group(proc: subprocess.Popen) -> None:
