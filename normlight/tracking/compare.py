@@ -613,7 +613,7 @@ def log_comparison(client, experiment: str, result: dict, metric: str, tracking_
     run = client.create_run(exp_id, run_name=f"compare/{metric}", tags=tags)
     for f in result["files"]:
         client.log_artifact(run.info.run_id, str(f), "compare")
-    client.set_terminated(run.info.run_id, "FINISHED")
+    client.set_terminated(run.info.run_id)  # FINISHED
     # the training runs carry their variant's max stable LR, a column of the experiment's UI view
     for label, lr in result["max_stable_lr"].items():
         for rid in result.get("variant_runs", {}).get(label, []):

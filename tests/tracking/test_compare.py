@@ -446,11 +446,17 @@ def test_log_comparison_records_the_outputs_and_tags_each_variant_with_its_max_s
         assert client.get_run(run_id).data.tags[MAX_STABLE_LR_TAG] == expected
     assert VIEW_TAG in client.get_experiment(exp).tags
 
-    # a result without a grouping (a script's own dict) is logged without the pooled tag and note
-    bare = {"group_by": ["norm"], "files": [], "max_stable_lr": {}}
+    # a result without a grouping or run lists (a script's own dict): no pooled tag, no note, no run tagged
+    bare = {"group_by": ["norm"], "files": [], "max_stable_lr": {"x": 0.1}}
     tags = client.get_run(compare.log_comparison(client, "logged", bare, "val/acc1", uri)).data.tags
     assert tags["compare.group_by"] == "norm" and tags["compare.metric"] == "val/acc1"
     assert "compare.pooled" not in tags and "mlflow.note.content" not in tags
+    pooled = compare.Grouping(["norm"], [], ["norm"], ["model.lr", "seed"])
+    listed = {**bare, "grouping": pooled, "variant_runs": {"other variant": [ids["pre", "0.01"]]}}
+    tags = client.get_run(compare.log_comparison(client, "logged", listed, "val/loss", uri)).data.tags
+    assert tags["compare.pooled"] == "model.lr,seed"
+    assert tags["mlflow.note.content"].endswith("grouped by --group-by norm; pooled over: model.lr, seed.")
+    assert client.get_run(ids["pre", "0.01"]).data.tags[MAX_STABLE_LR_TAG] == "1e-2"  # variant x lists no run
 
 
 # ---------------------------------------------------------------- what the plots show
