@@ -717,7 +717,8 @@ def test_compare_of_one_sweep_writes_every_output(tmp_path, empty_store_file, fi
     assert result["group_by"] == ["placement", "lr"] and result["grouping"].fields is None
     assert _png_size(out / "curves.png") == _panel_pixels(2)  # the metric and train/loss
     assert [ax.get_ylabel() for ax in figures[0].axes] == ["val/loss", "train/loss"]
-    assert "mean over seeds" not in figures[0].axes[0].get_title()  # the grouping's pooled keys: none here
+    # the titles say what the grouping pooled: nothing here (one run per line), not "seeds"
+    assert "one run per line" in figures[0].axes[0].get_title() and "one run per line" in figures[1].axes[0].get_title()
 
     again = compare.compare(client, "glue", None, "train/loss", out, sweep="s1")  # same folder again
     assert [ax.get_ylabel() for ax in figures[3].axes] == ["train/loss"]  # no second train/loss panel
