@@ -275,4 +275,6 @@ def test_heartbeats_thread_is_a_daemon_and_outlives_a_store_error(fresh_store):
     finally:
         beats.stop()
     beats._thread.join(timeout=10)
-    assert sweep_runs.Heartbeats(c, owner, lost.append).every == sweep_runs.HEARTBEAT_EVERY
+    default = sweep_runs.Heartbeats(c, owner, lost.append)
+    default.stop()
+    assert default.every == sweep_runs.HEARTBEAT_EVERY
