@@ -45,7 +45,7 @@ NAMING_TAGS = ("preset", "norm", "placement", "qk_norm")
 
 def higher_is_better(name: str) -> bool:
     """Accuracy-like metrics are maximized; losses and perplexities minimized."""
-    return "acc" in name.rsplit("/", 1)[-1]
+    return "acc" in name.split("/")[-1]
 
 
 class CompareError(NormlightError):
@@ -241,11 +241,7 @@ def summarize(
         group = dict(zip(labels, (_column_value(rs[0], c) for c in grouping.columns)))
         values = {}
         for name, m in stats:
-            pool = (
-                rs
-                if name.startswith("best ") or not name.startswith("final ")
-                else [r for r in rs if not _is_diverged(r)]
-            )
+            pool = [r for r in rs if not _is_diverged(r)] if name.startswith("final ") else rs
             values[name] = _mean_std([r.data.metrics.get(m) for r in pool])
         div = sum(_is_diverged(r) for r in rs)
         rows.append([*group.values(), str(len(rs)), str(div), *(_fmt(*values[name]) for name, _ in stats)])

@@ -40,9 +40,69 @@ def test_higher_is_better_reads_the_last_part_of_the_name():
     assert [compare.higher_is_better(n) for n in names] == [True, True, True, False, False, False]
 
 
+def test_within_tolerance_is_relative_to_the_best_and_inclusive():
+    assert compare.within_tolerance(1.5, 1.0, 0.5) and not compare.within_tolerance(1.5001, 1.0, 0.5)
+    assert not compare.within_tolerance(2.0, 1.0, 0.5)  # minimizing by default
+    assert compare.within_tolerance(0.5, 1.0, 0.5, maximize=True) and not compare.within_tolerance(
+        0.4999, 1.0, 0.5, True
+    )
+    assert compare.within_tolerance(1.85, 2.0, 0.1, maximize=True)  # 10% of 2.0, not 0.1 / 2.0
+    assert compare.within_tolerance(-0.9, -1.0, 0.1) and not compare.within_tolerance(-0.89, -1.0, 0.1)  # |best|
+
+
+def test_groups_are_named_by_the_sweep_axes_in_their_order():
+    """The sweep's declared axes (tag sweep_axes), seeds left out, name the groups by their last key part,
+    before the naming tags; runs that disagree on their axes fall back to the naming tags."""
+    runs = [
+        _entity(
+            i,
+            {"val/loss": 1.0},
+            {
+                "sweep_axes": "model.lr,model.kw.depth,seed_everything",
+                "cfg.model.lr": lr,
+                "cfg.model.kw.depth": depth,
+                "cfg.model.placement": placement,
+                "cfg.seed_everything": seed,
+            },
+        )
+        for i, (lr, depth, placement, seed) in enumerate(
+            [("0.1", "2", "pre", "0"), ("0.1", "2", "pre", "1"), ("0.2", "4", "post", "0"), ("0.2", "4", "post", "1")]
+        )
+    ]
+    assert compare.plan_groups(runs).columns == ["lr", "depth"]
+    assert compare.plan_groups(runs).pooled == ["seed_everything"]
+    odd = _entity(
+        9,
+        {"val/loss": 1.0},
+        {
+            "sweep_axes": "",
+            "cfg.model.lr": "0.3",
+            "cfg.model.kw.depth": "8",
+            "cfg.model.placement": "mid",
+            "cfg.seed_everything": "0",
+        },
+    )
+    assert compare.plan_groups([*runs, odd]).columns == ["lr", "depth"]  # an empty tag is no declaration
+    other = _entity(
+        8,
+        {"val/loss": 1.0},
+        {
+            "sweep_axes": "model.placement",
+            "cfg.model.lr": "0.3",
+            "cfg.model.kw.depth": "8",
+            "cfg.model.placement": "mid",
+            "cfg.seed_everything": "0",
+        },
+    )
+    assert compare.plan_groups([*runs, other]).columns == ["placement"]  # two sweeps: the naming tags
+
+
 def test_groups_sort_numbers_numerically_then_text():
     values = ["10", "abc", "9", "-", "1e-3"]
     assert sorted(values, key=compare._sort_key) == ["1e-3", "9", "10", "-", "abc"]
+    runs = [_entity(i, {"val/loss": 1.0}, {"depth": d}) for i, d in enumerate(["10", "9", "deep"])]
+    _, rows, _ = compare.summarize(runs, ["depth"], "val/loss")
+    assert [r[0] for r in rows] == ["9", "10", "deep"]  # not "10" < "9" as text
 
 
 def test_field_value_lookup_order():
@@ -559,14 +619,15 @@ def test_profiles_plot_the_mean_per_layer_of_each_group(tmp_path, figures):
 
 def test_curves_plot_mean_and_min_max_band_per_group_over_steps(tmp_path, empty_store_file, figures):
     """Steps a run lacks and non-finite points are left out of a step's mean and band; a group whose points are
-    all non-finite draws no line; the x label is the metric's step axis tag; metrics nobody logged get no panel."""
+    all non-finite draws no line (the next group still does); the x label is the metric's step axis tag;
+    metrics nobody logged get no panel."""
     client = _client(tmp_path, empty_store_file)
     exp = client.create_experiment("curves", artifact_location=(tmp_path / "mlartifacts").as_uri())
     nan = float("nan")
     for norm, seed, val, train, tags in (
-        ("layernorm", 0, [(10, 4.0), (20, 3.0)], [(10, 6.0), (20, nan)], {}),
-        ("layernorm", 1, [(10, 5.0), (20, 2.0), (30, 1.5)], [(10, 8.0), (20, 4.0)], {"step_axis/val/loss": "epoch"}),
-        ("rmsnorm", 0, [(10, 4.5)], [(10, nan)], {}),
+        ("layernorm", 0, [(10, 4.0), (20, 3.0)], [(10, nan)], {}),
+        ("layernorm", 1, [(10, 5.0), (20, 2.0), (30, 1.5)], [(10, nan), (20, nan)], {"step_axis/val/loss": "epoch"}),
+        ("rmsnorm", 0, [(10, 4.5)], [(10, 6.0), (20, nan)], {}),
         ("rmsnorm", 1, [], [], {}),
     ):
         history = {"val/loss": val, "train/loss": train}
@@ -593,13 +654,13 @@ def test_curves_plot_mean_and_min_max_band_per_group_over_steps(tmp_path, empty_
     assert {tuple(v) for v in band.get_paths()[0].vertices} >= {(10, 4), (20, 2), (30, 1.5), (10, 5), (20, 3)}
     assert band.get_alpha() == compare.BAND_ALPHA
     assert tuple(band.get_facecolor()[0][:3]) == pytest.approx(matplotlib_rgb(val.lines[0].get_color()))
-    assert [(list(line.get_xdata()), list(line.get_ydata())) for line in train.lines] == [([10, 20], [7.0, 4.0])]
+    assert [(list(line.get_xdata()), list(line.get_ydata())) for line in train.lines] == [([10], [6.0])]
     assert (val.get_xlabel(), train.get_xlabel()) == ("epoch", "step")
     assert (val.get_ylabel(), train.get_ylabel()) == ("val/loss", "train/loss")
     assert val.get_title() == "val/loss: mean over seed_everything, band = min..max"
     _styled(val, legend=False)
     _styled(train, legend=True)
-    assert [t.get_text() for t in train.get_legend().get_texts()] == ["layernorm (n=2)"]
+    assert [t.get_text() for t in train.get_legend().get_texts()] == ["rmsnorm (n=1)"]
     assert train.get_legend()._loc == 1  # upper right
 
     assert compare.plot_curves(client, records, ["missing"], tmp_path / "none.png") is None
