@@ -431,10 +431,10 @@ def lr_variants(runs, grouping: Grouping, lr_key: str) -> dict[tuple, list]:
         except (TypeError, ValueError):
             continue
         if grouping.fields is not None:
-            key = tuple(field_value(r, f) or "-" for f in grouping.fields if f != lr_key)
+            key = tuple(field_value(r, f) for f in grouping.fields if f != lr_key)  # None: the run lacks it
         else:
             cfg = run_config(r)
-            key = tuple(cfg.get(k, "-") for k in grouping.keys if not _covers(lr_key, k))
+            key = tuple(cfg.get(k) for k in grouping.keys if not _covers(lr_key, k))
         variants[key].append((lr, r))
     return variants
 

@@ -739,6 +739,15 @@ def test_lr_plot_marks_diverged_seeds_and_the_max_stable_lr_per_variant(tmp_path
     _, stable = compare.plot_lr_sensitivity(runs, ["placement", "lr"], "lr", "val/loss", tmp_path / "b.png", 0.05)
     assert stable == {"post": 0.001, "pre": 0.001}
     assert "within 5% of best" in figures[-1].axes[0].get_title()
+    _, stable = compare.plot_lr_sensitivity(runs, ["lr"], "lr", "val/loss", tmp_path / "c.png")
+    assert stable == {"all": 0.001}  # declared fields: every placement pooled into one variant
+    # every seed diverged: the x marks sit at 1.0 (no finite value to sit above), no star
+    diverged = [r for r in runs if r.info.run_name in ("pre/0.01/1", "pre/0.1/0")]
+    _, stable = compare.plot_lr_sensitivity(
+        diverged, compare.plan_groups(diverged), "lr", "val/loss", tmp_path / "d.png"
+    )
+    assert stable == {"all": None}
+    assert figures[-1].axes[0].collections[0].get_offsets().ravel().tolist() == [0.01, 1.0, 0.1, 1.0]
 
 
 def test_compare_of_one_sweep_writes_every_output(tmp_path, empty_store_file, figures):
