@@ -674,6 +674,8 @@ def matplotlib_rgb(color) -> tuple:
 
 
 def test_lr_plot_marks_diverged_seeds_and_the_max_stable_lr_per_variant(tmp_path, empty_store_file, figures):
+    from matplotlib.markers import MarkerStyle
+
     """Per variant trained at two or more LRs: the mean final metric of the non-diverged seeds per LR, an x at the
     top for each LR where a seed diverged, a star at the max stable LR; a variant at one LR and a run without a
     numeric LR are not drawn; the tolerance decides the star."""
@@ -689,35 +691,47 @@ def test_lr_plot_marks_diverged_seeds_and_the_max_stable_lr_per_variant(tmp_path
         ("post", "0.01", 0, 3.5, "false"),  # 6% worse than the best: stable at 10%, not at 5%
         ("mid", "0.001", 0, 3.0, "false"),  # one LR only: no line
         ("post", "auto", 0, 1.0, "false"),  # no numeric LR: left out
+        ("solo", "0.001", 0, 3.0, "false"),
+        ("solo", "0.01", 0, float("nan"), "false"),  # not tagged diverged, but no finite value: an x too
     ):
+        acc = {("post", "0.001"): 0.9, ("post", "0.01"): 0.5}.get((placement, lr))
         _log_run(
             client,
             exp,
             f"{placement}/{lr}/{seed}",
             {"model.placement": placement, "model.lr": lr, "seed_everything": str(seed)},
             {"placement": placement, "diverged": diverged},
-            {"val/loss": loss},
+            {"val/loss": loss, **({"val/acc1": acc} if acc else {})},
         )
     runs = compare.load_runs(client, "lrstars")
     grouping = compare.plan_groups(runs)
     members: dict = {}
     path, stable = compare.plot_lr_sensitivity(runs, grouping, "lr", "val/loss", tmp_path / "lr.png", 0.1, members)
-    assert path == tmp_path / "lr.png" and stable == {"post": 0.01, "pre": 0.001}
+    assert path == tmp_path / "lr.png" and stable == {"post": 0.01, "pre": 0.001, "solo": 0.001}
     assert _png_size(path) == tuple(round(v * compare.DPI) for v in compare.LR_FIGURE_INCHES)
     by_id = {r.info.run_id: r.info.run_name for r in runs}
     assert {k: sorted(by_id[i] for i in v) for k, v in members.items()} == {
         "post": ["post/0.001/0", "post/0.01/0"],
         "pre": ["pre/0.001/0", "pre/0.001/1", "pre/0.01/0", "pre/0.01/1", "pre/0.1/0"],
+        "solo": ["solo/0.001/0", "solo/0.01/0"],
     }
     (fig,) = figures
     (ax,) = fig.axes
-    post, pre = ax.lines
+    post, pre, solo = ax.lines
     assert (post.get_label(), list(post.get_xdata()), list(post.get_ydata())) == ("post", [0.001, 0.01], [3.3, 3.5])
     assert (pre.get_label(), list(pre.get_xdata())) == ("pre", [0.001, 0.01, 0.1])
     assert list(pre.get_ydata())[:2] == pytest.approx([3.1, 3.1]) and math.isnan(pre.get_ydata()[2])
     assert post.get_marker() == pre.get_marker() == "o"
     top = 3.5 * 1.05  # above the highest finite non-diverged value
-    post_star, pre_x, pre_star = ax.collections
+    post_star, pre_x, pre_star, solo_x, solo_star = ax.collections
+    assert solo_x.get_offsets().ravel().tolist() == pytest.approx([0.01, top])
+    x_mark, star = (MarkerStyle(m) for m in ("x", "*"))  # diverged seeds as x, the max stable LR as a star
+    for mark, style in ((pre_x, x_mark), (solo_x, x_mark), (post_star, star), (pre_star, star)):
+        want = style.get_path().transformed(style.get_transform()).vertices
+        assert (
+            mark.get_paths()[0].vertices.tolist() == pytest.approx(want.ravel().tolist())
+            or (mark.get_paths()[0].vertices == want).all()
+        )
     assert post_star.get_offsets().tolist() == [[0.01, 3.5]] and list(post_star.get_sizes()) == [180]
     assert pre_x.get_offsets().ravel().tolist() == pytest.approx([0.01, top, 0.1, top])
     assert pre_star.get_offsets().ravel().tolist() == pytest.approx([0.001, 3.1]) and pre_star.get_zorder() == 3
@@ -733,12 +747,14 @@ def test_lr_plot_marks_diverged_seeds_and_the_max_stable_lr_per_variant(tmp_path
         "LR sensitivity, mean over seed_everything\n* = max stable LR (within 10% of best), x = diverged"
     )
     _styled(ax, legend=True)
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["post", "pre"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["post", "pre", "solo"]
 
     # a tighter tolerance moves post's star; declared fields group the same way (the LR field is dropped)
     _, stable = compare.plot_lr_sensitivity(runs, ["placement", "lr"], "lr", "val/loss", tmp_path / "b.png", 0.05)
-    assert stable == {"post": 0.001, "pre": 0.001}
+    assert stable == {"post": 0.001, "pre": 0.001, "solo": 0.001}
     assert "within 5% of best" in figures[-1].axes[0].get_title()
+    _, stable = compare.plot_lr_sensitivity(runs, grouping, "lr", "val/acc1", tmp_path / "acc.png")
+    assert stable["post"] == 0.001  # accuracy is maximized: 0.5 at 0.01 is 44% worse than 0.9
     _, stable = compare.plot_lr_sensitivity(runs, ["lr"], "lr", "val/loss", tmp_path / "c.png")
     assert stable == {"all": 0.001}  # declared fields: every placement pooled into one variant
     # every seed diverged: the x marks sit at 1.0 (no finite value to sit above), no star
@@ -748,6 +764,13 @@ def test_lr_plot_marks_diverged_seeds_and_the_max_stable_lr_per_variant(tmp_path
     )
     assert stable == {"all": None}
     assert figures[-1].axes[0].collections[0].get_offsets().ravel().tolist() == [0.01, 1.0, 0.1, 1.0]
+    # a variant without a star before one with a star: each mark still has its own line's colour
+    mixed = diverged + [r for r in runs if r.info.run_name.startswith("solo/")]
+    compare.plot_lr_sensitivity(mixed, compare.plan_groups(mixed), "lr", "val/loss", tmp_path / "e.png")
+    ax = figures[-1].axes[0]
+    assert ax.lines[1].get_label() == "solo"
+    for mark in ax.collections[1:]:  # solo's x and star
+        assert tuple(mark.get_facecolor()[0][:3]) == pytest.approx(matplotlib_rgb(ax.lines[1].get_color()))
 
 
 def test_compare_of_one_sweep_writes_every_output(tmp_path, empty_store_file, figures):
