@@ -100,6 +100,9 @@ def test_groups_are_named_by_the_sweep_axes_in_their_order():
 def test_groups_sort_numbers_numerically_then_text():
     values = ["10", "abc", "9", "-", "1e-3"]
     assert sorted(values, key=compare._sort_key) == ["1e-3", "9", "10", "-", "abc"]
+
+
+def test_table_rows_sort_numbers_numerically():
     runs = [_entity(i, {"val/loss": 1.0}, {"depth": d}) for i, d in enumerate(["10", "9", "deep"])]
     _, rows, _ = compare.summarize(runs, ["depth"], "val/loss")
     assert [r[0] for r in rows] == ["9", "10", "deep"]  # not "10" < "9" as text
