@@ -95,6 +95,8 @@ def test_groups_are_named_by_the_sweep_axes_in_their_order():
         },
     )
     assert compare.plan_groups([*runs, other]).columns == ["placement"]  # two sweeps: the naming tags
+    one_seed = [r for r in runs if r.data.tags["cfg.seed_everything"] == "0"]
+    assert compare.plan_groups(one_seed).columns == ["lr", "depth"]  # a seed axis never names a group
 
 
 def test_groups_sort_numbers_numerically_then_text():
@@ -430,6 +432,10 @@ def test_lr_plot_joins_only_runs_of_one_variant_with_readable_ticks(tmp_path, em
     ax = fig.axes[0]
     labels = [t for t in ax.get_xticklabels() if t.get_text()]
     assert [t.get_text() for t in labels] == ["1e-4", "3e-4", "1e-3", "2e-3", "3e-3", "1e-2", "3e-2"]
+    assert all(t.get_rotation() == 45 and t.get_ha() == "right" for t in labels)  # more than 6 LRs: slanted
+    six = [r for r in runs if r.data.params["model.lr"] != "0.03"]
+    labels = [t for t in _last_lr_figure(six, compare.plan_groups(six), tmp_path).axes[0].get_xticklabels()]
+    assert len(labels) == 6 and all(t.get_rotation() == 0 and t.get_ha() == "center" for t in labels)
     renderer = fig.canvas.get_renderer()
     boxes = [t.get_window_extent(renderer) for t in labels]
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :]), "x tick labels overlap"
