@@ -99,6 +99,15 @@ def test_groups_are_named_by_the_sweep_axes_in_their_order():
     assert compare.plan_groups(one_seed).columns == ["lr", "depth"]  # a seed axis never names a group
 
 
+def test_column_labels_are_the_last_key_part_unless_two_columns_share_it():
+    assert compare.column_labels(["model.kw.depth", "data.lr", "model.lr", "norm"]) == [
+        "depth",
+        "data.lr",
+        "model.lr",
+        "norm",
+    ]
+
+
 def test_groups_sort_numbers_numerically_then_text():
     values = ["10", "abc", "9", "-", "1e-3"]
     assert sorted(values, key=compare._sort_key) == ["1e-3", "9", "10", "-", "abc"]
