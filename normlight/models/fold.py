@@ -48,7 +48,7 @@ class Call:
     out: torch.Tensor
     out_version: int
     out_node: object
-    count: int = 1
+    repeated: bool = False  # called more than once: never folded
     extra_args: bool = False
 
 
@@ -57,7 +57,7 @@ def make_example_input(model: nn.Module) -> torch.Tensor:
     ref = next(model.parameters(), None)
     device = ref.device if ref is not None else "cpu"
     if getattr(model, "family", None) == "gpt":
-        return torch.randint(0, model.vocab_size, (2, min(8, model.max_seq_len)), device=device)
+        return torch.randint(model.vocab_size, (2, min(8, model.max_seq_len)), device=device)
     if hasattr(model, "in_chans") and hasattr(model, "img_size"):
         size = model.img_size if isinstance(model.img_size, (tuple, list)) else (model.img_size, model.img_size)
         dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
@@ -78,7 +78,7 @@ def record(model: nn.Module, x) -> tuple[dict[str, Call], torch.Tensor]:
     def hook(mod, args, kwargs, out):
         name = names[mod]
         if name in calls:
-            calls[name].count += 1
+            calls[name].repeated = True
             return
         extra = len(args) != 1 or any(v is not None for v in kwargs.values())
         calls[name] = Call(name, args[0], args[0]._version, out, out._version, out.grad_fn, extra_args=extra)
@@ -108,7 +108,7 @@ MODEL_OUTPUT = object()  # the reader standing for whoever receives the model's 
 def consumers(outputs) -> dict:
     """For every autograd node reachable from ``outputs``: the list of nodes that read it (``MODEL_OUTPUT`` for
     the nodes whose tensors are returned)."""
-    tensors = [outputs] if isinstance(outputs, torch.Tensor) else [t for t in _flatten(outputs)]
+    tensors = list(_flatten(outputs))
     roots = [t.grad_fn for t in tensors if t.grad_fn is not None]
     readers: dict = {}
     seen, stack = set(), list(roots)
@@ -137,7 +137,7 @@ def _flatten(obj):
             yield from _flatten(o)
 
 
-def inside(readers: dict, start, stop) -> set:
+def inside(start, stop) -> set:
     """Autograd nodes reachable backward from ``start`` without passing ``stop``: one module's own ops."""
     own, stack = set(), [start]
     while stack:
@@ -174,7 +174,7 @@ def per_channel_affine(norm: nn.Module, sample: torch.Tensor, channel_dim: int):
 
 def _set(model: nn.Module, name: str, module: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
+    setattr(model.get_submodule(parent), child, module)  # get_submodule('') is the model
 
 
 def _into_preceding(model: nn.Module, layer_name: str, layer: nn.Module, a: torch.Tensor, b: torch.Tensor) -> None:
@@ -183,7 +183,7 @@ def _into_preceding(model: nn.Module, layer_name: str, layer: nn.Module, a: torc
         layer = conv_with_same_weights(layer)  # WS convs: bake the standardized kernel first
     with torch.no_grad():
         w = layer.weight
-        layer.weight.copy_(w * a.to(w.dtype).view(-1, *[1] * (w.ndim - 1)))
+        layer.weight.copy_(w * a.view(-1, *[1] * (w.ndim - 1)))  # copy_ casts to the weight's dtype
         old = layer.bias if layer.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
         layer.bias = nn.Parameter(old * a.to(w.dtype) + b.to(w.dtype))
     _set(model, layer_name, layer)
@@ -194,7 +194,7 @@ def _into_following(layer: nn.Linear, a: torch.Tensor, b: torch.Tensor) -> None:
     with torch.no_grad():
         w = layer.weight
         shift = w @ b.to(w.dtype)
-        layer.weight.copy_(w * a.to(w.dtype))
+        layer.weight.copy_(w * a)  # copy_ casts to the weight's dtype
         old = layer.bias if layer.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
         layer.bias = nn.Parameter(old + shift)
 
@@ -224,13 +224,13 @@ def fold(model: nn.Module, example_input: torch.Tensor | None = None) -> nn.Modu
     done: list[str] = []
     for name, call in calls.items():
         norm = modules[name]
-        if not is_batch_stat_norm(norm) or call.count != 1 or call.extra_args:
+        if not is_batch_stat_norm(norm) or call.repeated or call.extra_args:
             continue
-        own = inside(readers, call.out_node, call.inp.grad_fn)
+        own = inside(call.out_node, call.inp.grad_fn)
         src = layer_calls.get(call.inp.grad_fn)
         if (
             src is not None
-            and src.count == 1
+            and not src.repeated
             and src.out is call.inp
             and src.out_version == call.inp_version
             and all(r in own for r in readers.get(src.out_node, []))
@@ -246,10 +246,10 @@ def fold(model: nn.Module, example_input: torch.Tensor | None = None) -> nn.Modu
         # following linears: every reader of the norm's output belongs to a linear whose input it is
         nexts = [c for c in calls.values() if c.inp is call.out and type(modules[c.name]).forward is nn.Linear.forward]
         if not nexts or any(
-            c.count != 1 or c.inp_version != call.out_version or not untied(modules[c.name]) for c in nexts
+            c.repeated or c.inp_version != call.out_version or not untied(modules[c.name]) for c in nexts
         ):
             continue
-        owned = set().union(*(inside(readers, c.out_node, call.out_node) for c in nexts))
+        owned = set().union(*(inside(c.out_node, call.out_node) for c in nexts))
         if not all(r in owned for r in readers.get(call.out_node, [])):
             continue
         affine = per_channel_affine(norm, call.inp.detach(), -1)

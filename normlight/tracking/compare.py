@@ -45,7 +45,7 @@ NAMING_TAGS = ("preset", "norm", "placement", "qk_norm")
 
 def higher_is_better(name: str) -> bool:
     """Accuracy-like metrics are maximized; losses and perplexities minimized."""
-    return "acc" in name.rsplit("/", 1)[-1]
+    return "acc" in name.split("/")[-1]
 
 
 class CompareError(NormlightError):
@@ -200,7 +200,7 @@ def stability_point(run, metric: str = "val/loss") -> tuple[bool, float | None]:
 def _mean_std(vals):
     vals = [v for v in vals if v is not None and math.isfinite(v)]
     if not vals:
-        return float("nan"), float("nan"), 0
+        return math.nan, math.nan, 0
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0), len(vals)
 
 
@@ -217,7 +217,7 @@ def _stat_names(runs, metric: str) -> list[tuple[str, str]]:
     best_name = f"summary/best_{metric.replace('/', '_')}"
     out = [(f"final {metric}", metric), (f"best {metric}", best_name)]
     out += [(f"final {h}", h) for h in HEADLINE if h != metric and h in have]
-    out += [(k.split("/", 1)[1], k) for k in EXTRA if k in have]
+    out += [(k.removeprefix("summary/"), k) for k in EXTRA if k in have]
     return out
 
 
@@ -241,11 +241,7 @@ def summarize(
         group = dict(zip(labels, (_column_value(rs[0], c) for c in grouping.columns)))
         values = {}
         for name, m in stats:
-            pool = (
-                rs
-                if name.startswith("best ") or not name.startswith("final ")
-                else [r for r in rs if not _is_diverged(r)]
-            )
+            pool = [r for r in rs if not _is_diverged(r)] if name.startswith("final ") else rs
             values[name] = _mean_std([r.data.metrics.get(m) for r in pool])
         div = sum(_is_diverged(r) for r in rs)
         rows.append([*group.values(), str(len(rs)), str(div), *(_fmt(*values[name]) for name, _ in stats)])
@@ -268,10 +264,11 @@ def summarize(
 
 
 def _sort_key(v):
+    """Numbers first, in numeric order, then every other value as text."""
     try:
-        return (0, float(v), "")
+        return (False, float(v))
     except (TypeError, ValueError):
-        return (1, 0.0, str(v))
+        return (True, str(v))
 
 
 def write_tables(out: Path, header, rows, records: list[dict] | None = None) -> tuple[Path, Path]:
@@ -330,6 +327,33 @@ def _pyplot():
     return plt
 
 
+# the look shared by the plots: one panel's size (inches), resolution, font sizes (titles name the pooled keys,
+# legends one entry per group, so both are small), grid and seed-band opacity
+PANEL_INCHES = (6.5, 4.4)
+LR_FIGURE_INCHES = (7, 4.8)
+DPI = 110
+TITLE_PT, LEGEND_PT = 9, 7
+GRID_ALPHA, BAND_ALPHA = 0.3, 0.2
+
+
+def _panels(plt, n: int):
+    """A figure of ``n`` panels side by side and the list of their axes."""
+    fig, axes = plt.subplots(1, n, figsize=(PANEL_INCHES[0] * n, PANEL_INCHES[1]), squeeze=False)
+    return fig, list(axes[0])
+
+
+def _style(ax, title: str) -> None:
+    ax.set_title(title, fontsize=TITLE_PT)
+    ax.grid(alpha=GRID_ALPHA)
+
+
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
 def plot_curves(client, records, metrics: list[str], path: Path, pooled: list[str] | None = None) -> Path | None:
     """Metric vs step per group: mean over the pooled runs with a min-max band; titles say what was pooled."""
     plt = _pyplot()
@@ -346,8 +370,8 @@ def plot_curves(client, records, metrics: list[str], path: Path, pooled: list[st
     metrics = [m for m in metrics if histories[m]]
     if not metrics:
         return None
-    fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 4.4), squeeze=False)
-    for ax, m in zip(axes[0], metrics):
+    fig, axes = _panels(plt, len(metrics))
+    for ax, m in zip(axes, metrics):
         for rec, per_run in histories[m]:
             steps = sorted(set().union(*per_run))
             vals = [[d[s] for d in per_run if s in d and math.isfinite(d[s])] for s in steps]
@@ -358,16 +382,14 @@ def plot_curves(client, records, metrics: list[str], path: Path, pooled: list[st
             (line,) = ax.plot(
                 xs, [statistics.fmean(v) for v in vals], label=_label(rec["group"]) + f" (n={len(per_run)})"
             )
-            ax.fill_between(xs, [min(v) for v in vals], [max(v) for v in vals], color=line.get_color(), alpha=0.2)
+            ax.fill_between(
+                xs, [min(v) for v in vals], [max(v) for v in vals], color=line.get_color(), alpha=BAND_ALPHA
+            )
         ax.set_xlabel(step_axis([r for rec, _ in histories[m] for r in rec["runs"]], m))
         ax.set_ylabel(m)
-        ax.set_title(f"{m}: {_pooled_phrase(pooled)}, band = min..max", fontsize=9)
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        _style(ax, f"{m}: {_pooled_phrase(pooled)}, band = min..max")
+    axes[-1].legend(fontsize=LEGEND_PT, loc="upper right")
+    return _save(plt, fig, path)
 
 
 def max_stable_lr(
@@ -393,11 +415,10 @@ def within_tolerance(value: float, best: float, tolerance: float, maximize: bool
 
 def format_lr(lr: float) -> str:
     """Compact tick label for a learning rate: 1e-3, 3e-2, 2.5e-4, 0.5."""
-    if lr <= 0 or not math.isfinite(lr):
+    if not math.isfinite(lr):
         return f"{lr:g}"
     mant, exp = f"{lr:.2e}".split("e")
-    mant = mant.rstrip("0").rstrip(".")
-    return f"{mant}e{int(exp)}" if abs(int(exp)) >= 2 else f"{lr:g}"
+    return f"{float(mant):g}e{int(exp)}" if abs(int(exp)) >= 2 else f"{lr:g}"
 
 
 def lr_variants(runs, grouping: Grouping, lr_key: str) -> dict[tuple, list]:
@@ -410,10 +431,10 @@ def lr_variants(runs, grouping: Grouping, lr_key: str) -> dict[tuple, list]:
         except (TypeError, ValueError):
             continue
         if grouping.fields is not None:
-            key = tuple(field_value(r, f) or "-" for f in grouping.fields if f != lr_key)
+            key = tuple(field_value(r, f) for f in grouping.fields if f != lr_key)  # None: the run lacks it
         else:
             cfg = run_config(r)
-            key = tuple(cfg.get(k, "-") for k in grouping.keys if not _covers(lr_key, k))
+            key = tuple(cfg.get(k) for k in grouping.keys if not _covers(lr_key, k))
         variants[key].append((lr, r))
     return variants
 
@@ -447,7 +468,7 @@ def plot_lr_sensitivity(
     plt = _pyplot()
     from matplotlib.ticker import FixedLocator, NullLocator
 
-    fig, ax = plt.subplots(figsize=(7, 4.8))
+    fig, ax = plt.subplots(figsize=LR_FIGURE_INCHES)
     finite = [v for pts in variants.values() for _, d, v in pts if not d and v is not None and math.isfinite(v)]
     top = max(finite) * 1.05 if finite else 1.0
     stable = {}
@@ -457,7 +478,7 @@ def plot_lr_sensitivity(
         means = []
         for lr in lrs:
             vals = [v for l, d, v in pts if l == lr and not d and v is not None and math.isfinite(v)]
-            means.append(statistics.fmean(vals) if vals else float("nan"))
+            means.append(statistics.fmean(vals) if vals else math.nan)
         (line,) = ax.plot(lrs, means, marker="o", label=label)
         div_lrs = sorted({l for l, d, v in pts if d or v is None or not math.isfinite(v)})
         if div_lrs:
@@ -476,16 +497,12 @@ def plot_lr_sensitivity(
     )
     ax.set_xlabel(f"learning rate ({lr_key})")
     ax.set_ylabel(f"final {metric}")
-    ax.set_title(
+    _style(
+        ax,
         f"LR sensitivity, {_pooled_phrase(grouping.pooled)}\n* = max stable LR (within {tolerance:.0%} of best), x = diverged",
-        fontsize=9,
     )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path, stable
+    ax.legend(fontsize=LEGEND_PT)
+    return _save(plt, fig, path), stable
 
 
 _LAYER = re.compile(r"^(diag/grad_norm|diag/resid_rms)/l(\d+)$")
@@ -510,21 +527,17 @@ def plot_profiles(records, path: Path, pooled: list[str] | None = None) -> Path 
     if not kinds:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(kinds), figsize=(6.5 * len(kinds), 4.4), squeeze=False)
-    for ax, kind in zip(axes[0], kinds):
+    fig, axes = _panels(plt, len(kinds))
+    for ax, kind in zip(axes, kinds):
         for group, layers, vals in data[kind]:
             ax.plot(layers, vals, marker=".", label=_label(group))
         ax.set_yscale("log")
         ax.set_xlabel("block (depth)")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel(kind)
-        ax.set_title(f"{kinds_title[kind]} (last diagnostic step, {_pooled_phrase(pooled)})", fontsize=9)
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        _style(ax, f"{kinds_title[kind]} (last diagnostic step, {_pooled_phrase(pooled)})")
+    axes[-1].legend(fontsize=LEGEND_PT)
+    return _save(plt, fig, path)
 
 
 def compare(
@@ -596,7 +609,7 @@ def log_comparison(client, experiment: str, result: dict, metric: str, tracking_
     run = client.create_run(exp_id, run_name=f"compare/{metric}", tags=tags)
     for f in result["files"]:
         client.log_artifact(run.info.run_id, str(f), "compare")
-    client.set_terminated(run.info.run_id, "FINISHED")
+    client.set_terminated(run.info.run_id)  # FINISHED
     # the training runs carry their variant's max stable LR, a column of the experiment's UI view
     for label, lr in result["max_stable_lr"].items():
         for rid in result.get("variant_runs", {}).get(label, []):

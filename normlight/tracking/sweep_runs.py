@@ -260,7 +260,7 @@ class Heartbeats:
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
             with self._lock:
-                ids = list(self._ids)
+                ids = sorted(self._ids)  # the same order at every beat
             for rid in ids:
                 try:
                     alive = heartbeat(self.c, rid, self.owner)

@@ -414,3 +414,23 @@ def test_fold_refuses_an_output_off_by_one_percent(monkeypatch):
     model = warm_stats(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)), (16, 4))
     with pytest.raises(normlight.NormlightError, match=r"fold: the folded Sequential differs from the original by"):
         normlight.fold(model, torch.randn(4, 4))
+
+
+def test_fold_handles_norms_whose_output_the_model_drops():
+    class Dropped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4)  # conv -> BN, result dropped
+            self.bn1d, self.fc = nn.BatchNorm1d(6), nn.Linear(6, 5)  # BN -> linear, result dropped
+            self.head = nn.Conv2d(3, 2, 1)
+
+        def forward(self, x):
+            self.bn(self.conv(x))
+            self.fc(self.bn1d(torch.flatten(x, 1)[:, :6]))
+            return self.head(x)
+
+    model = warm_stats(Dropped(), (4, 3, 6, 6))
+    x = torch.randn(2, 3, 6, 6)
+    folded = normlight.fold(model, example_input=x)
+    assert sorted(folded.folded_norms) == ["bn", "bn1d"]  # nothing the output depends on reads them
+    torch.testing.assert_close(folded(x), model.eval()(x))

@@ -171,3 +171,110 @@ def test_heartbeats_refresh_held_claims_and_report_a_takeover(fresh_store):
         beats.stop()
     beats._thread.join(timeout=10)
     assert not beats._thread.is_alive() and lost == [held]  # reported once, then no longer refreshed
+
+
+def test_owner_names_host_process_and_a_random_part():
+    import os
+    import socket
+
+    a, b = sweep_runs.new_owner(), sweep_runs.new_owner()
+    host, pid, tail = a.split(":")
+    assert (host, pid) == (socket.gethostname(), str(os.getpid())) and len(tail) == 8 and a != b
+
+
+def test_heartbeat_refuses_a_claim_of_another_owner(fresh_store):
+    c = MlflowClient(fresh_store)
+    exp = sweep_runs.ensure_experiment(c, "owners", fresh_store)
+    a, b = sweep_runs.new_owner(), sweep_runs.new_owner()
+    rid, _ = sweep_runs.claim(c, exp, "p", _tags("p"), a)
+    c.set_tag(rid, sweep_runs.HEARTBEAT_TAG, "1.000")
+    assert not sweep_runs.heartbeat(c, rid, b)
+    assert c.get_run(rid).data.tags[sweep_runs.HEARTBEAT_TAG] == "1.000"  # b's beat changed nothing
+    assert sweep_runs.heartbeat(c, rid, a)
+    assert abs(float(c.get_run(rid).data.tags[sweep_runs.HEARTBEAT_TAG]) - time.time()) < 60
+
+
+class _RivalClient(MlflowClient):
+    """A real client on the store; right after the claim's first look at the point, another driver records a run
+    of it (what two drivers racing on one point do), so the claim sees a rival when it looks again."""
+
+    def __init__(self, uri: str, rival: dict, status: str | None):
+        super().__init__(uri)
+        self.rival, self.status, self.looks = rival, status, 0
+
+    def search_runs(self, *args, **kwargs):
+        page = super().search_runs(*args, **kwargs)
+        self.looks += 1
+        if self.looks == 1:
+            rid = MlflowClient(self.tracking_uri).create_run(
+                self.rival["exp"], run_name="rival", tags=self.rival["tags"]
+            )
+            if self.status:
+                MlflowClient(self.tracking_uri).set_terminated(rid.info.run_id, self.status)
+        return page
+
+
+def test_claim_steps_back_when_a_rival_appears_and_leaves_no_record(fresh_store):
+    """A live rival claim or a finished rival run seen after creating the claim: the claim is deleted and the point
+    reported as taken; a stale rival (no fresh heartbeat) or a rival of another point does not count."""
+    c = MlflowClient(fresh_store)
+    exp = sweep_runs.ensure_experiment(c, "rivals", fresh_store)
+    me = sweep_runs.new_owner()
+    live = {sweep_runs.OWNER_TAG: "other", sweep_runs.HEARTBEAT_TAG: f"{time.time():.3f}"}
+    stale = {sweep_runs.OWNER_TAG: "other", sweep_runs.HEARTBEAT_TAG: "1.000"}
+    for point, extra, status, expected in (
+        ("live", live, None, "running"),
+        ("finished", {}, "FINISHED", "finished"),
+        ("stale", stale, None, "claimed"),
+    ):
+        racing = _RivalClient(fresh_store, {"exp": exp, "tags": {**_tags(point), **extra}}, status)
+        got, why = sweep_runs.claim(racing, exp, "p", _tags(point), me, attempts=2)
+        assert why == expected, point
+        runs = sweep_runs.point_runs(c, exp, "s", point)
+        mine = [r for r in runs if r.data.tags.get(sweep_runs.OWNER_TAG) == me]
+        if expected == "claimed":
+            assert [r.info.run_id for r in mine] == [got] and mine[0].info.status == "RUNNING"
+        else:
+            assert got is None and mine == []  # stepped back: the deleted claim is no active record
+            assert [r.info.run_name for r in runs] == ["rival"]
+    # one attempt only: the step back ends the claim as "running"
+    racing = _RivalClient(fresh_store, {"exp": exp, "tags": {**_tags("once"), **live}}, None)
+    assert sweep_runs.claim(racing, exp, "p", _tags("once"), me, attempts=1) == (None, "running")
+    # a rival of another point is not in this point's runs
+    racing = _RivalClient(fresh_store, {"exp": exp, "tags": {**_tags("elsewhere"), **live}}, None)
+    assert sweep_runs.claim(racing, exp, "p", _tags("here"), me, attempts=1)[1] == "claimed"
+
+
+def test_mark_stale_goes_on_past_a_record_another_driver_removed(fresh_store):
+    c = MlflowClient(fresh_store)
+    exp = sweep_runs.ensure_experiment(c, "stale", fresh_store)
+    first, second = (sweep_runs.create_run(c, exp, "p", _tags("p")) for _ in range(2))
+    runs = sorted(sweep_runs.point_runs(c, exp, "s", "p"), key=lambda r: r.info.run_id != first)
+    c.delete_run(first)  # gone before this driver closes it: its tag write fails
+    sweep_runs._mark_stale(c, runs, "me", sweep_runs.STALE_AFTER)
+    run = c.get_run(second)
+    assert run.info.status == "KILLED" and run.data.tags[sweep_runs.TAKEN_OVER_TAG] == "me"
+
+
+def test_heartbeats_thread_is_a_daemon_and_outlives_a_store_error(fresh_store):
+    """A claim whose run cannot be read (an unreachable store, here a run id the store does not know) is retried at
+    the next beat; the others are still refreshed; the thread never keeps a finished driver alive."""
+    c = MlflowClient(fresh_store)
+    exp = sweep_runs.ensure_experiment(c, "errors", fresh_store)
+    owner = sweep_runs.new_owner()
+    held, _ = sweep_runs.claim(c, exp, "p", _tags("held"), owner)
+    c.set_tag(held, sweep_runs.HEARTBEAT_TAG, "1.000")
+    lost: list[str] = []
+    beats = sweep_runs.Heartbeats(c, owner, lost.append, every=0.05)
+    try:
+        assert beats._thread.daemon and beats.every == 0.05
+        beats.add("0" * 32)  # sorted first: refreshed (and failing) before the held claim at every beat
+        beats.add(held)
+        assert _wait_for(lambda: float(c.get_run(held).data.tags[sweep_runs.HEARTBEAT_TAG]) > time.time() - 60)
+        assert lost == []
+    finally:
+        beats.stop()
+    beats._thread.join(timeout=10)
+    default = sweep_runs.Heartbeats(c, owner, lost.append)
+    default.stop()
+    assert default.every == sweep_runs.HEARTBEAT_EVERY
