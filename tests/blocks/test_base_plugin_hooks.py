@@ -116,3 +116,9 @@ def test_a_placement_must_be_a_block_subclass():
         normlight.PluginError, match=r"a placement plugin must be a subclass of normlight\.blocks\.Block"
     ):
         normlight.get_placement(torch.nn.Linear)
+
+
+def test_an_old_style_placement_takes_a_residual_plugin_that_acts_only_on_attention_values():
+    # the "never applied" check is for plugins acting on the attn/mlp joins; value_residual acts inside attention
+    model = normlight.create_model("gpt-nano", depth=2, placement=OldStyleBlock, residual="value_residual")
+    assert model(torch.randint(0, 256, (2, 8))).shape == (2, 8, 256)

@@ -3,6 +3,7 @@
 import re
 
 import pytest
+import torch
 from torch import nn
 
 import normlight
@@ -146,3 +147,32 @@ def test_a_mixer_plugin_is_refused_by_a_placement_that_customizes_attention(plac
 @pytest.mark.parametrize("placement", ["pre", "post", "peri", "sandwich", "mix", "none", "rezero", "skipinit"])
 def test_the_placements_named_as_leaving_attention_alone_take_a_mixer_plugin(placement):
     assert isinstance(get_placement(placement)(8, 2, mixer=RecordingMixer).attn, RecordingMixer)
+
+
+def test_a_residual_plugin_is_refused_by_a_placement_without_x_plus_f_of_x():
+    message = (
+        "residual 'gate' cannot apply to placement NGPTBlock: it has no x + F(x) to replace; use residual 'add' with it"
+    )
+    with pytest.raises(normlight.PluginOptionError, match=re.escape(message)):
+        get_placement("ngpt")(8, 2, residual="gate")
+
+
+def test_a_value_residual_is_refused_by_a_mixer_without_values():
+    message = (
+        "residual 'value_residual' mixes attention values, but mixer "
+        "tests.blocks.test_block_construction.RecordingMixer has none; use mixer 'attention' with it"
+    )
+    with pytest.raises(normlight.PluginOptionError, match=re.escape(message)):
+        get_placement("pre")(8, 2, residual="value_residual", mixer=RecordingMixer)
+
+
+def test_the_head_scale_keeps_the_activation_dtype_under_autocast():
+    # under bf16 autocast the heads come out of attention in bf16; a float32 head scale must not promote them
+    attn = get_placement("pre")(8, 2, mixer_kwargs={"head_scale": True}).attn
+    with torch.no_grad():
+        attn.head_scale.copy_(torch.tensor([1.1, 0.7]))
+    seen = []
+    attn.out_proj.register_forward_pre_hook(lambda module, args: seen.append(args[0].dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        attn(torch.randn(2, 5, 8))
+    assert seen == [torch.bfloat16]
