@@ -278,3 +278,120 @@ def test_heartbeats_thread_is_a_daemon_and_outlives_a_store_error(fresh_store):
     default = sweep_runs.Heartbeats(c, owner, lost.append)
     default.stop()
     assert default.every == sweep_runs.HEARTBEAT_EVERY
+
+
+def test_client_opens_the_store_it_is_given(fresh_store, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert sweep_runs.client(fresh_store).tracking_uri == fresh_store
+
+
+class _PagedClient(MlflowClient):
+    """A real client whose searches return pages of two runs, so every page has to be followed."""
+
+    def search_runs(self, *args, **kwargs):
+        return super().search_runs(*args, **{**kwargs, "max_results": 2})
+
+
+def test_sweep_runs_follows_every_page_and_keeps_to_its_sweep(fresh_store):
+    c = MlflowClient(fresh_store)
+    exp = sweep_runs.ensure_experiment(c, "pages", fresh_store)
+    ids = {sweep_runs.create_run(c, exp, f"p{i}", _tags(f"p{i}")) for i in range(5)}
+    sweep_runs.create_run(c, exp, "other", {sweep_runs.SWEEP_TAG: "t", sweep_runs.HASH_TAG: "p0"})
+    assert {r.info.run_id for r in sweep_runs.sweep_runs(_PagedClient(fresh_store), exp, "s")} == ids
+
+
+def test_state_by_hash_gives_the_state_and_the_runs_per_status(fresh_store):
+    c = MlflowClient(fresh_store)
+    exp = sweep_runs.ensure_experiment(c, "states", fresh_store)
+    done, failed, left = (sweep_runs.create_run(c, exp, "p", _tags("h")) for _ in range(3))
+    c.set_terminated(done, "FINISHED")
+    c.set_terminated(failed, "FAILED")
+    assert sweep_runs.state_by_hash(sweep_runs.sweep_runs(c, exp, "s")) == {
+        "h": {"state": sweep_runs.DONE, "finished": [done], "failed": [failed], "interrupted": [(left, "RUNNING")]}
+    }
+
+
+def test_a_stale_claim_is_judged_by_the_given_stale_after_and_taken_over_by_name(fresh_store):
+    # a heartbeat 10 s old is stale for stale_after=5 (the default, 90 s, would call it live)
+    c = MlflowClient(fresh_store)
+    exp = sweep_runs.ensure_experiment(c, "stale", fresh_store)
+    me = sweep_runs.new_owner()
+    old = sweep_runs.create_run(
+        c,
+        exp,
+        "old-name",
+        {**_tags("p"), sweep_runs.OWNER_TAG: "gone", sweep_runs.HEARTBEAT_TAG: f"{time.time() - 10:.3f}"},
+    )
+    assert c.get_run(old).info.run_name == "old-name"
+    got, why = sweep_runs.claim(c, exp, "new-name", _tags("p"), me, stale_after=5)
+    assert why == "claimed" and c.get_run(got).info.run_name == "new-name"
+    old_run = c.get_run(old)
+    assert old_run.info.status == "KILLED" and old_run.data.tags[sweep_runs.TAKEN_OVER_TAG] == me
+    # a rival recorded meanwhile with a heartbeat older than stale_after is no rival either
+    rival = {**_tags("q"), sweep_runs.OWNER_TAG: "other", sweep_runs.HEARTBEAT_TAG: f"{time.time() - 10:.3f}"}
+    racing = _RivalClient(fresh_store, {"exp": exp, "tags": rival}, None)
+    assert sweep_runs.claim(racing, exp, "p", _tags("q"), me, stale_after=5, attempts=1)[1] == "claimed"
+
+
+def test_taken_ignores_the_owners_own_live_claim_only(fresh_store):
+    c = MlflowClient(fresh_store)
+    exp = sweep_runs.ensure_experiment(c, "taken", fresh_store)
+    me = sweep_runs.new_owner()
+    mine, _ = sweep_runs.claim(c, exp, "p", _tags("p"), me)
+    runs = sweep_runs.point_runs(c, exp, "s", "p")
+    assert sweep_runs._taken(runs, me, False, 60.0) is None
+    assert sweep_runs._taken(runs, "another driver", False, 60.0) == "running"
+
+
+class _CollidingClient(MlflowClient):
+    """A real client racing a twin driver that claims the same point at the same moment and steps back with it."""
+
+    def __init__(self, uri: str):
+        super().__init__(uri)
+        self.creates, self.twins = 0, []
+
+    def create_run(self, experiment_id, *args, tags=None, **kwargs):
+        run = super().create_run(experiment_id, *args, tags=tags, **kwargs)
+        self.creates += 1
+        twin = {**tags, sweep_runs.OWNER_TAG: "twin", sweep_runs.HEARTBEAT_TAG: f"{time.time():.3f}"}
+        self.twins.append(MlflowClient(self.tracking_uri).create_run(experiment_id, run_name="twin", tags=twin))
+        return run
+
+    def delete_run(self, run_id):
+        super().delete_run(run_id)
+        super().delete_run(self.twins.pop().info.run_id)
+
+
+def test_colliding_claims_back_off_for_a_seeded_random_pause_and_give_up_after_20_attempts(fresh_store, monkeypatch):
+    c = MlflowClient(fresh_store)
+    exp = sweep_runs.ensure_experiment(c, "collide", fresh_store)
+    pauses: list[float] = []
+    monkeypatch.setattr(sweep_runs.time, "sleep", pauses.append)
+    racing = _CollidingClient(fresh_store)
+    assert sweep_runs.claim(racing, exp, "p", _tags("p"), "me") == (None, "running")
+    assert racing.creates == 20 and len(pauses) == 20
+    assert all(0.2 <= p <= 1.5 for p in pauses) and min(pauses) < 1.2
+    # the pauses are drawn from a generator seeded by owner and point: the same driver repeats them
+    first = pauses[:3]
+    pauses.clear()
+    assert sweep_runs.claim(_CollidingClient(fresh_store), exp, "p", _tags("p"), "me", attempts=3)[1] == "running"
+    assert pauses == first
+
+
+def test_heartbeats_thread_is_named_and_reports_a_lost_claim_once(fresh_store):
+    c = MlflowClient(fresh_store)
+    exp = sweep_runs.ensure_experiment(c, "lost", fresh_store)
+    owner = sweep_runs.new_owner()
+    held, _ = sweep_runs.claim(c, exp, "p", _tags("held"), owner)
+    c.set_tag(held, sweep_runs.TAKEN_OVER_TAG, "another driver")
+    lost: list[str] = []
+    beats = sweep_runs.Heartbeats(c, owner, lost.append, every=0.02)
+    try:
+        assert beats._thread.name == "normlight-sweep-heartbeat"  # what a thread dump of a stuck driver shows
+        beats.add(held)
+        assert _wait_for(lambda: lost == [held])
+        time.sleep(0.3)  # a dozen more beats: the lost claim is no longer refreshed nor reported again
+    finally:
+        beats.stop()
+    beats._thread.join(timeout=10)
+    assert lost == [held]
