@@ -121,18 +121,27 @@ def test_evonorm_b0_bf16_module_eval_uses_its_running_variance_in_float32(fast_p
     assert EvoNormB0(4).sync_stats is True  # batch statistics summed over data-parallel ranks unless turned off
 
 
-def test_evonorm_s0_group_statistics_use_the_fused_kernel_eagerly_and_plain_passes_when_traced(monkeypatch):
-    # eagerly on CPU, per-channel statistics come from torch's one-pass fused kernel (the fast choice); inside a
-    # traced graph (told so here; the compiler itself is not run) two plain passes that inductor fuses
-    m = normlight.create_norm("evonorm_s0", 8, num_groups=2)
-    fused_calls = []
+@pytest.fixture
+def fused_calls(monkeypatch) -> list:
+    """The input shapes of every call of torch's fused statistics kernel (``batch_norm_update_stats``)."""
+    calls = []
     fused = torch.batch_norm_update_stats
 
     def counting(*args):
-        fused_calls.append(args[0].shape)
+        calls.append(args[0].shape)
         return fused(*args)
 
     monkeypatch.setattr(torch, "batch_norm_update_stats", counting)
+    return calls
+
+
+def test_evonorm_s0_group_statistics_use_the_fused_kernel_eagerly_and_plain_passes_when_traced(
+    monkeypatch, fused_calls
+):
+    # eagerly on CPU, per-channel statistics come from torch's one-pass fused kernel (the fast choice); inside a
+    # traced graph (told so here; the compiler itself is not run) two plain passes that inductor fuses
+    m = normlight.create_norm("evonorm_s0", 8, num_groups=2)
+    fused_calls.clear()  # the build's one-time probe is not the forward under test
     x = torch.randn(3, 5, 8)
     eager = m(x)
     assert fused_calls == [(5, 8)] * 3  # one call per sample
@@ -143,19 +152,12 @@ def test_evonorm_s0_group_statistics_use_the_fused_kernel_eagerly_and_plain_pass
 
 
 def test_evonorm_b0_instance_statistics_use_the_fused_kernel_eagerly_and_plain_passes_compiled(
-    monkeypatch, kernel_calls
+    fused_calls, kernel_calls
 ):
     # eagerly on CPU without a mask, per-sample statistics come from torch's fused kernel (one call per sample);
     # with compile_norms (kernels run eagerly here) from the instance_moments kernel, which the compiler fuses
     m = normlight.create_norm("evonorm_b0", 8)
-    fused_calls = []
-    fused = torch.batch_norm_update_stats
-
-    def counting(*args):
-        fused_calls.append(args[0].shape)
-        return fused(*args)
-
-    monkeypatch.setattr(torch, "batch_norm_update_stats", counting)
+    fused_calls.clear()  # the build's one-time probe is not the forward under test
     x = torch.randn(3, 5, 8)
     eager = m(x)
     assert fused_calls == [(5, 8)] * 3 and ("instance_moments", False) not in kernel_calls
