@@ -126,7 +126,8 @@ def survivors(d: Path, env: dict) -> list[dict]:
     """The surviving mutants (``mutmut results``), each as ``{"name": mutmut's name, "key": its stable key}``."""
     res = subprocess.run([sys.executable, "-m", "mutmut", "results"], cwd=d, env=env, capture_output=True, text=True)
     names = [ln.split(":")[0].strip() for ln in res.stdout.splitlines() if ln.strip().endswith("survived")]
-    return [{"name": n, "key": mutant_key(d, n)} for n in names]
+    parsed: dict[Path, dict] = {}  # each mutated file parsed once, not once per survivor
+    return [{"name": n, "key": mutant_key(d, n, parsed)} for n in names]
 
 
 def _functions(path: Path) -> dict[str, list[str]]:
@@ -173,19 +174,23 @@ def apply_mutant(d: Path, name: str) -> None:
     target.write_text("\n".join(lines) + "\n")
 
 
-def mutant_key(d: Path, name: str) -> str:
+def mutant_key(d: Path, name: str, parsed: dict[Path, dict] | None = None) -> str:
     """A survivor's key, stable while the line it changes is: ``<path>::<Qualname>: <old> => <new>``.
 
     mutmut numbers the mutants of a function in order (``...x_fold__mutmut_17``), so any edit of the function
     renumbers them; the key names the function and the changed line(s) instead (stripped; several joined by
     `` ⏎ ``), read from the mutant and original copies mutmut keeps in ``mutants/``.
+    ``parsed`` caches the parsed files across calls.
     ``normlight.norms.repbn.xǁRepBNǁ__init____mutmut_2`` ->
     ``norms/repbn.py::RepBN.__init__: momentum: float | None = 0.1, => momentum: float | None = 1.1,``
     """
     module, _, mangled = name.rpartition(".")
     base = mangled.rsplit("__mutmut_", 1)[0]
     path = Path(*module.split(".")).with_suffix(".py")
-    funcs = _functions(d / "mutants" / path)
+    file = d / "mutants" / path
+    funcs = parsed[file] if parsed is not None and file in parsed else _functions(file)
+    if parsed is not None:
+        parsed[file] = funcs
     orig = funcs[base + "__mutmut_orig"][1:]  # without the def line, which holds the copy's name
     mutant = funcs[mangled][1:]
     old, new = [], []
